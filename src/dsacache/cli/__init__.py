@@ -1,0 +1,1 @@
+"""cli/: the thin `dsacache` command; every command lives in its own module."""

@@ -1,0 +1,96 @@
+"""Import a plain .npz of indices (what a user dumps from vLLM or SGLang).
+
+Arrays: `indices` [steps, layers, k] (or [requests, steps, layers, k]), any integer dtype,
+-1 = empty slot; optional `context_lens` [steps] (or [requests, steps]), default max index + 1
+per step; optional `near_miss` shaped like `indices` with m slots. The file carries no
+geometry: bytes per token and page size come from the caller (defaults: DeepSeek-V3.2).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from dsacache.errors import TraceError
+from dsacache.trace.geometry import PRESETS, Geometry
+from dsacache.trace.model import RequestTrace, Trace, default_context_lens
+
+_DEFAULT = PRESETS["deepseek-v3.2"]
+
+
+def load_npz(
+    path: str | Path,
+    *,
+    kv_bytes_per_token: int | None = None,
+    index_bytes_per_token: int | None = None,
+    block_tokens: int | None = None,
+) -> Trace:
+    src = str(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+    except FileNotFoundError:
+        raise TraceError(src, "file", "does not exist") from None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise TraceError(src, "file", f"unreadable or truncated .npz ({e})") from None
+    if "indices" not in arrays:
+        raise TraceError(src, "indices", f"missing array (found: {', '.join(arrays) or 'none'})")
+    indices = _as_int32(arrays["indices"], src, "indices")
+    if indices.ndim not in (3, 4):
+        raise TraceError(
+            src, "indices", f"must have rank 3 [steps, layers, k] or 4, got shape {indices.shape}"
+        )
+    batch = indices.ndim == 4
+    if not batch:
+        indices = indices[None]
+    ctx = arrays.get("context_lens")
+    if ctx is not None:
+        ctx = np.asarray(ctx)
+        if ctx.dtype.kind not in "iu":
+            raise TraceError(src, "context_lens", f"dtype must be integer, got {ctx.dtype}")
+        want = indices.shape[:2] if batch else indices.shape[1:2]
+        if ctx.shape != want:
+            raise TraceError(
+                src, "context_lens", f"shape {ctx.shape} does not match indices' steps {want}"
+            )
+        ctx = ctx.astype(np.int64).reshape(indices.shape[:2])
+    near = arrays.get("near_miss")
+    if near is not None:
+        near = _as_int32(near, src, "near_miss")
+        if near.ndim != indices.ndim - (0 if batch else 1):
+            raise TraceError(src, "near_miss", f"rank does not match indices ({near.shape})")
+        if not batch:
+            near = near[None]
+        if near.shape[:3] != indices.shape[:3]:
+            raise TraceError(
+                src,
+                "near_miss",
+                f"shape {near.shape} does not match indices' {indices.shape[:3]}",
+            )
+    requests = [
+        RequestTrace(
+            indices[r],
+            default_context_lens(indices[r]) if ctx is None else ctx[r],
+            None if near is None else near[r],
+        )
+        for r in range(indices.shape[0])
+    ]
+    geometry = Geometry(
+        layers=int(indices.shape[2]),
+        top_k=int(indices.shape[3]),
+        kv_bytes_per_token=kv_bytes_per_token or _DEFAULT.kv_bytes_per_token,
+        index_bytes_per_token=index_bytes_per_token or _DEFAULT.index_bytes_per_token,
+        block_tokens=block_tokens or _DEFAULT.block_tokens,
+    )
+    return Trace(requests, geometry, {"source_model": "imported", "imported_from": src}, source=src)
+
+
+def _as_int32(arr: np.ndarray, src: str, field: str) -> np.ndarray:
+    if arr.dtype.kind not in "iu":
+        raise TraceError(src, field, f"dtype must be integer, got {arr.dtype}")
+    if arr.size and (arr.max() > np.iinfo(np.int32).max or arr.min() < np.iinfo(np.int32).min):
+        bad = arr.max() if arr.max() > np.iinfo(np.int32).max else arr.min()
+        raise TraceError(src, field, f"value {bad} does not fit int32")
+    return arr.astype(np.int32, copy=False)

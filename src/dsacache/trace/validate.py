@@ -1,0 +1,113 @@
+"""The format's rules (DESIGN.md "The trace"), checked chunk by chunk so huge traces stream."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dsacache.errors import TraceError
+
+if TYPE_CHECKING:
+    from dsacache.trace.model import RequestTrace, Trace
+
+# Fill value of stored index arrays: a chunk missing on disk reads as this (never valid).
+MISSING = -2
+
+
+def validate_trace(trace: Trace) -> None:
+    for r, req in enumerate(trace.requests):
+        prefix = f"requests/{r}/" if len(trace.requests) > 1 else ""
+        validate_request(req, trace, prefix)
+
+
+def _check_array(arr: Any, source: str, field: str, rank: int) -> None:
+    dtype = np.dtype(getattr(arr, "dtype", None) or np.asarray(arr).dtype)
+    if dtype != np.int32:
+        raise TraceError(source, field, f"dtype must be int32, got {dtype}")
+    if len(arr.shape) != rank:
+        raise TraceError(source, field, f"must have rank {rank}, got shape {tuple(arr.shape)}")
+
+
+def validate_request(req: RequestTrace, trace: Trace, prefix: str = "") -> None:
+    src, g = trace.source, trace.geometry
+    _check_array(req.indices, src, prefix + "indices", 3)
+    steps, layers, k = (int(x) for x in req.indices.shape)
+    if layers != g.layers:
+        raise TraceError(
+            src, prefix + "indices", f"has {layers} layers but geometry.layers is {g.layers}"
+        )
+    if k != g.top_k:
+        raise TraceError(src, prefix + "indices", f"has {k} slots but geometry.top_k is {g.top_k}")
+    ctx = req.context_lens
+    if ctx.dtype.kind not in "iu":
+        raise TraceError(src, prefix + "context_lens", f"dtype must be integer, got {ctx.dtype}")
+    if ctx.shape != (steps,):
+        raise TraceError(
+            src,
+            prefix + "context_lens",
+            f"shape {ctx.shape} does not match {steps} steps of indices",
+        )
+    if steps and ctx.min() < 0:
+        s = int(np.argmin(ctx))
+        what = "missing or truncated chunk" if ctx[s] == -1 else f"negative value {ctx[s]}"
+        raise TraceError(src, prefix + "context_lens", f"{what} at step {s}")
+    if req.near_miss is not None:
+        _check_array(req.near_miss, src, prefix + "near_miss", 3)
+        nshape = tuple(int(x) for x in req.near_miss.shape)
+        if nshape[:2] != (steps, layers):
+            raise TraceError(
+                src,
+                prefix + "near_miss",
+                f"shape {nshape} does not match indices' [{steps}, {layers}, ...]",
+            )
+    for chunk in req.iter_chunks():
+        _check_values(chunk.indices, chunk.context_lens, chunk.start, src, prefix + "indices")
+        if chunk.near_miss is not None:
+            _check_values(
+                chunk.near_miss, chunk.context_lens, chunk.start, src, prefix + "near_miss"
+            )
+            both = np.concatenate([chunk.indices, chunk.near_miss], axis=2)
+            _check_duplicates(both, chunk.start, src, prefix + "near_miss", "also in the top-k")
+
+
+def _where(mask: np.ndarray) -> tuple[int, int, int]:
+    s, layer, slot = np.unravel_index(int(np.argmax(mask)), mask.shape)
+    return int(s), int(layer), int(slot)
+
+
+def _check_values(
+    idx: np.ndarray, ctx: np.ndarray, start: int, src: str, field: str
+) -> None:
+    if idx.size == 0:
+        return
+    low = idx < -1
+    if low.any():
+        s, layer, slot = _where(low)
+        value = int(idx[s, layer, slot])
+        if value == MISSING:
+            raise TraceError(src, field, f"missing or truncated chunk at step {start + s}")
+        raise TraceError(
+            src, field, f"index {value} < -1 at step {start + s}, layer {layer}, slot {slot}"
+        )
+    high = idx >= ctx[:, None, None]
+    if high.any():
+        s, layer, slot = _where(high)
+        raise TraceError(
+            src,
+            field,
+            f"index {int(idx[s, layer, slot])} >= context length {int(ctx[s])} "
+            f"at step {start + s}, layer {layer}, slot {slot}",
+        )
+    _check_duplicates(idx, start, src, field, "twice in one (step, layer)")
+
+
+def _check_duplicates(idx: np.ndarray, start: int, src: str, field: str, what: str) -> None:
+    if idx.shape[2] < 2:
+        return
+    srt = np.sort(idx, axis=2)
+    dup = (srt[:, :, 1:] == srt[:, :, :-1]) & (srt[:, :, 1:] >= 0)
+    if dup.any():
+        s, layer, slot = _where(dup)
+        token = int(srt[s, layer, slot + 1])
+        raise TraceError(src, field, f"token {token} {what} at step {start + s}, layer {layer}")
