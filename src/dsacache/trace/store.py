@@ -29,29 +29,46 @@ _CODEC = ZstdCodec(level=1, checksum=True)
 class RequestWriter:
     """Fills one request's arrays; rows are written in step chunks."""
 
-    def __init__(self, group: zarr.Group, steps: int, geometry: Geometry, near_miss: int,
-                 chunk_steps: int) -> None:
+    def __init__(
+        self, group: zarr.Group, steps: int, geometry: Geometry, near_miss: int, chunk_steps: int
+    ) -> None:
         shape = (steps, geometry.layers, geometry.top_k)
         chunks = (max(1, min(chunk_steps, steps)), geometry.layers, geometry.top_k)
         self.indices = group.create_array(
-            "indices", shape=shape, chunks=chunks, dtype="int32", fill_value=MISSING,
+            "indices",
+            shape=shape,
+            chunks=chunks,
+            dtype="int32",
+            fill_value=MISSING,
             compressors=_CODEC,
         )
         self.context_lens = group.create_array(
-            "context_lens", shape=(steps,), chunks=(max(1, steps),), dtype="int64",
-            fill_value=-1, compressors=_CODEC,
+            "context_lens",
+            shape=(steps,),
+            chunks=(max(1, steps),),
+            dtype="int64",
+            fill_value=-1,
+            compressors=_CODEC,
         )
         self.near_miss = None
         if near_miss:
             self.near_miss = group.create_array(
-                "near_miss", shape=(steps, geometry.layers, near_miss),
-                chunks=(chunks[0], geometry.layers, near_miss), dtype="int32",
-                fill_value=MISSING, compressors=_CODEC,
+                "near_miss",
+                shape=(steps, geometry.layers, near_miss),
+                chunks=(chunks[0], geometry.layers, near_miss),
+                dtype="int32",
+                fill_value=MISSING,
+                compressors=_CODEC,
             )
         self._ctx = np.full(steps, -1, dtype=np.int64)
 
-    def write(self, start: int, indices: np.ndarray, context_lens: np.ndarray,
-              near_miss: np.ndarray | None = None) -> None:
+    def write(
+        self,
+        start: int,
+        indices: np.ndarray,
+        context_lens: np.ndarray,
+        near_miss: np.ndarray | None = None,
+    ) -> None:
         stop = start + indices.shape[0]
         self.indices[start:stop] = indices
         self._ctx[start:stop] = context_lens
@@ -72,8 +89,13 @@ class TraceWriter:
         r.write(0, indices_chunk, context_lens_chunk)
     """
 
-    def __init__(self, path: str | Path, geometry: Geometry, meta: dict[str, Any] | None = None,
-                 chunk_steps: int = DEFAULT_CHUNK_STEPS) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        geometry: Geometry,
+        meta: dict[str, Any] | None = None,
+        chunk_steps: int = DEFAULT_CHUNK_STEPS,
+    ) -> None:
         self.path = Path(path)
         self.geometry = geometry
         self.meta = meta or {}
@@ -103,13 +125,15 @@ class TraceWriter:
                 r.close()
             from dsacache import __version__
 
-            self._root.attrs.update({
-                "format": FORMAT_NAME,
-                "format_version": FORMAT_VERSION,
-                "geometry": self.geometry.to_dict(),
-                "meta": {"tool_version": __version__, **self.meta},
-                "n_requests": len(self._requests),
-            })
+            self._root.attrs.update(
+                {
+                    "format": FORMAT_NAME,
+                    "format_version": FORMAT_VERSION,
+                    "geometry": self.geometry.to_dict(),
+                    "meta": {"tool_version": __version__, **self.meta},
+                    "n_requests": len(self._requests),
+                }
+            )
             if self.path.exists():
                 shutil.rmtree(self.path)
             os.replace(self._tmp, self.path)

@@ -76,9 +76,7 @@ def _where(mask: np.ndarray) -> tuple[int, int, int]:
     return int(s), int(layer), int(slot)
 
 
-def _check_values(
-    idx: np.ndarray, ctx: np.ndarray, start: int, src: str, field: str
-) -> None:
+def _check_values(idx: np.ndarray, ctx: np.ndarray, start: int, src: str, field: str) -> None:
     if idx.size == 0:
         return
     low = idx < -1

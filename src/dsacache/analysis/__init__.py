@@ -1,0 +1,1 @@
+"""analysis/: access-pattern metrics of a trace."""
