@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from dsacache import __version__
@@ -46,19 +45,16 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (2 for bad input, with a one-line message)."""
     _register_commands()
     try:
-        result = app(args=argv, prog_name="dsacache", standalone_mode=False)
+        app(args=argv, prog_name="dsacache")  # standalone: usage errors exit 2 by themselves
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except DsacacheError as e:
         print(f"dsacache: error: {e}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         print("dsacache: interrupted", file=sys.stderr)
         return 130
-    return result if isinstance(result, int) else 0
+    return 0
 
 
 def main() -> None:
