@@ -58,6 +58,8 @@ class RequestTrace:
     def iter_chunks(self, chunk_steps: int | None = None) -> Iterator[Chunk]:
         """Yield the request in step order, `chunk_steps` steps at a time (numpy arrays)."""
         n = chunk_steps or self.default_chunk_steps()
+        if n < 1:
+            raise DsacacheError(f"chunk_steps must be a positive integer, got {n}")
         for start in range(0, self.steps, n):
             stop = min(start + n, self.steps)
             near = None if self.near_miss is None else np.asarray(self.near_miss[start:stop])

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from dsacache.errors import TraceError
-from dsacache.trace.geometry import PRESETS, Geometry
+from dsacache.trace.geometry import PRESETS
 from dsacache.trace.model import RequestTrace, Trace, default_context_lens
 
 _DEFAULT = PRESETS["deepseek-v3.2"]
@@ -28,13 +28,18 @@ def load_npz(
     block_tokens: int | None = None,
 ) -> Trace:
     src = str(path)
+    if not Path(path).exists():
+        raise TraceError(src, "file", "does not exist")
+    if not Path(path).is_file() or not zipfile.is_zipfile(path):
+        raise TraceError(src, "file", "not an .npz archive (not a zip file, or truncated)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
-    except FileNotFoundError:
-        raise TraceError(src, "file", "does not exist") from None
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise TraceError(src, "file", f"unreadable or truncated .npz ({e})") from None
+    except Exception as e:  # noqa: BLE001 - zip, zlib, npy-header and pickle errors alike
+        text = " ".join(str(e).split())[:160]
+        raise TraceError(
+            src, "file", f"unreadable or corrupt .npz ({type(e).__name__}: {text})"
+        ) from None
     if "indices" not in arrays:
         raise TraceError(src, "indices", f"missing array (found: {', '.join(arrays) or 'none'})")
     indices = _as_int32(arrays["indices"], src, "indices")
@@ -77,12 +82,18 @@ def load_npz(
         )
         for r in range(indices.shape[0])
     ]
-    geometry = Geometry(
+    if indices.shape[2] < 1 or indices.shape[3] < 1:
+        raise TraceError(
+            src,
+            "indices",
+            f"shape {indices.shape[1:] if not batch else indices.shape} has no layers or no slots",
+        )
+    geometry = _DEFAULT.with_overrides(
         layers=int(indices.shape[2]),
         top_k=int(indices.shape[3]),
-        kv_bytes_per_token=kv_bytes_per_token or _DEFAULT.kv_bytes_per_token,
-        index_bytes_per_token=index_bytes_per_token or _DEFAULT.index_bytes_per_token,
-        block_tokens=block_tokens or _DEFAULT.block_tokens,
+        kv_bytes_per_token=kv_bytes_per_token,  # None keeps the default; 0 is an error
+        index_bytes_per_token=index_bytes_per_token,
+        block_tokens=block_tokens,
     )
     return Trace(requests, geometry, {"source_model": "imported", "imported_from": src}, source=src)
 

@@ -22,7 +22,8 @@ def validate_trace(trace: Trace) -> None:
 
 
 def _check_array(arr: Any, source: str, field: str, rank: int) -> None:
-    dtype = np.dtype(getattr(arr, "dtype", None) or np.asarray(arr).dtype)
+    # Never np.asarray() an array that has a dtype: a lazy on-disk array would be read whole.
+    dtype = np.dtype(arr.dtype if hasattr(arr, "dtype") else np.asarray(arr).dtype)
     if dtype != np.int32:
         raise TraceError(source, field, f"dtype must be int32, got {dtype}")
     if len(arr.shape) != rank:
@@ -50,8 +51,8 @@ def validate_request(req: RequestTrace, trace: Trace, prefix: str = "") -> None:
         )
     if steps and ctx.min() < 0:
         s = int(np.argmin(ctx))
-        what = "missing or truncated chunk" if ctx[s] == -1 else f"negative value {ctx[s]}"
-        raise TraceError(src, prefix + "context_lens", f"{what} at step {s}")
+        what = " (a missing chunk reads as -1)" if ctx[s] == -1 else ""
+        raise TraceError(src, prefix + "context_lens", f"negative value {ctx[s]} at step {s}{what}")
     if req.near_miss is not None:
         _check_array(req.near_miss, src, prefix + "near_miss", 3)
         nshape = tuple(int(x) for x in req.near_miss.shape)
@@ -62,13 +63,25 @@ def validate_request(req: RequestTrace, trace: Trace, prefix: str = "") -> None:
                 f"shape {nshape} does not match indices' [{steps}, {layers}, ...]",
             )
     for chunk in req.iter_chunks():
-        _check_values(chunk.indices, chunk.context_lens, chunk.start, src, prefix + "indices")
-        if chunk.near_miss is not None:
-            _check_values(
-                chunk.near_miss, chunk.context_lens, chunk.start, src, prefix + "near_miss"
-            )
-            both = np.concatenate([chunk.indices, chunk.near_miss], axis=2)
-            _check_duplicates(both, chunk.start, src, prefix + "near_miss", "also in the top-k")
+        check_chunk_values(
+            chunk.indices, chunk.context_lens, chunk.near_miss, chunk.start, src, prefix
+        )
+
+
+def check_chunk_values(
+    indices: np.ndarray,
+    context_lens: np.ndarray,
+    near_miss: np.ndarray | None,
+    start: int,
+    source: str,
+    prefix: str = "",
+) -> None:
+    """The value rules for rows start.. of one request (shapes already checked)."""
+    _check_values(indices, context_lens, start, source, prefix + "indices")
+    if near_miss is not None:
+        _check_values(near_miss, context_lens, start, source, prefix + "near_miss")
+        both = np.concatenate([indices, near_miss], axis=2)
+        _check_duplicates(both, start, source, prefix + "near_miss", "also in the top-k")
 
 
 def _where(mask: np.ndarray) -> tuple[int, int, int]:
@@ -83,10 +96,9 @@ def _check_values(idx: np.ndarray, ctx: np.ndarray, start: int, src: str, field:
     if low.any():
         s, layer, slot = _where(low)
         value = int(idx[s, layer, slot])
-        if value == MISSING:
-            raise TraceError(src, field, f"missing or truncated chunk at step {start + s}")
+        what = f" (a missing chunk reads as {MISSING})" if value == MISSING else ""
         raise TraceError(
-            src, field, f"index {value} < -1 at step {start + s}, layer {layer}, slot {slot}"
+            src, field, f"index {value} < -1 at step {start + s}, layer {layer}, slot {slot}{what}"
         )
     high = idx >= ctx[:, None, None]
     if high.any():

@@ -1,0 +1,18 @@
+"""The paper's reference values (Levy 2026, H200 traces; DESIGN.md "Access-pattern metrics")."""
+
+from __future__ import annotations
+
+# Keys match AnalysisResult.to_dict(). working_set_ratio is for W = 50 steps.
+PAPER: dict[str, float] = {
+    "new_lookup_fraction": 0.55,
+    "new_lookup_fraction_p95": 0.90,
+    "persistence_mean_steps": 1.82,
+    "lookback_mean_steps": 3.29,
+    "interlayer_overlap": 0.36,
+    "working_set_ratio": 5.15,
+    "working_set_ratio_p95": 7.2,
+    "page_utilization": 0.35,  # Fig. 9
+}
+
+# The window the paper's working-set ratio was measured with.
+PAPER_WINDOW = 50

@@ -1,0 +1,110 @@
+"""Shared fixtures: small, valid, random traces for any test that needs one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from dsacache.trace import Geometry, RequestTrace, Trace
+
+# Geometry of the small test traces (bytes per token as DeepSeek-V3.2, pages of 4 tokens).
+KV_BYTES = 656
+INDEX_BYTES = 132
+BLOCK_TOKENS = 4
+
+
+def make_request_arrays(
+    steps: int,
+    layers: int,
+    k: int,
+    context: int,
+    near_miss: int = 0,
+    pad: float = 0.2,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Arrays of one valid request: (indices, context_lens, near_miss or None).
+
+    The context starts at `context` tokens and grows by one token per step (decode). Each
+    (step, layer) row holds distinct tokens below the step's context length, with about a `pad`
+    fraction of its slots set to -1 (always where the context is shorter than k). The near-miss
+    row (m = `near_miss` slots) holds tokens disjoint from the top-k row, -1 where none are left.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    if context < 1:
+        raise ValueError("context must be >= 1")
+    ctx = context + np.arange(steps, dtype=np.int64)
+    indices = np.full((steps, layers, k), -1, dtype=np.int32)
+    near = None if not near_miss else np.full((steps, layers, near_miss), -1, dtype=np.int32)
+    for s in range(steps):
+        for layer in range(layers):
+            n = min(k + near_miss, int(ctx[s]))
+            tokens = rng.choice(int(ctx[s]), size=n, replace=False).astype(np.int32)
+            top, rest = tokens[:k], tokens[k:]
+            keep = rng.random(top.shape[0]) >= pad
+            row = np.where(keep, top, -1).astype(np.int32)
+            indices[s, layer, : row.shape[0]] = row
+            indices[s, layer] = rng.permutation(indices[s, layer])
+            if near is not None:
+                near[s, layer, : rest.shape[0]] = rest
+    return indices, ctx, near
+
+
+def make_trace(
+    steps: int | Sequence[int],
+    layers: int,
+    k: int,
+    context: int | Sequence[int],
+    requests: int = 1,
+    near_miss: int = 0,
+    seed: int = 0,
+    *,
+    pad: float = 0.2,
+    geometry: Geometry | None = None,
+    meta: dict | None = None,
+) -> Trace:
+    """A valid random in-memory trace (validated on construction).
+
+    `steps` and `context` may be one value for every request or one value per request.
+    """
+    rng = np.random.default_rng(seed)
+    steps_per = [steps] * requests if isinstance(steps, int) else list(steps)
+    ctx_per = [context] * requests if isinstance(context, int) else list(context)
+    if len(steps_per) != requests or len(ctx_per) != requests:
+        raise ValueError("steps/context sequences must have one entry per request")
+    reqs = [
+        RequestTrace(*make_request_arrays(n, layers, k, c, near_miss, pad, rng))
+        for n, c in zip(steps_per, ctx_per, strict=True)
+    ]
+    geometry = geometry or Geometry(layers, k, KV_BYTES, INDEX_BYTES, BLOCK_TOKENS)
+    return Trace(reqs, geometry, meta if meta is not None else {"source_model": "test"})
+
+
+def assert_traces_equal(a: Trace, b: Trace) -> None:
+    """Same geometry, meta and arrays (lazy arrays are read)."""
+    assert a.geometry == b.geometry
+    assert a.meta == b.meta
+    assert len(a.requests) == len(b.requests)
+    for ra, rb in zip(a.requests, b.requests, strict=True):
+        ma, mb = ra.materialize(), rb.materialize()
+        assert ma.indices.dtype == mb.indices.dtype == np.int32
+        np.testing.assert_array_equal(ma.indices, mb.indices)
+        np.testing.assert_array_equal(ma.context_lens, mb.context_lens)
+        assert (ma.near_miss is None) == (mb.near_miss is None)
+        if ma.near_miss is not None:
+            np.testing.assert_array_equal(ma.near_miss, mb.near_miss)
+
+
+@pytest.fixture
+def small_trace() -> Trace:
+    """Two requests of different lengths, 3 layers, k=4, with a near-miss row of 2."""
+    return make_trace([6, 9], layers=3, k=4, context=[5, 12], requests=2, near_miss=2, seed=1)
+
+
+@pytest.fixture
+def small_store(tmp_path, small_trace):  # noqa: ANN201
+    """`small_trace` saved as a store with 2-step chunks; returns its path."""
+    path = tmp_path / "small.zarr"
+    small_trace.save(path, chunk_steps=2)
+    return path
