@@ -51,14 +51,14 @@ def analyze_command(
     if json_out:
         print(json.dumps(result.to_dict(), allow_nan=False))
     else:
-        _print_table(result)
+        print_metrics_table(result)
 
 
 def _fmt(value: float | None, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:.3f}{suffix}"
 
 
-def _print_table(r: AnalysisResult) -> None:
+def print_metrics_table(r: AnalysisResult) -> None:
     console = Console()
     console.print(
         f"[bold]{r.source}[/bold]: {r.requests} request(s), {r.steps} steps, {r.layers} layers, "

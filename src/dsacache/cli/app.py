@@ -15,9 +15,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-export_app = typer.Typer(help="Write a trace in another tool's format.", no_args_is_help=True)
+export_app = typer.Typer(
+    help="Write a trace in another tool's format.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 app.add_typer(export_app, name="export")
 
 

@@ -25,11 +25,11 @@ HELP = "\n\n".join(
         "access to the same obj_id, -1 if there is none (what libCacheSim's own traceConv "
         "writes; its Belady relies on it).",
         "Example (cache sizes are in bytes; with --object-size 1 they count tokens):",
-        "  dsacache export libcachesim trace.dsa trace.oracleGeneral --object-size 1\n"
-        '  python -c "import libcachesim as lcs; '
-        "r = lcs.TraceReader('trace.oracleGeneral', lcs.TraceType.ORACLE_GENERAL_TRACE); "
-        'print(lcs.LRU(65536).process_trace(r))"\n'
-        "  cachesim trace.oracleGeneral oracleGeneral lru,belady 65536",
+        "    dsacache export libcachesim t.zarr t.oracleGeneral --object-size 1\n"
+        "    cachesim t.oracleGeneral oracleGeneral lru,belady 65536",
+        "or from Python: `r = libcachesim.TraceReader('t.oracleGeneral', "
+        "libcachesim.TraceType.ORACLE_GENERAL_TRACE)`, then "
+        "`libcachesim.LRU(65536).process_trace(r)`.",
     ]
 )
 

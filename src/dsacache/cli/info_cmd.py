@@ -35,8 +35,9 @@ def info(
     the offending value, and exits with status 2.
 
     Examples:
-      dsacache info run.zarr
-      dsacache info dump.npz --kv-bytes 4096 --block-tokens 16 --json
+
+        dsacache info run.zarr
+        dsacache info dump.npz --kv-bytes 4096 --block-tokens 16 --json
     """
     t = load_trace_arg(trace, kv_bytes, index_bytes, block_tokens)
     summary = describe(t)

@@ -12,13 +12,13 @@ TRACE_ARG = typer.Argument(
     ..., help="A trace store (dsacache synth/record) or a plain .npz with an `indices` array."
 )
 KV_BYTES = typer.Option(
-    None, "--kv-bytes", help="For .npz input: KV bytes per token per layer [default: 656]."
+    None, "--kv-bytes", help="For .npz input: KV bytes per token per layer (default: 656)."
 )
 INDEX_BYTES = typer.Option(
-    None, "--index-bytes", help="For .npz input: index-key bytes per token [default: 132]."
+    None, "--index-bytes", help="For .npz input: index-key bytes per token (default: 132)."
 )
 BLOCK_TOKENS = typer.Option(
-    None, "--block-tokens", help="For .npz input: tokens per KV page [default: 64]."
+    None, "--block-tokens", help="For .npz input: tokens per KV page (default: 64)."
 )
 
 

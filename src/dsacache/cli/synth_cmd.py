@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from dsacache.analysis import analyze
 from dsacache.cli.app import app
 from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
+from dsacache.trace import Trace
 from dsacache.trace.geometry import PRESETS, preset
 from dsacache.trace.synth import PAPER_TARGETS, SynthTargets, synthesize
 
@@ -58,6 +62,9 @@ def synth(
     ),
     window: int = typer.Option(_DEFAULTS.window, "--window", help="Working-set window, steps."),
     chunk_steps: int = typer.Option(64, "--chunk-steps", help="Steps per stored chunk."),
+    check: bool = typer.Option(
+        False, "--check", help="Analyze the written trace and print targets beside results."
+    ),
 ) -> None:
     """Generate a synthetic DSA trace calibrated to access-pattern targets.
 
@@ -97,3 +104,24 @@ def synth(
         f"wrote {out}: {requests} request(s) x {steps} steps x {g.layers} layers x k={g.top_k}, "
         f"context {context}..{context + steps - 1}"
     )
+    if check:
+        _print_check(trace, targets)
+
+
+def _print_check(trace: Trace, targets: SynthTargets) -> None:
+    with progress_bar("analyze", sum(r.steps for r in trace.requests)) as advance:
+        r = analyze(trace, window=targets.window, progress=advance)
+    table = Table("metric", "target", "this trace")
+    rows = [
+        ("new_lookup_fraction", targets.new_lookup_fraction, r.new_lookup_fraction),
+        ("  P95", targets.new_lookup_p95, r.new_lookup_fraction_p95),
+        ("persistence_mean_steps", targets.persistence_mean_steps, r.persistence_mean_steps),
+        ("interlayer_overlap", targets.interlayer_overlap, r.interlayer_overlap),
+        (f"working_set_ratio (W={targets.window})", targets.working_set_ratio, r.working_set_ratio),
+        ("lookback_mean_steps", targets.lookback_mean_steps, r.lookback_mean_steps),
+    ]
+    for label, want, got in rows:
+        table.add_row(
+            label, "-" if want is None else f"{want:.3f}", "n/a" if got is None else f"{got:.3f}"
+        )
+    Console().print(table)

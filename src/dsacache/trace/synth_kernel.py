@@ -170,12 +170,14 @@ def generate_chunk(
             while m < n:
                 tok = -1
                 if np.random.random() >= fresh_share:
-                    for _ in range(16):
-                        d = 2 + np.random.geometric(geom_p) - 1
+                    # A token whose latest selection was d steps ago, so lookback = d exactly;
+                    # after 8 misses settle for any token of S(t-d) (lookback <= d).
+                    for attempt in range(16):
+                        d = np.random.geometric(geom_p) + 1
                         if d > t or d >= H:
                             continue
                         cand = hist[(t - d) % H, layer, np.random.randint(k)]
-                        if cand < 0:
+                        if cand < 0 or (attempt < 8 and last_step[layer, cand] != t - d):
                             continue
                         if in_prev[cand] == rid or in_below[cand] == rid or in_cur[cand] == rid:
                             continue
