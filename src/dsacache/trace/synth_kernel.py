@@ -51,6 +51,17 @@ def _take(
 
 
 @njit(cache=True)
+def _sinks_to_front(pool: np.ndarray, n_pool: int, sink_n: int) -> int:
+    """Move tokens < sink_n to the front of pool[:n_pool]; returns how many."""
+    s = 0
+    for i in range(n_pool):
+        if pool[i] < sink_n:
+            pool[i], pool[s] = pool[s], pool[i]
+            s += 1
+    return s
+
+
+@njit(cache=True)
 def _fresh(ctx: int, sink_n: int, sink_share: float, recent_w: int, recent_share: float) -> int:
     u = np.random.random()
     if u < sink_share:
@@ -159,9 +170,15 @@ def generate_chunk(
                 a = max(a_min, ov - c)
             if layer > 0:  # a shortfall the pools could not cover is owed by later rows
                 debt[1, layer] = min(max(want_ov - (a + c), -n), n)
+            # Attention sinks, once selected, are kept first (real sinks are read every step).
+            sa = _sinks_to_front(pool_a, na, sink_n)
+            sb = _sinks_to_front(pool_b, nb, sink_n)
             m = 0
-            m = _take(pool_a, na, a, row, m, in_cur, rid)
-            m = _take(pool_b, nb, n_keep - a, row, m, in_cur, rid)
+            m = _take(pool_a, sa, min(a, sa), row, m, in_cur, rid)
+            m = _take(pool_a[sa:], na - sa, a - min(a, sa), row, m, in_cur, rid)
+            keep_b = n_keep - a
+            m = _take(pool_b, sb, min(keep_b, sb), row, m, in_cur, rid)
+            m = _take(pool_b[sb:], nb - sb, keep_b - min(keep_b, sb), row, m, in_cur, rid)
             # Overlap picks revisit this layer's own past first, so layers share working sets.
             c_seen = min(c, nc_seen)
             m = _take(pool_c, nc_seen, c_seen, row, m, in_cur, rid)
