@@ -43,7 +43,16 @@ def _root(
 
 def _register_commands() -> None:
     # Each module adds its commands to `app` / `export_app` when imported.
-    from dsacache.cli import analyze_cmd, demo_cmd, export_cmd, info_cmd, synth_cmd  # noqa: F401
+    from dsacache.cli import (  # noqa: F401
+        analyze_cmd,
+        demo_cmd,
+        export_cmd,
+        info_cmd,
+        llc_cmd,
+        mrc_cmd,
+        simulate_cmd,
+        synth_cmd,
+    )
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -39,7 +39,8 @@ import numpy as np
 from numba import njit
 
 from dsacache.errors import DsacacheError, TraceError
-from dsacache.trace.model import RequestTrace, Trace
+from dsacache.trace.blocks import StepBlocks
+from dsacache.trace.model import Trace
 
 RECORD_DTYPE = np.dtype(
     [("clock_time", "<u4"), ("obj_id", "<u8"), ("obj_size", "<u4"), ("next_access_vtime", "<i8")]
@@ -145,48 +146,6 @@ def _fill_block(
     return pos
 
 
-# ---------------------------------------------------------------- reading step blocks
-
-
-class _RowReader:
-    """Rows [a, b) of one request's indices; keeps the last storage chunk it decoded."""
-
-    def __init__(self, req: RequestTrace) -> None:
-        self.req = req
-        self.steps = req.steps
-        self.lazy = req.is_lazy
-        self.chunk = req.default_chunk_steps()
-        self._start = -1
-        self._rows: np.ndarray | None = None
-
-    def rows(self, a: int, b: int) -> np.ndarray:
-        b = min(b, self.steps)
-        if not self.lazy:
-            return np.asarray(self.req.indices[a:b])
-        parts = []
-        t = a
-        while t < b:
-            c0 = (t // self.chunk) * self.chunk
-            if c0 != self._start:
-                self._rows = np.asarray(self.req.indices[c0 : min(c0 + self.chunk, self.steps)])
-                self._start = c0
-            stop = min(b, c0 + self.chunk)
-            parts.append(self._rows[t - c0 : stop - c0])
-            t = stop
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
-def _read_block(readers: list[_RowReader], a: int, b: int, layers: int, k: int) -> np.ndarray:
-    """Steps [a, b) of every request as int32 [steps, layers, requests, k], -1 where absent."""
-    block = np.full((b - a, layers, len(readers), k), -1, dtype=np.int32)
-    for r, rd in enumerate(readers):
-        if a >= rd.steps:
-            continue
-        rows = rd.rows(a, b)
-        block[: rows.shape[0], :, r, : rows.shape[2]] = rows
-    return block
-
-
 # ---------------------------------------------------------------- export
 
 
@@ -225,25 +184,14 @@ def export_libcachesim(
             f"{trace.source}: {g.layers} layers; obj_id packing allows {MAX_LAYERS}"
         )
 
-    readers = [_RowReader(req) for req in trace.requests]
-    max_ctx = np.array([req.max_context for req in trace.requests], dtype=np.int64)
-    key_off = np.zeros(n_req, dtype=np.int64)
-    key_off[1:] = np.cumsum(max_ctx * g.layers)[:-1]
-    n_keys = int((max_ctx * g.layers).sum())
-    steps = trace.steps
-    k = max((int(req.indices.shape[2]) for req in trace.requests), default=g.top_k)
-    per_step = max(1, g.layers * n_req * k)
-    block_steps = max(1, _BLOCK_ELEMENTS // per_step)
-    chunk = max(rd.chunk for rd in readers)
-    if block_steps >= chunk:  # whole storage chunks per block when they fit
-        block_steps -= block_steps % chunk
-    bounds = list(range(0, steps, block_steps)) + [steps]
-    blocks = list(zip(bounds[:-1], bounds[1:], strict=True))
+    blocks = StepBlocks(trace, _BLOCK_ELEMENTS)
+    key_off, max_ctx = blocks.keys.key_offset, blocks.keys.max_context
+    steps = blocks.steps
 
     # Pass 1: valid accesses per step -> absolute position of every step's first access.
     counts = np.zeros(steps, dtype=np.int64)
-    for a, b in blocks:
-        block = _read_block(readers, a, b, g.layers, k)
+    for a, b in blocks.bounds:
+        block = blocks.read(a, b).indices
         bad = _count_block(block, max_ctx, counts[a:b])
         if bad[0] >= 0:
             t, layer, r, s = (int(x) for x in bad)
@@ -261,15 +209,16 @@ def export_libcachesim(
     total = int(starts[-1])
 
     # Pass 2: blocks from last to first, records written at their absolute offsets.
-    next_pos = np.full(n_keys, -1, dtype=np.int64)
+    next_pos = np.full(blocks.keys.size, -1, dtype=np.int64)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
             f.truncate(total * RECORD_DTYPE.itemsize)
-            for a, b in reversed(blocks):
+            for blk in blocks.reversed():
+                a, b = blk.start, blk.stop
                 p0, p1 = int(starts[a]), int(starts[b])
-                block = _read_block(readers, a, b, g.layers, k)
+                block = blk.indices
                 rec = np.empty(p1 - p0, dtype=RECORD_DTYPE)
                 rec["obj_size"] = size
                 reached = _fill_block(

@@ -1,0 +1,1 @@
+"""sim/: cache engines and policies replaying a trace's decode memory stream."""
