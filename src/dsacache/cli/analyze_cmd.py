@@ -14,6 +14,8 @@ from dsacache.cli.app import app
 from dsacache.cli.options import BLOCK_TOKENS, INDEX_BYTES, KV_BYTES, TRACE_ARG, load_trace_arg
 from dsacache.cli.progress import progress_bar
 
+PAPER_PAGE_TOKENS = 64  # DESIGN.md's default P, with which the paper's 0.35 is compared
+
 
 @app.command("analyze")
 def analyze_command(
@@ -33,12 +35,12 @@ def analyze_command(
 ) -> None:
     """Measure how a trace's top-k selections move: the paper's access-pattern metrics.
 
-    new_lookup_fraction: share of a step's top-k not selected at the previous step (same layer).
-    persistence_mean_steps: mean run of consecutive steps a token stays selected.
-    lookback_mean_steps: steps since a re-selected token's previous selection.
-    interlayer_overlap: share of layer l's top-k also chosen by layer l-1 at the same step.
-    working_set_ratio: distinct tokens a layer touches in W steps, divided by k.
-    page_utilization: selected tokens per token of the P-token pages they touch.
+    - new_lookup_fraction: share of a step's top-k not selected at the previous step (same layer).
+    - persistence_mean_steps: mean run of consecutive steps a token stays selected.
+    - lookback_mean_steps: steps since a re-selected token's previous selection.
+    - interlayer_overlap: share of layer l's top-k also chosen by layer l-1 at the same step.
+    - working_set_ratio: distinct tokens a layer touches in W steps, divided by k.
+    - page_utilization: selected tokens per token of the P-token pages they touch.
 
     Means pool over requests, steps and layers, shown beside the paper's H200 values (Levy 2026).
     --json prints one object that adds per-layer values and a reuse-distance histogram.
@@ -66,6 +68,7 @@ def print_metrics_table(r: AnalysisResult) -> None:
     )
     table = Table("metric", "this trace", "paper (H200 traces)")
     ws_note = "" if r.window == PAPER_WINDOW else f" at W={PAPER_WINDOW}"
+    page_note = "" if r.page_tokens == PAPER_PAGE_TOKENS else f" at P={PAPER_PAGE_TOKENS}"
     rows = [
         ("new_lookup_fraction", r.new_lookup_fraction, "", ""),
         ("  P95", r.new_lookup_fraction_p95, "", "new_lookup_fraction_p95"),
@@ -81,5 +84,7 @@ def print_metrics_table(r: AnalysisResult) -> None:
         paper = _fmt(PAPER[key], suffix)
         if key.startswith("working_set_ratio"):
             paper += ws_note
+        if key == "page_utilization":
+            paper += page_note
         table.add_row(label, _fmt(value, suffix), paper)
     console.print(table)

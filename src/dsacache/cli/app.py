@@ -65,9 +65,6 @@ def run(argv: list[str] | None = None) -> int:
     except DsacacheError as e:
         print(f"dsacache: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("dsacache: interrupted", file=sys.stderr)
-        return 130
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from dsacache.analysis import analyze
 from dsacache.cli.analyze_cmd import print_metrics_table
 from dsacache.cli.app import app
 from dsacache.cli.progress import progress_bar
+from dsacache.errors import DsacacheError
 from dsacache.trace.geometry import preset
 from dsacache.trace.synth import synthesize
 
@@ -32,7 +34,10 @@ def demo(
     OUT/trace.zarr and OUT/analysis.json.
     """
     start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DsacacheError(f"{out}: cannot create the output directory ({e.strerror})") from None
     geometry = preset(DEMO_PRESET)
     trace_path = out / "trace.zarr"
     typer.echo(
@@ -44,7 +49,9 @@ def demo(
     typer.echo("[2/2] access-pattern analysis")
     with progress_bar("analyze", steps) as advance:
         result = analyze(trace, progress=advance)
-    (out / "analysis.json").write_text(json.dumps(result.to_dict(), allow_nan=False, indent=1))
+    tmp = out / ".analysis.json.tmp"
+    tmp.write_text(json.dumps(result.to_dict(), allow_nan=False, indent=1))
+    os.replace(tmp, out / "analysis.json")
     print_metrics_table(result)
     typer.echo(
         f"wrote {trace_path} and {out / 'analysis.json'} in {time.perf_counter() - start:.1f} s"

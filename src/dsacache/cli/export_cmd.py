@@ -9,6 +9,7 @@ import typer
 from dsacache.cli.app import export_app
 from dsacache.cli.options import BLOCK_TOKENS, INDEX_BYTES, KV_BYTES, TRACE_ARG, load_trace_arg
 from dsacache.cli.progress import progress_bar
+from dsacache.errors import DsacacheError
 from dsacache.trace.export_libcachesim import RECORD_DTYPE, export_libcachesim
 
 # Typer keeps the line breaks of a help text, so each paragraph is one string.
@@ -46,13 +47,16 @@ def libcachesim_cmd(
         help="obj_size of every record in bytes, e.g. 1 for unit-size objects "
         "(default: the trace's KV bytes per token).",
     ),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists."),
     kv_bytes: int | None = KV_BYTES,
     index_bytes: int | None = INDEX_BYTES,
     block_tokens: int | None = BLOCK_TOKENS,
 ) -> None:
     """Write TRACE as libCacheSim's oracleGeneral binary trace (help: HELP above)."""
+    if out.exists() and not out.is_dir() and not force:  # before the (long) trace validation
+        raise DsacacheError(f"{out}: exists; pass --force to overwrite it")
     t = load_trace_arg(trace, kv_bytes, index_bytes, block_tokens)
     with progress_bar("export", 2 * t.steps) as advance:
-        n = export_libcachesim(t, out, object_size=object_size, progress=advance)
+        n = export_libcachesim(t, out, object_size=object_size, progress=advance, force=force)
     nbytes = n * RECORD_DTYPE.itemsize
     typer.echo(f"wrote {n:,} records ({nbytes:,} bytes) to {out}")

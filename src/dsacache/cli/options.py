@@ -12,20 +12,20 @@ TRACE_ARG = typer.Argument(
     ..., help="A trace store (dsacache synth/record) or a plain .npz with an `indices` array."
 )
 KV_BYTES = typer.Option(
-    None, "--kv-bytes", help="For .npz input: KV bytes per token per layer (default: 656)."
+    None, "--kv-bytes", help="KV bytes per token per layer (default: the store's; 656 for .npz)."
 )
 INDEX_BYTES = typer.Option(
-    None, "--index-bytes", help="For .npz input: index-key bytes per token (default: 132)."
+    None, "--index-bytes", help="Index-key bytes per token (default: the store's; 132 for .npz)."
 )
 BLOCK_TOKENS = typer.Option(
-    None, "--block-tokens", help="For .npz input: tokens per KV page (default: 64)."
+    None, "--block-tokens", help="Tokens per KV page (default: the store's; 64 for .npz)."
 )
 
 
 def load_trace_arg(
     path: Path, kv_bytes: int | None, index_bytes: int | None, block_tokens: int | None
 ) -> Trace:
-    """Open TRACE lazily (stores stream chunk by chunk) with the .npz geometry flags applied."""
+    """Open TRACE lazily (stores stream chunk by chunk) with the geometry flags applied."""
     return open_trace(
         path,
         lazy=True,

@@ -149,7 +149,9 @@ def _fill_block(
 # ---------------------------------------------------------------- export
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir() and not force:
+        raise DsacacheError(f"{out}: exists; pass force=True to overwrite it")
     if out.is_dir():
         raise DsacacheError(f"{out}: is a directory; give a file path for the oracleGeneral trace")
     if not out.parent.is_dir():
@@ -161,15 +163,17 @@ def export_libcachesim(
     out: str | Path,
     object_size: int | None = None,
     progress: Callable[[int], None] | None = None,
+    force: bool = True,
 ) -> int:
     """Write `trace` to `out` as libCacheSim oracleGeneral; return the number of records.
 
     object_size: obj_size of every record (default geometry.kv_bytes_per_token).
     progress: called with the number of steps just processed, once per block in each of the
     two passes (so it sums to 2 * trace.steps).
+    force: replace an existing file at `out` (the CLI asks for --force).
     """
     out = Path(out)
-    _check_out(out)
+    _check_out(out, force)
     g = trace.geometry
     size = g.kv_bytes_per_token if object_size is None else int(object_size)
     if not 1 <= size < 1 << 32:
@@ -210,8 +214,14 @@ def export_libcachesim(
 
     # Pass 2: blocks from last to first, records written at their absolute offsets.
     next_pos = np.full(blocks.keys.size, -1, dtype=np.int64)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as e:
+        raise DsacacheError(f"{out}: cannot write ({e.strerror})") from None
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
     try:
         with os.fdopen(fd, "wb") as f:
             f.truncate(total * RECORD_DTYPE.itemsize)
@@ -242,6 +252,9 @@ def export_libcachesim(
                 if progress is not None:
                     progress(b - a)
         os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise DsacacheError(f"{out}: cannot write ({e.strerror or e})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

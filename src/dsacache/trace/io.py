@@ -16,7 +16,11 @@ def open_trace(
     validate: bool = True,
     **geometry_overrides: int | None,
 ) -> Trace:
-    """Load a trace store or an .npz; geometry_overrides apply to .npz imports only."""
+    """Load a trace store or an .npz.
+
+    geometry_overrides (kv_bytes_per_token, index_bytes_per_token, block_tokens) set the
+    geometry of an .npz import and override a store's recorded values (None: keep).
+    """
     p = Path(path)
     if not p.exists():
         raise TraceError(str(p), "file", "does not exist")
@@ -26,4 +30,6 @@ def open_trace(
         return load_npz(p, **geometry_overrides)
     from dsacache.trace.store import load_store
 
-    return load_store(p, lazy=lazy, validate=validate)
+    trace = load_store(p, lazy=lazy, validate=validate)
+    trace.geometry = trace.geometry.with_overrides(**geometry_overrides)
+    return trace

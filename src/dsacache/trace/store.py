@@ -180,7 +180,7 @@ class TraceWriter:
             raise DsacacheError(f"chunk_steps must be a positive integer, got {chunk_steps!r}")
         self.path = Path(path)
         self.geometry = geometry
-        self.meta = meta or {}
+        self.meta = _jsonable_meta(meta or {})
         self.chunk_steps = chunk_steps
         self.validate = validate
         self._requests: list[RequestWriter] = []
@@ -250,6 +250,22 @@ class TraceWriter:
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)
             raise
+
+
+def _jsonable_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """meta as plain JSON types (numpy scalars/arrays converted); one-line error otherwise."""
+
+    def convert(o: object) -> object:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        raise TypeError(f"{type(o).__name__} is not JSON-serializable")
+
+    try:
+        return json.loads(json.dumps(meta, default=convert, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise DsacacheError(f"meta: {e}") from None
 
 
 def _check_destination(path: Path) -> None:

@@ -10,6 +10,7 @@ long tail.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +51,10 @@ class SynthTargets:
             raise DsacacheError(f"new_lookup_p95 must be in [new_lookup_fraction, 1), got {p95}")
         if not 0.0 <= o <= 1.0:
             raise DsacacheError(f"interlayer_overlap must be in [0, 1], got {o}")
+        if not all(
+            math.isfinite(x) for x in (f, o, self.working_set_ratio, self.lookback_mean_steps)
+        ):
+            raise DsacacheError("synth targets must be finite numbers")
         if self.working_set_ratio < 1.0:
             raise DsacacheError(f"working_set_ratio must be >= 1, got {self.working_set_ratio}")
         if self.lookback_mean_steps < 1.0:
@@ -175,6 +180,8 @@ def synthesize(
     targets.validate()
     if steps < 1 or context < 1 or requests < 1:
         raise DsacacheError("steps, context and requests must be positive")
+    if context + steps - 1 > np.iinfo(np.int32).max:
+        raise DsacacheError(f"context {context} + {steps} steps exceeds int32 token indices")
     knobs, pilot = calibrate(geometry, context, targets, seed)
     meta = {
         "source_model": "synthetic",
@@ -193,7 +200,7 @@ def synthesize(
                 idx[start : start + chunk.shape[0]] = chunk
                 if progress:
                     progress(chunk.shape[0])
-            reqs.append(RequestTrace(idx, gen.context_lens))
+            reqs.append(RequestTrace(idx, gen.context_lens.copy()))
         return Trace(reqs, geometry, meta, source="<synthetic>", validate=False)
     with TraceWriter(out, geometry, meta, chunk_steps) as writer:
         for r in range(requests):
