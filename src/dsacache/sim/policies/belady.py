@@ -1,0 +1,314 @@
+"""`min`: Belady's MIN with bypass, the exact optimum (fewest misses) for unit-size objects.
+
+Each region is an independent cache (keys are per (request, layer, token), so regions never
+share a key). On a miss when the region is full, the incoming key's next use is compared with
+the furthest next use among the resident keys: if the incoming key is used furthest in the
+future (or never), it is bypassed (not inserted); otherwise the resident key used furthest is
+evicted and the incoming one takes its place. A key never used again is never inserted (that
+changes no hit count: it would be the first victim anyway).
+
+prepare() (counted as engine time) walks the step blocks backwards with a dense "next
+position" table, one int64 per key (as export_libcachesim's _fill_block), and stores the
+next-use position of every access (int64, 8 B per access, in access order, one array per
+block): the 0-based position in the whole trace's access order of the next access to the same
+key, NEVER (= int64 max) if none.
+
+The resident keys of each region live in an indexed binary max-heap on next use ((priority,
+key) pairs in one flat array, each region its own segment; pos_of[key] = the key's heap node,
+-1 if not resident). A hit raises the key's priority to its new next use (sift up); an
+eviction replaces the root (sift down). Every access costs O(log capacity).
+
+MIN bounds every policy that fetches a token only when it is accessed (token-lru, fifo,
+keep-previous). A prefetching policy (near-miss) can miss less than MIN, but its misses plus
+prefetches (tokens read from HBM) are never fewer than MIN's misses.
+
+`bypass=False` gives demand paging (every miss is inserted, the furthest-used resident key is
+evicted): MIN as libCacheSim's Belady computes it; not registered, used by the tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from dsacache.errors import TraceError
+from dsacache.sim.partition import Partition
+from dsacache.sim.policies.base import Counters, TokenPolicy, register
+from dsacache.trace.blocks import StepBlock, StepBlocks
+from dsacache.trace.geometry import Geometry
+
+NEVER = np.iinfo(np.int64).max
+
+
+# ---------------------------------------------------------------- next-use pass
+
+
+@njit(cache=True, boundscheck=False)
+def next_use_block(
+    block: np.ndarray,
+    key_off: np.ndarray,
+    max_ctx: np.ndarray,
+    nxt: np.ndarray,
+    out: np.ndarray,
+    seen: int,
+) -> int:
+    """Walk block [steps, layers, requests, k] backwards; `seen` accesses follow it.
+
+    nxt[key]: reverse rank (accesses after it, counted from the trace's end) of the key's next
+    access, -1 if none; updated to this block's first access of the key. out[i] (access i of
+    the block in access order) gets the reverse rank of its next use (-1: never). Returns the
+    new `seen`, or -1 - (block row) of an index out of range.
+    """
+    nb, nl, nr, k = block.shape
+    i = out.shape[0]
+    for t in range(nb - 1, -1, -1):
+        for layer in range(nl - 1, -1, -1):
+            for r in range(nr - 1, -1, -1):
+                lim = max_ctx[r]
+                base = key_off[r] + layer * lim
+                for s in range(k - 1, -1, -1):
+                    tok = block[t, layer, r, s]
+                    if tok < 0:
+                        continue
+                    if tok >= lim or i == 0:
+                        return -1 - t
+                    i -= 1
+                    key = base + tok
+                    out[i] = nxt[key]
+                    nxt[key] = seen
+                    seen += 1
+    return seen
+
+
+@njit(cache=True, boundscheck=False)
+def to_positions(out: np.ndarray, total: int) -> None:
+    """Reverse ranks -> 0-based positions in access order (-1 -> NEVER), in place."""
+    for i in range(out.shape[0]):
+        v = out[i]
+        out[i] = NEVER if v < 0 else total - 1 - v
+
+
+# ---------------------------------------------------------------- replay with an indexed max-heap
+
+
+@njit(cache=True, boundscheck=False)
+def min_block(
+    block: np.ndarray,
+    next_use: np.ndarray,
+    key_off: np.ndarray,
+    max_ctx: np.ndarray,
+    of_layer: np.ndarray,
+    cap: np.ndarray,
+    heap_off: np.ndarray,
+    heap_n: np.ndarray,
+    heap: np.ndarray,
+    pos_of: np.ndarray,
+    bypass: bool,
+    hits: np.ndarray,
+    misses: np.ndarray,
+) -> int:
+    """Replay block [steps, layers, requests, k]; next_use[i] is access i's next-use position.
+
+    heap[2*j] / heap[2*j+1]: priority (next use) / key of heap node j; region p's heap is
+    nodes heap_off[p] .. heap_off[p] + heap_n[p] - 1 (a binary max-heap, root first);
+    pos_of[key] = the key's node, -1 if not resident. The sifts are written out in place
+    (numba helper functions taking the arrays pay reference counting on every call).
+    Returns -1, or the block row of an index out of range.
+    """
+    nb, nl, nr, k = block.shape
+    i = 0
+    for t in range(nb):
+        for layer in range(nl):
+            p = of_layer[layer]
+            h = 0
+            m = 0
+            if p < 0:  # bypass: every valid slot a miss
+                for r in range(nr):
+                    lim = max_ctx[r]
+                    for s in range(k):
+                        tok = block[t, layer, r, s]
+                        if tok >= 0:
+                            if tok >= lim:
+                                return t
+                            m += 1
+                i += m
+                misses[layer] += m
+                continue
+            base = heap_off[p]
+            c = cap[p]
+            n = heap_n[p]
+            for r in range(nr):
+                lim = max_ctx[r]
+                base_key = key_off[r] + layer * lim
+                for s in range(k):
+                    tok = block[t, layer, r, s]
+                    if tok < 0:
+                        continue
+                    if tok >= lim:
+                        return t
+                    nu = next_use[i]
+                    i += 1
+                    key = base_key + tok
+                    j = pos_of[key]
+                    if j >= 0:  # hit: its next use moves further out, sift up from j
+                        h += 1
+                        j -= base
+                    else:
+                        m += 1
+                        if c <= 0 or (bypass and nu == NEVER):
+                            continue
+                        if n < c:  # room: a new leaf, sift up
+                            j = n
+                            n += 1
+                        else:
+                            if bypass and nu >= heap[2 * base]:
+                                continue  # the incoming key is used furthest: bypass it
+                            pos_of[heap[2 * base + 1]] = -1  # evict the root, sift down
+                            j = 0
+                            while True:
+                                ch = 2 * j + 1
+                                if ch >= n:
+                                    break
+                                cp = heap[2 * (base + ch)]
+                                if ch + 1 < n:
+                                    rp = heap[2 * (base + ch + 1)]
+                                    if rp > cp:
+                                        ch += 1
+                                        cp = rp
+                                if cp <= nu:
+                                    break
+                                ck = heap[2 * (base + ch) + 1]
+                                heap[2 * (base + j)] = cp
+                                heap[2 * (base + j) + 1] = ck
+                                pos_of[ck] = base + j
+                                j = ch
+                            heap[2 * (base + j)] = nu
+                            heap[2 * (base + j) + 1] = key
+                            pos_of[key] = base + j
+                            continue
+                    while j > 0:  # sift up
+                        par = (j - 1) >> 1
+                        pp = heap[2 * (base + par)]
+                        if pp >= nu:
+                            break
+                        pk = heap[2 * (base + par) + 1]
+                        heap[2 * (base + j)] = pp
+                        heap[2 * (base + j) + 1] = pk
+                        pos_of[pk] = base + j
+                        j = par
+                    heap[2 * (base + j)] = nu
+                    heap[2 * (base + j) + 1] = key
+                    pos_of[key] = base + j
+            heap_n[p] = n
+            hits[layer] += h
+            misses[layer] += m
+    return -1
+
+
+# ---------------------------------------------------------------- the policy
+
+
+def region_keys(partition: Partition, max_context: np.ndarray) -> np.ndarray:
+    """Keys each region can ever hold (int64 [regions])."""
+    per_layer = int(np.asarray(max_context, np.int64).sum())
+    out = np.zeros(partition.regions, np.int64)
+    for p in partition.of_layer:
+        if p >= 0:
+            out[p] += per_layer
+    return out
+
+
+@register
+class Belady(TokenPolicy):
+    name = "min"
+    summary = "Belady's MIN with bypass: the exact optimum (a bound, needs the future)"
+    bypass: bool = True
+
+    def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
+        super().__init__(blocks, partition, geometry)
+        keys = blocks.keys
+        self.cap = np.ascontiguousarray(partition.capacity, np.int64)
+        self.of_layer = np.ascontiguousarray(partition.of_layer, np.int32)
+        alloc = np.minimum(self.cap, region_keys(partition, keys.max_context))
+        self.heap_off = np.zeros(partition.regions, np.int64)
+        self.heap_off[1:] = np.cumsum(alloc)[:-1]
+        self.heap_n = np.zeros(partition.regions, np.int64)
+        self.heap = np.zeros(2 * max(int(alloc.sum()), 1), np.int64)
+        self.pos_of = np.full(max(keys.size, 1), -1, np.int64)
+        self._next: dict[int, np.ndarray] = {}
+        self.total_accesses = 0
+
+    def _bad(self, row: int) -> TraceError:
+        return TraceError(self.blocks.trace.source, "indices", f"index out of range at step {row}")
+
+    def prepare(self) -> None:
+        keys = self.blocks.keys
+        nxt = np.full(max(keys.size, 1), -1, np.int64)
+        seen = 0
+        self._next = {}
+        for blk in self.blocks.reversed():
+            out = np.empty(int(np.count_nonzero(blk.indices >= 0)), np.int64)
+            got = next_use_block(blk.indices, keys.key_offset, keys.max_context, nxt, out, seen)
+            if got < 0:
+                raise self._bad(blk.start - 1 - got)
+            seen = got
+            self._next[blk.start] = out
+        del nxt
+        for out in self._next.values():
+            to_positions(out, seen)
+        self.total_accesses = seen
+
+    def run_block(self, block: StepBlock, counters: Counters) -> None:
+        if block.start not in self._next:
+            raise RuntimeError("min: prepare() must run first, over the same step blocks")
+        next_use = self._next.pop(block.start)
+        keys = self.blocks.keys
+        bad = min_block(
+            block.indices,
+            next_use,
+            keys.key_offset,
+            keys.max_context,
+            self.of_layer,
+            self.cap,
+            self.heap_off,
+            self.heap_n,
+            self.heap,
+            self.pos_of,
+            self.bypass,
+            counters.hits,
+            counters.misses,
+        )
+        if bad >= 0:
+            raise self._bad(block.start + bad)
+
+    @classmethod
+    def warmup(cls) -> None:
+        block = np.array([[[[0, 1, -1, 2]]], [[[1, 3, 0, -1]]], [[[2, 0, 3, 1]]]], np.int32)
+        off, ctx = np.zeros(1, np.int64), np.full(1, 4, np.int64)
+        nxt = np.full(4, -1, np.int64)
+        out = np.empty(9, np.int64)
+        seen = next_use_block(block, off, ctx, nxt, out, 0)
+        to_positions(out, seen)
+        for bypass in (True, False):
+            z = [np.zeros(1, np.int64) for _ in range(4)]
+            min_block(
+                block,
+                out,
+                off,
+                ctx,
+                np.zeros(1, np.int32),
+                np.full(1, 2, np.int64),
+                z[0],
+                z[1],
+                np.zeros(4, np.int64),
+                np.full(4, -1, np.int64),
+                bypass,
+                z[2],
+                z[3],
+            )
+
+
+class BeladyNoBypass(Belady):
+    """MIN without bypass (demand paging), as libCacheSim's Belady: for cross-checks only."""
+
+    bypass = False

@@ -1,0 +1,17 @@
+"""`fifo`: first-in first-out over whole tokens; a hit does not change the eviction order.
+
+Runs token-lru's linked-list kernel (lru.py) with promote=False, so the list stays in
+insertion order and a full region evicts its oldest insertion.
+"""
+
+from __future__ import annotations
+
+from dsacache.sim.policies.base import register
+from dsacache.sim.policies.lru import ListPolicy
+
+
+@register
+class TokenFIFO(ListPolicy):
+    name = "fifo"
+    summary = "first-in first-out over whole tokens (hits do not reorder)"
+    promote = False
