@@ -29,6 +29,9 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_analyze.py
 	$(BIN)/python benchmarks/bench_synth.py
+	$(BIN)/python benchmarks/bench_token_lru.py
+	$(BIN)/python benchmarks/bench_mrc.py
+	$(BIN)/python benchmarks/bench_llc.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
