@@ -81,3 +81,22 @@ def test_geometry_flags_override_a_store(small_store) -> None:
     assert tr.geometry.kv_bytes_per_token == 4096
     assert tr.geometry.block_tokens == 16
     assert tr.geometry.index_bytes_per_token == base.geometry.index_bytes_per_token
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["simulate", "--capacity-tokens", "abc", "x.zarr"],
+        ["synth", "--bogus"],
+        ["analyze"],
+        ["mrc", "-r", "abc", "x.zarr"],
+        ["no-such-command"],
+    ],
+)
+def test_usage_errors_are_one_line(capsys, argv: list[str]) -> None:
+    _one_line_rc2(capsys, run(argv))
+
+
+def test_bare_command_shows_help_and_succeeds(capsys) -> None:
+    assert run([]) == 0
+    assert "Usage" in capsys.readouterr().out

@@ -56,16 +56,29 @@ def _register_commands() -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (2 for bad input, with a one-line message)."""
+    """Run the CLI and return its exit code: 2 for bad input, always with one line on stderr."""
     _register_commands()
     try:
-        app(args=argv, prog_name="dsacache")  # standalone: usage errors exit 2 by themselves
+        result = app(args=argv, prog_name="dsacache", standalone_mode=False)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except DsacacheError as e:
-        print(f"dsacache: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return _error(str(e))
+    except typer.Abort:
+        print("dsacache: interrupted", file=sys.stderr)
+        return 130
+    except typer.TyperException as e:  # usage errors: bad option value, unknown option, ...
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `dsacache` / group: show the help
+            print(e.format_message())
+            return 0
+        return _error(e.format_message())
+    return result if isinstance(result, int) else 0
+
+
+def _error(message: str) -> int:
+    text = " ".join(message.split())  # one line, whatever the source wrote
+    print(f"dsacache: error: {text}", file=sys.stderr)
+    return 2
 
 
 def main() -> None:
