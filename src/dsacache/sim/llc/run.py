@@ -1,0 +1,232 @@
+"""Replay a trace's decode memory stream through one modelled LLC: `simulate_llc`."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from dsacache.errors import DsacacheError
+from dsacache.sim.llc.engine import COUNTER_FIELDS, EngineConfig, LLCEngine
+from dsacache.sim.llc.hardware import LINE_BYTES, MIB, CacheShape, Hardware, hardware
+from dsacache.sim.llc.kernels import S_SHORTCUT
+from dsacache.sim.llc.layout import DEFAULT_ALIGN, Layout
+from dsacache.sim.llc.reservation import Reservation, ResolvedReservation
+from dsacache.sim.llc.stream import CLASSES, DEFAULT_BLOCK_ELEMENTS, Runs, iter_runs
+from dsacache.trace.geometry import PRESETS as GEOMETRY_PRESETS
+from dsacache.trace.geometry import Geometry
+from dsacache.trace.model import Trace
+
+# Weights read per layer per step (bytes), by model. Both ASSUMED: the weights are spread evenly
+# over the layers (embeddings and head ignored), and the batch shares them (for a MoE model the
+# routed experts differ per request; this counts one token's activated parameters).
+MODEL_WEIGHTS: dict[str, tuple[int, str]] = {
+    "deepseek-v3.2": (
+        37_000_000_000 // 61,
+        "ASSUMED: 37 B activated parameters per token (DeepSeek-V3 report) in FP8 "
+        "(1 B/parameter) over 61 layers",
+    ),
+    "llama-3.1-70b": (
+        70_600_000_000 * 2 // 80,
+        "ASSUMED: 70.6 B parameters (Meta model card) in bf16 (2 B/parameter) over 80 layers",
+    ),
+}
+
+
+def infer_model(geometry: Geometry) -> str | None:
+    """The geometry preset whose bytes per token and page size match (None if not one)."""
+    key = (geometry.kv_bytes_per_token, geometry.index_bytes_per_token, geometry.block_tokens)
+    hits = [
+        name
+        for name, g in GEOMETRY_PRESETS.items()
+        if (g.kv_bytes_per_token, g.index_bytes_per_token, g.block_tokens) == key
+    ]
+    return hits[0] if len(hits) == 1 else None
+
+
+@dataclass(frozen=True)
+class LLCConfig:
+    """One LLC simulation. reserve_mb in MiB; weights_bytes per layer (None: the model's,
+    `model` or the preset whose geometry the trace has); sets/ways override the preset's
+    modelled geometry (sets must be a power of two)."""
+
+    hardware: str = "h100"
+    policy: str = "lru"
+    reservation: str = "none"
+    reserve_mb: float = 0.0
+    reserved_classes: tuple[str, ...] = ("kv-gather",)
+    sectors: bool = False
+    sets: int | None = None
+    ways: int | None = None
+    set_hash: str = "modulo"
+    weights_bytes: int | None = None
+    model: str | None = None
+    shortcut: bool = True
+
+    def resolve(self) -> tuple[Hardware, EngineConfig, ResolvedReservation]:
+        hw = hardware(self.hardware)
+        shape = hw.with_shape(self.sets, self.ways)
+        engine = EngineConfig(shape, self.policy, self.set_hash, bool(self.sectors), self.shortcut)
+        res = Reservation.from_mb(self.reservation, self.reserve_mb, tuple(self.reserved_classes))
+        return hw, engine, res.resolve(shape, hw.set_aside_limit(shape))
+
+    def weights(self, geometry: Geometry) -> tuple[int, str]:
+        """(weights bytes per layer, where the number comes from)."""
+        if self.weights_bytes is not None:
+            w = self.weights_bytes
+            if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+                raise DsacacheError(f"weights bytes per layer must be an integer >= 0, got {w!r}")
+            return w, "given"
+        model = self.model or infer_model(geometry)
+        if model is None:
+            raise DsacacheError(
+                "cannot tell the model from the trace geometry "
+                f"(kv {geometry.kv_bytes_per_token} B, block {geometry.block_tokens} tokens): "
+                f"give --weights-mb or --model ({', '.join(MODEL_WEIGHTS)})"
+            )
+        if model not in MODEL_WEIGHTS:
+            raise DsacacheError(f"unknown model {model!r} (known: {', '.join(MODEL_WEIGHTS)})")
+        w, note = MODEL_WEIGHTS[model]
+        return w, f"{model}: {note}"
+
+
+@dataclass
+class LLCResult:
+    source: str
+    hardware: Hardware
+    shape: CacheShape
+    config: LLCConfig
+    reservation: ResolvedReservation
+    steps: int
+    requests: int
+    layers: int
+    weights_bytes: int
+    weights_note: str
+    counters: np.ndarray  # int64 [classes, 4] accesses, hits, misses, hbm_bytes
+    blocking_per_step: np.ndarray  # int64 [steps] kv-gather misses
+    shortcut_lines: int  # line accesses the streaming shortcut decided without replaying them
+    engine_seconds: float  # the engine kernel's own time (compile excluded)
+    stream_seconds: float  # building the runs (addresses, interleaving)
+
+    def class_counts(self) -> dict[str, dict[str, float | int | None]]:
+        out: dict[str, dict[str, float | int | None]] = {}
+        for c, name in enumerate(CLASSES):
+            d: dict[str, float | int | None] = dict(
+                zip(COUNTER_FIELDS, (int(x) for x in self.counters[c]), strict=True)
+            )
+            d["hit_rate"] = d["hits"] / d["accesses"] if d["accesses"] else None
+            out[name] = d
+        tot = self.counters.sum(axis=0)
+        t: dict[str, float | int | None] = dict(
+            zip(COUNTER_FIELDS, (int(x) for x in tot), strict=True)
+        )
+        t["hit_rate"] = t["hits"] / t["accesses"] if t["accesses"] else None
+        out["total"] = t
+        return out
+
+    def to_dict(self) -> dict:
+        b = self.blocking_per_step
+        return {
+            "source": self.source,
+            "hardware": self.hardware.name,
+            "hardware_label": self.hardware.label,
+            "llc": {
+                "sets": self.shape.sets,
+                "ways": self.shape.ways,
+                "line_bytes": LINE_BYTES,
+                "capacity_bytes": self.shape.capacity_bytes,
+                "real_capacity_bytes": self.hardware.llc_bytes,
+            },
+            "policy": self.config.policy,
+            "set_hash": self.config.set_hash,
+            "sectors": bool(self.config.sectors),
+            "reservation": self.reservation.to_dict(),
+            "steps": self.steps,
+            "requests": self.requests,
+            "layers": self.layers,
+            "weights_bytes_per_layer": self.weights_bytes,
+            "weights_source": self.weights_note,
+            "classes": self.class_counts(),
+            "blocking_misses_per_step": {
+                "mean": float(b.mean()) if b.size else None,
+                "min": int(b.min()) if b.size else None,
+                "max": int(b.max()) if b.size else None,
+            },
+            "gather_misses_per_step": [int(x) for x in b],
+            "shortcut_lines": self.shortcut_lines,
+            "engine_seconds": self.engine_seconds,
+            "stream_seconds": self.stream_seconds,
+        }
+
+
+def _warm(engine_config: EngineConfig) -> None:
+    """Compile (or load) the kernels on a tiny input so timings exclude it."""
+    tiny = LLCEngine(EngineConfig(CacheShape(1, 1), engine_config.policy, engine_config.set_hash))
+    tiny.run(Runs.from_lines(np.zeros(1, np.int64)))
+
+
+def simulate_llc(
+    trace: Trace,
+    config: LLCConfig,
+    steps: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    *,
+    align: int = DEFAULT_ALIGN,
+    block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+) -> LLCResult:
+    """Replay the first `steps` decode steps (all by default) of `trace` through the LLC.
+
+    progress: called with the number of steps just replayed, once per step block.
+    """
+    hw, engine_config, res = config.resolve()
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise DsacacheError(f"steps must be a positive integer, got {steps!r}")
+    g = trace.geometry
+    weights, note = config.weights(g)
+    n_steps = trace.steps if steps is None else min(steps, trace.steps)
+    ctx = [np.asarray(r.context_lens[:n_steps], dtype=np.int64) for r in trace.requests]
+    layout = Layout.build(g, ctx, weights, align)
+    engine = LLCEngine(engine_config, res)
+    _warm(engine_config)
+    blocking = np.zeros(n_steps, dtype=np.int64)
+    engine_s = stream_s = 0.0
+    runs_iter = iter_runs(trace, layout, n_steps, block_elements)
+    while True:
+        t0 = time.perf_counter()
+        runs = next(runs_iter, None)
+        t1 = time.perf_counter()
+        if runs is None:
+            break
+        stream_s += t1 - t0
+        b = engine.run(runs)
+        engine_s += time.perf_counter() - t1
+        blocking[runs.start : runs.start + runs.steps] = b
+        if progress is not None:
+            progress(runs.steps)
+    return LLCResult(
+        source=trace.source,
+        hardware=hw,
+        shape=engine_config.shape,
+        config=config,
+        reservation=res,
+        steps=n_steps,
+        requests=len(trace.requests),
+        layers=g.layers,
+        weights_bytes=weights,
+        weights_note=note,
+        counters=engine.counters.copy(),
+        blocking_per_step=blocking,
+        shortcut_lines=int(engine.st[S_SHORTCUT]),
+        engine_seconds=engine_s,
+        stream_seconds=stream_s,
+    )
+
+
+def weights_bytes_from_mb(mb: float) -> int:
+    """MiB per layer to bytes (rounded down)."""
+    if isinstance(mb, bool) or not isinstance(mb, int | float) or not math.isfinite(mb) or mb < 0:
+        raise DsacacheError(f"weights MiB per layer must be a finite number >= 0, got {mb!r}")
+    return int(mb * MIB)

@@ -1,0 +1,107 @@
+"""The per-step stream: runs in DESIGN.md's order, with addresses from the layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import make_trace
+from dsacache.sim.llc.layout import Layout, line_span
+from dsacache.sim.llc.stream import (
+    INDEX_SCAN,
+    KV_APPEND,
+    KV_GATHER,
+    WEIGHTS,
+    Runs,
+    iter_runs,
+)
+from dsacache.trace import Trace
+
+
+def reference_runs(trace: Trace, layout: Layout) -> list[list[tuple[int, int, int, int, int]]]:
+    """Per step: (first, count, class, m0, m1) of every run, built access by access."""
+    g = trace.geometry
+    idx = [np.asarray(r.indices[:]) for r in trace.requests]
+
+    def span(start, nbytes, cls):
+        f, last, m0, m1 = (int(x) for x in line_span(int(start), int(nbytes)))
+        return (f, last - f + 1, cls, m0, m1)
+
+    steps = []
+    for t in range(trace.steps):
+        runs = []
+        live = [r for r in range(len(idx)) if t < idx[r].shape[0]]
+        for layer in range(g.layers):
+            if layout.weights_bytes:
+                runs.append(span(layout.weights_base[layer], layout.weights_bytes, WEIGHTS))
+            for r in live:
+                ctx = int(trace.requests[r].context_lens[t])
+                for b in range(-(-ctx // g.block_tokens)):
+                    ntok = min(g.block_tokens, ctx - b * g.block_tokens)
+                    start = layout.index_key_start(layer, r, b * g.block_tokens)
+                    runs.append(span(start, ntok * g.index_bytes_per_token, INDEX_SCAN))
+            for r in live:
+                for tok in idx[r][t, layer]:
+                    if tok >= 0:
+                        start = layout.kv_row_start(layer, r, int(tok))
+                        runs.append(span(start, g.kv_bytes_per_token, KV_GATHER))
+            for r in live:
+                new = int(trace.requests[r].context_lens[t])
+                runs.append(
+                    span(layout.kv_row_start(layer, r, new), g.kv_bytes_per_token, KV_APPEND)
+                )
+                runs.append(
+                    span(layout.index_key_start(layer, r, new), g.index_bytes_per_token, KV_APPEND)
+                )
+        steps.append(runs)
+    return steps
+
+
+def flatten(runs_list: list[Runs]) -> list[list[tuple[int, ...]]]:
+    out = []
+    for runs in runs_list:
+        for t in range(runs.steps):
+            a, b = runs.step_start[t], runs.step_start[t + 1]
+            out.append(
+                [
+                    (
+                        int(runs.first[i]),
+                        int(runs.count[i]),
+                        int(runs.cls[i]),
+                        int(runs.m0[i]),
+                        int(runs.m1[i]),
+                    )
+                    for i in range(a, b)
+                ]
+            )
+    return out
+
+
+@pytest.mark.parametrize("weights", [0, 5000])
+@pytest.mark.parametrize("block_elements", [1, 10_000])
+def test_stream_matches_reference(weights, block_elements):
+    trace = make_trace([5, 3], layers=2, k=6, context=[9, 4], requests=2, seed=4)
+    ctx = [r.context_lens for r in trace.requests]
+    layout = Layout.build(trace.geometry, ctx, weights, align=1024)
+    got = list(iter_runs(trace, layout, block_elements=block_elements))
+    assert sum(r.steps for r in got) == 5
+    assert [r.start for r in got] == ([0, 1, 2, 3, 4] if block_elements == 1 else [0])
+    assert flatten(got) == reference_runs(trace, layout)
+
+
+def test_stream_order_and_classes():
+    trace = make_trace(2, layers=3, k=4, context=6, seed=1)
+    layout = Layout.build(trace.geometry, [trace.context_lens], 300, align=1024)
+    (runs,) = iter_runs(trace, layout)
+    cls = runs.cls[runs.step_start[0] : runs.step_start[1]].tolist()
+    # per layer: weights, index blocks (6 tokens in pages of 4: 2 runs), gathers, 2 appends
+    per_layer = [WEIGHTS] + [INDEX_SCAN] * 2
+    n_valid = (np.asarray(trace.indices[0]) >= 0).sum(axis=1)
+    expected = []
+    for layer in range(3):
+        expected += per_layer + [KV_GATHER] * int(n_valid[layer]) + [KV_APPEND] * 2
+    assert cls == expected
+    assert (runs.count >= 1).all()
+    # steps limit
+    (first2,) = iter_runs(trace, layout, steps=1)
+    assert first2.steps == 1
