@@ -7,6 +7,9 @@ interleaving included), also shown as the engine's own time. Baseline in the sam
 libCacheSim's LRU at ONE capacity on the same accesses (exported as oracleGeneral, unit
 sizes), which must give the same hits as the curve at that capacity.
 
+The run prints an overall verdict and exits nonzero (1) when a speed target is missed or the
+curve's hits differ from libCacheSim's.
+
 Run: .venv/bin/python benchmarks/bench_mrc.py [--steps N] [--no-baseline] [--sample-rate R]
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +29,7 @@ from dsacache.trace.synth import synthesize
 TARGET = 10e6
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--context", type=int, default=32768)
@@ -33,6 +37,7 @@ def main() -> None:
     ap.add_argument("--sample-rate", type=float, default=0.01, help="also time SHARDS at R")
     args = ap.parse_args()
 
+    failures: list[str] = []
     g = Geometry(10, 2048, 656, 132, 64)
     trace = synthesize(g, args.steps, args.context, seed=0)
     mrc(synthesize(Geometry(2, 16, 656, 132, 64), 4, 64))  # compile / load the kernels
@@ -50,6 +55,8 @@ def main() -> None:
         )
         ok = n / wall >= TARGET
         print(f"  target >= {TARGET / 1e6:.0f} M accesses/s (wall): {'PASS' if ok else 'FAIL'}")
+        if not ok:
+            failures.append(f"mrc {part} below {TARGET / 1e6:.0f} M accesses/s")
         if part == "global":
             exact = curve
 
@@ -89,11 +96,19 @@ def main() -> None:
             same = lcs_hits == exact.hits_at(cap)
             print(
                 f"  hits at {cap:,}: libCacheSim {lcs_hits:,}, curve {exact.hits_at(cap):,}: "
-                f"{'SAME' if same else 'DIFFERENT'}"
+                f"{'SAME: PASS' if same else 'DIFFERENT: FAIL'}"
             )
+            if not same:
+                failures.append(f"hits at {cap:,} differ from libCacheSim LRU")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    if failures:
+        print("FAIL: " + "; ".join(failures))
+        return 1
+    print("PASS: every target met" + ("" if args.no_baseline else ", same hits as libCacheSim"))
+    return 0
+
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict
 
 import libcachesim as lcs
@@ -15,8 +16,11 @@ from conftest import make_trace
 from dsacache.cli.app import run
 from dsacache.errors import DsacacheError, TraceError
 from dsacache.sim import mrc as mrc_mod
+from dsacache.sim.config import SimConfig
 from dsacache.sim.mrc import MissRatioCurve, mrc
+from dsacache.sim.simulate import simulate
 from dsacache.trace import Geometry, RequestTrace, Trace
+from dsacache.trace.blocks import StepBlocks
 from dsacache.trace.export_libcachesim import export_libcachesim
 
 # ------------------------------------------------------------------ references in pure Python
@@ -170,14 +174,11 @@ def test_equals_libcachesim_lru_global_and_per_layer(tmp_path, batch_trace):
 
 @pytest.mark.parametrize("partition", ["global", "per-layer", "pinned:1"])
 def test_equals_simulate_token_lru(batch_trace, partition):
-    sim = pytest.importorskip("dsacache.sim.simulate")
-    from dsacache.sim.config import SimConfig
-
     c = mrc(batch_trace, partition)
     for cap in sorted(
         {0, 1, 5, 17, 40, 99, 150, 211, c.saturation_tokens - 1, c.saturation_tokens}
     ):
-        res = sim.simulate(
+        res = simulate(
             batch_trace, SimConfig("token-lru", capacity_tokens=cap, partition=partition)
         )
         assert (res.hits, res.accesses) == (c.hits_at(cap), c.accesses), cap
@@ -281,7 +282,24 @@ def test_lazy_store_equals_memory_and_progress(tmp_path, batch_trace):
     assert sum(done) == batch_trace.steps
     np.testing.assert_array_equal(a.hits, b.hits)
     np.testing.assert_array_equal(a.capacities_tokens, b.capacities_tokens)
-    assert b.engine_seconds > 0
+
+
+def test_engine_seconds_exclude_reading_the_blocks(batch_trace, monkeypatch):
+    mrc(batch_trace)  # kernels compiled / loaded
+    read = StepBlocks.read
+    reads: list[int] = []
+
+    def slow_read(self, a, b):
+        reads.append(a)
+        time.sleep(0.02)
+        return read(self, a, b)
+
+    monkeypatch.setattr(StepBlocks, "read", slow_read)
+    monkeypatch.setattr(mrc_mod, "StepBlocks", lambda trace: StepBlocks(trace, block_elements=1))
+    c = mrc(batch_trace)
+    slept = 0.02 * len(reads)
+    assert len(reads) == batch_trace.steps and slept >= 0.6
+    assert c.engine_seconds < 0.25 * slept, (c.engine_seconds, slept)
 
 
 def test_bad_input():
@@ -353,6 +371,21 @@ def test_cli_bad_input(tmp_path, capsys, args):
     assert run(["mrc", str(store), *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dsacache: error:") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("max_mb", ["1e300", "1e12", "4398046511104"])
+def test_cli_huge_max_mb_is_clamped(tmp_path, capsys, batch_trace, max_mb):
+    store = tmp_path / "t.zarr"
+    batch_trace.save(store)
+    assert run(["mrc", str(store), "--json", "--max-mb", max_mb]) == 0
+    d = json.loads(capsys.readouterr().out)
+    top = min(int(float(max_mb) * 2**20 / 656), 2**62 // 656)  # floor, as tokens_of_mib
+    assert d["points"][-1]["capacity_tokens"] == top
+    assert d["points"][-1]["hits"] == d["max_hits"]
+    assert run(["mrc", str(store), "--max-mb", max_mb, "--out", str(tmp_path / "m.png")]) == 0
+    assert "hit rate" in capsys.readouterr().out
+    c = mrc(batch_trace)
+    assert c.hits_at(10**30) == c.max_hits and c.tokens_of_mib(1e300) == 2**62 // 656
 
 
 def test_empty_curve_is_well_defined():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections import OrderedDict
 
 import libcachesim as lcs
@@ -13,9 +14,11 @@ from conftest import make_trace
 from dsacache.errors import DsacacheError
 from dsacache.sim import POLICIES, SimConfig, simulate
 from dsacache.sim.partition import Partition, parse_partition
+from dsacache.sim.policies import belady
 from dsacache.sim.policies.base import Counters, TokenPolicy
 from dsacache.sim.policies.belady import BeladyNoBypass
 from dsacache.sim.policies.line_lru import SlotLRU, line_areas
+from dsacache.sim.simulate import replay
 from dsacache.trace import Geometry, RequestTrace, Trace
 from dsacache.trace.blocks import StepBlocks
 from dsacache.trace.export_libcachesim import export_libcachesim
@@ -39,10 +42,8 @@ def drive(
     kw = {} if block_elements is None else {"block_elements": block_elements}
     blocks = StepBlocks(trace, near_miss=cls.uses_near_miss, **kw)
     policy = cls(blocks, parse_partition(partition, g.layers, capacity), g)
-    counters = Counters.zeros(g.layers)
-    policy.prepare()
-    for block in blocks:
-        policy.run_block(block, counters)
+    counters = Counters.zeros(g.layers, lines=cls.counts_lines)
+    replay(policy, blocks, counters)
     return counters, policy
 
 
@@ -316,9 +317,9 @@ def test_line_layout_hand_case():
     # kv = 656 B: token 0 is bytes [0, 656) = lines 0..5, token 1 [656, 1312) = lines 5..10.
     g = Geometry(1, 1, 656, 132, 4)
     trace = trace_of([[[0]], [[1]], [[0]]], 2, g)
-    counters, pol = drive(POLICIES["line-lru"], trace, 100)
-    assert pol.line_misses.tolist() == [6 + 5]  # line 5 is shared: a hit for token 1
-    assert pol.line_hits.tolist() == [1 + 6]
+    counters, _ = drive(POLICIES["line-lru"], trace, 100)
+    assert counters.line_misses.tolist() == [6 + 5]  # line 5 is shared: a hit for token 1
+    assert counters.line_hits.tolist() == [1 + 6]
     assert (counters.hits.tolist(), counters.misses.tolist()) == ([1], [2])
     # Areas start on whole lines: 3 tokens x 100 B = 300 B -> 384 B per (request, layer).
     area, total = line_areas(np.array([3, 1]), 2, 100)
@@ -334,8 +335,14 @@ def test_line_lru_equals_python_line_lru(part, kv, bt):
         counters, pol = drive(POLICIES["line-lru"], trace, cap, part)
         hits, misses, lhits, lmisses = line_reference(trace, cap, part)
         assert counters.hits.tolist() == hits and counters.misses.tolist() == misses
-        assert pol.line_hits.tolist() == lhits and pol.line_misses.tolist() == lmisses
-        assert sim(trace, "line-lru", cap, part).misses == sum(misses)
+        assert counters.line_hits.tolist() == lhits
+        assert counters.line_misses.tolist() == lmisses
+        res = sim(trace, "line-lru", cap, part)
+        assert res.misses == sum(misses)
+        d = res.to_dict()
+        assert d["per_layer"]["line_misses"] == lmisses and d["line_hits"] == sum(lhits)
+        assert d["bytes"]["kv_gather_hbm"] == 128 * sum(lmisses)
+        assert d["bytes"]["kv_gather_reserved"] == 128 * sum(lhits)
 
 
 @pytest.mark.parametrize("part", PARTITIONS)
@@ -347,8 +354,10 @@ def test_line_lru_equals_token_lru_when_rows_are_whole_lines(random_trace, part)
         tok = sim(trace, "token-lru", cap, part)
         assert line.per_layer_hits.tolist() == tok.per_layer_hits.tolist()
         assert line.per_layer_misses.tolist() == tok.per_layer_misses.tolist()
-        _, pol = drive(POLICIES["line-lru"], trace, cap, part)
-        assert (pol.line_hits + pol.line_misses).sum() == 3 * line.accesses
+        counters, _ = drive(POLICIES["line-lru"], trace, cap, part)
+        assert (counters.line_hits + counters.line_misses).sum() == 3 * line.accesses
+        # Whole-line rows: line bytes are token bytes.
+        assert line.to_dict()["bytes"] == tok.to_dict()["bytes"]
 
 
 def test_shared_lines_make_line_lru_hit_more():
@@ -540,10 +549,11 @@ def test_int64_state_gives_the_same_counts(random_trace, name):
                 lru.slot_of.shape[0], lru.cap, np.diff(lru.off, append=lru.sent0), force64
             )
             assert (pol.lru.link.dtype == np.int64) == force64
-            c = Counters.zeros(g.layers)
+            c = Counters.zeros(g.layers, lines=cls.counts_lines)
             for block in blocks:
                 pol.run_block(block, c)
-            counts.append((c.hits.tolist(), c.misses.tolist(), c.prefetches.tolist()))
+            lines = None if c.line_hits is None else (c.line_hits.tolist(), c.line_misses.tolist())
+            counts.append((c.hits.tolist(), c.misses.tolist(), c.prefetches.tolist(), lines))
         assert counts[0] == counts[1] and sum(counts[0][0]) > 0
 
 
@@ -611,3 +621,74 @@ def test_near_miss_on_synthetic_trace_beats_token_lru():
     cap = 4 * 32 * 2
     nm, lru = sim(trace, "near-miss", cap), sim(trace, "token-lru", cap)
     assert nm.hits > lru.hits and nm.prefetches > 0
+
+
+# ------------------------------------------------------------------ line-lru traffic, min bound
+
+
+def test_line_lru_reports_line_traffic(tmp_path, capsys):
+    # kv = 64 B: tokens 2i and 2i+1 share line i. Capacity 4 tokens = 256 B = 2 lines.
+    # Accesses 0 1 2 3 0 1 2 3: lines 0 0 1 1 0 0 1 1 -> 2 line misses (256 B from HBM),
+    # 6 line hits; tokens 0 and 2 miss (128 B if counted as token rows: wrong).
+    from dsacache.cli.app import run
+
+    g = Geometry(1, 1, 64, 132, 4)
+    trace = trace_of([[[x]] for x in (0, 1, 2, 3, 0, 1, 2, 3)], 4, g)
+    res = sim(trace, "line-lru", 4)
+    assert (res.hits, res.misses, res.line_hits, res.line_misses) == (6, 2, 6, 2)
+    assert (res.hbm_bytes, res.reserved_bytes) == (256, 768)
+    store = tmp_path / "t.zarr"
+    trace.save(store)
+    argv = ["simulate", str(store), "--policy", "line-lru", "--capacity-tokens", "4"]
+    assert run([*argv, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["bytes"]["kv_gather_hbm"] == 256 and d["bytes"]["kv_gather_reserved"] == 768
+    assert (d["line_hits"], d["line_misses"], d["line_bytes"]) == (6, 2, 128)
+    assert d["per_layer"]["line_misses"] == [2]
+    assert run(argv) == 0
+    out = capsys.readouterr().out
+    assert "256 B" in out and "6 / 2" in out
+
+
+def test_min_does_not_bound_line_lru_when_lines_hold_neighbours():
+    # kv = 64 B, capacity 2 tokens = 1 line: line-lru fetches token 1 with token 0 (same line).
+    g = Geometry(1, 1, 64, 132, 4)
+    trace = trace_of([[[x]] for x in (0, 1, 0, 1)], 4, g)
+    assert sim(trace, "line-lru", 2).misses == 1
+    assert sim(trace, "min", 2).misses == 2  # MIN over whole tokens: both cold misses
+
+
+@pytest.mark.parametrize("part", PARTITIONS)
+@pytest.mark.parametrize("kv,bt", [(128, 4), (256, 3), (384, 5)])
+def test_min_bounds_line_lru_when_rows_are_whole_lines(random_trace, part, kv, bt):
+    trace = Trace(random_trace.requests, Geometry(3, 8, kv, 132, bt))
+    for cap in (0, 3, 10, 40, 400):
+        assert sim(trace, "min", cap, part).misses <= sim(trace, "line-lru", cap, part).misses
+
+
+# ------------------------------------------------------------------ min's next-use storage
+
+
+def test_min_next_use_is_uint32_and_widens_past_the_limit(random_trace, monkeypatch):
+    cls = POLICIES["min"]
+    blocks = StepBlocks(random_trace, block_elements=3 * 2 * 8 * 2)  # two steps per block
+    policy = cls(blocks, parse_partition("global", 3, 20), random_trace.geometry)
+    for block in blocks.reversed():
+        policy.prepare_block(block)
+    assert {a.dtype for a in policy._next.values()} == {np.dtype(np.uint32)}
+    policy.prepare()
+    assert {a.dtype for a in policy._next.values()} == {np.dtype(np.uint32)}
+    ref = {cap: sim(random_trace, "min", cap).misses for cap in (5, 20)}
+    # Lower the uint32 limit so the pass outgrows it midway: every array widens to int64.
+    monkeypatch.setattr(belady, "SMALL_LIMIT", random_trace.count_accesses() // 2)
+    for cap in (5, 20):
+        counters, pol = drive(cls, random_trace, cap, block_elements=3 * 2 * 8 * 2)
+        assert int(counters.misses.sum()) == ref[cap]
+    monkeypatch.setattr(belady, "SMALL_LIMIT", 0)  # int64 from the start
+    for cap in (5, 20):
+        assert sim(random_trace, "min", cap).misses == ref[cap]
+    blocks = StepBlocks(random_trace)
+    policy = cls(blocks, parse_partition("global", 3, 20), random_trace.geometry)
+    for block in blocks.reversed():
+        policy.prepare_block(block)
+    assert {a.dtype for a in policy._next.values()} == {np.dtype(np.int64)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 from collections import OrderedDict
 from functools import partial
 
@@ -48,13 +49,16 @@ def reference(trace: Trace, policy: str, cap: int, spec: str = "global"):
     part = parse_partition(spec, layers, cap)
     hits, misses = [0] * layers, [0] * layers
     if policy == "keep-previous":
-        requests = len(trace.requests)
-        quota = [0] * layers
-        for layer in range(layers):
+        # Each step's share goes to the requests that still have that step.
+        active = [sum(1 for r in trace.requests if r.steps > t) for t in range(trace.steps)]
+
+        def quota(t: int, layer: int) -> int:
             p = int(part.of_layer[layer])
-            if p >= 0:
-                members = int((part.of_layer == p).sum())
-                quota[layer] = int(part.capacity[p]) // (members * requests)
+            if p < 0:
+                return 0
+            members = int((part.of_layer == p).sum())
+            return int(part.capacity[p]) // (members * active[t])
+
         kept: dict[tuple[int, int], tuple[int, set]] = {}
         for t, layer, r, toks in access_rows(trace):
             step, prev = kept.get((r, layer), (-2, set()))
@@ -64,7 +68,7 @@ def reference(trace: Trace, policy: str, cap: int, spec: str = "global"):
                     hits[layer] += 1
                 else:
                     misses[layer] += 1
-            kept[(r, layer)] = (t, set(toks[: quota[layer]]))
+            kept[(r, layer)] = (t, set(toks[: quota(t, layer)]))
         return hits, misses
     regions = [OrderedDict() for _ in range(part.regions)]
     for _, layer, r, toks in access_rows(trace):
@@ -167,6 +171,22 @@ def test_keep_previous_by_hand(cap, spec, hits, misses):
     res = simulate(hand_trace(), SimConfig("keep-previous", capacity_tokens=cap, partition=spec))
     assert res.per_layer_hits.tolist() == hits
     assert res.per_layer_misses.tolist() == misses
+
+
+def test_keep_previous_quota_goes_to_the_requests_still_running():
+    # Request 0 runs 1 step, request 1 runs 3; one layer, k=2, capacity 2 tokens.
+    # Step 0: 2 requests share 2 -> 1 token each; request 1 keeps 0 (its first valid entry).
+    # Step 1: only request 1 is left: it may keep 2 -> hits 0 (kept at step 0), misses 1;
+    # keeps {0, 1}. Step 2: hits 0 and 1. A quota over ALL requests (1 token at every step)
+    # would keep only 0 and miss 1 at step 2: 2 hits, not 3.
+    short = np.array([[[3, 2]]], dtype=np.int32)
+    long = np.array([[[0, 3]], [[0, 1]], [[1, 0]]], dtype=np.int32)
+    trace = Trace(
+        [RequestTrace(short, [4]), RequestTrace(long, [4, 4, 4])], Geometry(1, 2, 656, 132, 64)
+    )
+    res = simulate(trace, SimConfig("keep-previous", capacity_tokens=2))
+    assert (res.hits, res.misses) == (3, 5)
+    assert reference(trace, "keep-previous", 2) == ([3], [5])
 
 
 def test_lru_and_fifo_by_hand():
@@ -304,7 +324,7 @@ def test_result_to_dict_is_json():
     d = json.loads(json.dumps(res.to_dict(), allow_nan=False))
     assert isinstance(res, SimResult)
     assert (d["accesses"], d["hits"], d["misses"]) == (16, 7, 9)
-    assert d["hit_rate"] == 7 / 16 and d["engine_seconds"] >= 0
+    assert d["hit_rate"] == 7 / 16 and isinstance(d["engine_seconds"], float)
     assert d["bytes"] == {
         "kv_gather_reserved": 7 * 656,
         "kv_gather_hbm": 9 * 656,
@@ -312,6 +332,7 @@ def test_result_to_dict_is_json():
     }
     assert d["per_layer"]["hits"] == [4, 3] and d["per_layer"]["misses"] == [5, 4]
     assert (d["policy"], d["partition"], d["capacity_tokens"]) == ("keep-previous", "global", 6)
+    assert d["effective_capacity_tokens"] == 6 and "line_hits" not in d
     empty = Trace([RequestTrace(np.full((2, 2, 3), -1, np.int32), [4, 4])], hand_trace().geometry)
     assert simulate(empty, SimConfig("token-lru", capacity_tokens=3)).hit_rate == 0.0
 
@@ -370,3 +391,79 @@ def test_cli_help_lists_policies():
     text = " ".join(res.output.split())
     for name, cls in POLICIES.items():
         assert name in text and " ".join(cls.summary.split()) in text
+
+
+def test_per_layer_reports_the_effective_capacity():
+    # 2 layers: 7 tokens asked, floor(7 / 2) = 3 per layer, 6 held.
+    res = simulate(hand_trace(), SimConfig("token-lru", capacity_tokens=7, partition="per-layer"))
+    d = res.to_dict()
+    assert (d["capacity_tokens"], d["effective_capacity_tokens"]) == (7, 6)
+    assert d["effective_capacity_mib"] == 6 * 656 / 2**20
+    assert d["capacity_mib"] == 7 * 656 / 2**20
+
+
+# ------------------------------------------------------------------ engine time
+
+
+@pytest.mark.parametrize("policy", ["token-lru", "min", "line-lru", "keep-previous"])
+def test_engine_seconds_exclude_reading_the_blocks(batch_trace, policy, monkeypatch):
+    """Reading a block (decompressing, interleaving) is I/O, not engine time: make every read
+    sleep and check the engine clock does not see it (min reads the trace twice)."""
+    cfg = SimConfig(policy, capacity_tokens=60)
+    simulate(batch_trace, cfg)  # compiled / loaded before the clock matters
+    read = StepBlocks.read
+    reads: list[int] = []
+
+    def slow_read(self, a, b):
+        reads.append(a)
+        time.sleep(0.02)
+        return read(self, a, b)
+
+    monkeypatch.setattr(StepBlocks, "read", slow_read)
+    monkeypatch.setattr(simulate_module, "StepBlocks", partial(StepBlocks, block_elements=1))
+    res = simulate(batch_trace, cfg)
+    slept = 0.02 * len(reads)
+    assert len(reads) >= batch_trace.steps and slept >= 0.8
+    assert res.engine_seconds < 0.25 * slept, (res.engine_seconds, slept)
+
+
+# ------------------------------------------------------------------ huge capacities
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--policy", "token-lru", "--capacity-tokens", "99999999999999999999"],
+        ["--policy", "token-lru", "--capacity-tokens", str(2**62 // 656 + 1)],
+        ["--policy", "line-lru", "--capacity-tokens", str(2**62 // 656 + 1)],
+        ["--policy", "min", "--capacity-mb", "1e300"],
+        ["--policy", "keep-previous", "--capacity-mb", "1e300", "--partition", "per-layer"],
+    ],
+)
+def test_cli_huge_capacity_is_one_line_error(store, capsys, extra):
+    assert run(["simulate", str(store), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dsacache: error:") and "too large" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_cli_large_capacity_below_the_limit_runs(store, batch_trace, capsys, policy):
+    # 2**62 // 656 - 1 tokens: far more than the key space, so every policy holds everything.
+    cap = str(2**62 // 656 - 1)
+    for part in ("global", "per-layer"):
+        argv = ["simulate", str(store), "--policy", policy, "--capacity-tokens", cap]
+        assert run([*argv, "--partition", part, "--json"]) == 0
+        d = json.loads(capsys.readouterr().out)
+        if policy in ("token-lru", "fifo", "min"):
+            assert d["misses"] == distinct_keys(batch_trace)
+
+
+def test_huge_capacity_python_api():
+    with pytest.raises(DsacacheError, match="too large"):
+        SimConfig("token-lru", capacity_tokens=2**62)
+    with pytest.raises(DsacacheError, match="too large"):
+        SimConfig("token-lru", capacity_mb=2.0**42)
+    with pytest.raises(DsacacheError, match="too large"):
+        SimConfig("token-lru", capacity_tokens=2**62 // 656 + 1).tokens(hand_trace().geometry)
+    with pytest.raises(DsacacheError, match="too large"):
+        parse_partition("global", 2, 10**20)

@@ -47,7 +47,8 @@ def mrc_command(
     max_mb: float | None = typer.Option(
         None,
         "--max-mb",
-        help="Show capacities up to this many MiB (default: where the curve stops rising).",
+        help="Show capacities up to this many MiB (default: where the curve stops rising; "
+        "capped at 2^42 MiB = 2^62 bytes).",
     ),
     kv_bytes: int | None = KV_BYTES,
     index_bytes: int | None = INDEX_BYTES,
@@ -73,6 +74,7 @@ def mrc_command(
     tr = load_trace_arg(trace, kv_bytes, index_bytes, block_tokens)
     with progress_bar("mrc", tr.steps) as advance:
         curve = mrc(tr, partition, sample_rate, progress=advance)
+    # tokens_of_mib clamps to curve.max_tokens (2**62 bytes): a huge --max-mb is no error.
     top = curve.saturation_tokens if max_mb is None else curve.tokens_of_mib(max_mb)
     if json_out:
         print(json.dumps(curve.to_dict(max_tokens=top), allow_nan=False))

@@ -31,7 +31,9 @@ def _help() -> str:
             "the others always miss).",
             "Prints a table; --json prints one object with accesses, hits, misses, hit_rate, "
             "engine_seconds (the engine's own time, compile and I/O excluded), bytes by class "
-            "(KV gathers served by the region / from HBM, prefetches) and per-layer counts.",
+            "(KV gathers served by the region / from HBM, prefetches; for line-lru 128-byte "
+            "line hits / misses x 128 B, with line_hits and line_misses), the effective "
+            "capacity (per-layer: floor(N / layers) x layers) and per-layer counts.",
             "Example: dsacache simulate t.zarr --policy token-lru --capacity-mb 20 --json",
         ]
     )
@@ -42,7 +44,7 @@ def simulate_command(
     trace: Path = TRACE_ARG,
     policy: str = typer.Option(..., "--policy", "-P", help="Replacement policy (see above)."),
     capacity_tokens: int | None = typer.Option(
-        None, "--capacity-tokens", "-n", help="Reserved capacity in tokens (>= 0)."
+        None, "--capacity-tokens", "-n", help="Reserved capacity in tokens (>= 0, < 2^62 B)."
     ),
     capacity_mb: float | None = typer.Option(
         None, "--capacity-mb", "-m", help="Reserved capacity in MiB (2^20 bytes, >= 0)."
@@ -67,18 +69,25 @@ def simulate_command(
 
 
 def print_result_table(source: str, r: SimResult) -> None:
-    hbm = r.misses * r.kv_bytes_per_token
+    hbm = r.hbm_bytes
     table = Table("", "value", title=f"{source}: reserved-region simulation")
     rows = [
         ("policy", r.policy),
         ("partition", r.partition),
         ("capacity", f"{r.capacity_tokens:,} tokens ({r.capacity_mib:,.2f} MiB)"),
+    ]
+    if r.effective_tokens != r.capacity_tokens:
+        eff_mib = r.effective_tokens * r.kv_bytes_per_token / 2**20
+        rows.append(("effective capacity", f"{r.effective_tokens:,} tokens ({eff_mib:,.2f} MiB)"))
+    rows += [
         ("accesses", f"{r.accesses:,}"),
         ("hits", f"{r.hits:,}"),
         ("misses", f"{r.misses:,}"),
         ("hit rate", f"{r.hit_rate:.4f}"),
-        ("KV gathers from HBM", f"{hbm:,} B ({hbm / 2**20:,.1f} MiB)"),
     ]
+    if r.line_hits is not None:
+        rows.append(("128 B line hits / misses", f"{r.line_hits:,} / {r.line_misses:,}"))
+    rows.append(("KV gathers from HBM", f"{hbm:,} B ({hbm / 2**20:,.1f} MiB)"))
     if r.prefetches:
         rows.append(("prefetches", f"{r.prefetches:,}"))
     rows.append(("engine seconds", f"{r.engine_seconds:.3f}"))

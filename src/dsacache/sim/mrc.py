@@ -40,7 +40,7 @@ import numpy as np
 
 from dsacache.errors import DsacacheError, TraceError
 from dsacache.sim import mrc_kernels as K
-from dsacache.sim.partition import parse_partition
+from dsacache.sim.partition import MAX_CAPACITY_BYTES, parse_partition
 from dsacache.trace.blocks import StepBlocks
 from dsacache.trace.model import Trace
 
@@ -94,14 +94,24 @@ class MissRatioCurve:
         """Reserved MiB of `tokens` tokens (tokens x kv_bytes_per_token / 2**20)."""
         return np.asarray(tokens, dtype=np.float64) * self.kv_bytes_per_token / MIB
 
+    @property
+    def max_tokens(self) -> int:
+        """Largest capacity the curve reports: 2**62 bytes of tokens (every count stays int64;
+        the curve is flat long before)."""
+        return MAX_CAPACITY_BYTES // self.kv_bytes_per_token
+
     def tokens_of_mib(self, mib: float) -> int:
-        """Tokens a region of `mib` MiB holds (rounded down, as SimConfig.capacity_mb)."""
-        return int(math.floor(mib * MIB / self.kv_bytes_per_token))
+        """Tokens a region of `mib` MiB holds (rounded down, as SimConfig.capacity_mb), at most
+        max_tokens."""
+        if mib * MIB >= MAX_CAPACITY_BYTES:
+            return self.max_tokens
+        return min(int(math.floor(mib * MIB / self.kv_bytes_per_token)), self.max_tokens)
 
     def hits_at(self, capacity_tokens: int) -> int:
         """LRU hits with a reserved region of `capacity_tokens` tokens in all."""
         if capacity_tokens < 0:
             raise DsacacheError(f"capacity must be >= 0 tokens, got {capacity_tokens}")
+        capacity_tokens = min(int(capacity_tokens), self.max_tokens)  # the curve is flat there
         i = int(np.searchsorted(self.capacities_tokens, capacity_tokens, side="right")) - 1
         return int(self.hits[i]) if i >= 0 else 0
 
@@ -119,6 +129,7 @@ class MissRatioCurve:
         saturation point): every change point when there are fewer, else half on a linear
         and half on a log grid."""
         top = max(self.saturation_tokens if max_tokens is None else int(max_tokens), 0)
+        top = min(top, max(self.max_tokens, self.saturation_tokens))
         caps = self.capacities_tokens[self.capacities_tokens <= top]
         if caps.size + 2 <= n:
             grid = caps

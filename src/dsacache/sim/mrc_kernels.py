@@ -114,7 +114,8 @@ def _compact(
 
 @njit(cache=True)
 def _check_bypassed(block: np.ndarray, t: int, layer: int, max_ctx: np.ndarray) -> np.ndarray:
-    """Valid slots of (t, layer) in every request, or -(1 + slot) of the first bad one."""
+    """[valid slots of (t, layer) over every request, -1], or [slot, request] of the first
+    invalid index (< -1 or >= the request's context); out[1] >= 0 flags the bad case."""
     nr, k = block.shape[2], block.shape[3]
     out = np.zeros(2, np.int64)  # [count, bad request (or -1)]
     out[1] = -1

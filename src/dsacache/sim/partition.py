@@ -8,6 +8,10 @@ import numpy as np
 
 from dsacache.errors import DsacacheError
 
+# Capacities are int64 counts of tokens, lines and bytes: a region is refused from 2**62 bytes
+# (4 EiB, far above any trace's key space), so no count can overflow.
+MAX_CAPACITY_BYTES = 1 << 62
+
 
 @dataclass(frozen=True)
 class Partition:
@@ -27,6 +31,8 @@ def parse_partition(spec: str, layers: int, capacity_tokens: int) -> Partition:
     """`global` | `per-layer` (floor(N / layers) each) | `pinned:L1,L2,...` (those share N)."""
     if capacity_tokens < 0:
         raise DsacacheError(f"capacity must be >= 0 tokens, got {capacity_tokens}")
+    if capacity_tokens >= MAX_CAPACITY_BYTES:
+        raise DsacacheError(f"capacity {capacity_tokens} tokens is too large (limit 2**62)")
     s = spec.strip()
     if s == "global":
         return Partition(s, np.zeros(layers, np.int32), np.array([capacity_tokens], np.int64))

@@ -2,8 +2,9 @@
 
 `simulate(trace, cfg)` feeds the policy the trace's interleaved step blocks in access order
 (step -> layer -> request -> slot) and returns hits and misses, per layer and in total.
-engine_seconds is the policy's own time (prepare() plus every run_block()); compiling the
-kernels (warmup, before the clock starts) and reading/interleaving the blocks are excluded.
+engine_seconds is the policy's own time (its backward pass if it needs one, prepare() and every
+run_block()); compiling the kernels (warmup, before the clock starts) and reading /
+decompressing / interleaving the blocks are excluded.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 
 from dsacache.sim.config import MIB, SimConfig
 from dsacache.sim.partition import parse_partition
-from dsacache.sim.policies import POLICIES, Counters
+from dsacache.sim.policies import POLICIES, Counters, TokenPolicy
+from dsacache.sim.policies.base import LINE_BYTES
 from dsacache.trace.blocks import StepBlocks
 from dsacache.trace.model import Trace
 
@@ -25,7 +27,11 @@ from dsacache.trace.model import Trace
 @dataclass
 class SimResult:
     """Outcome of one simulation. Per-layer arrays are int64 [layers]; a `prefetch` is a token
-    the policy brought into the region ahead of demand (an HBM read no access asked for)."""
+    the policy brought into the region ahead of demand (an HBM read no access asked for).
+
+    capacity_tokens is the capacity asked for; effective_capacity_tokens what the regions hold
+    in all (per-layer: floor(N / layers) x layers). line_hits / line_misses: 128-byte line
+    accesses for a line-granular policy (line-lru), whose traffic is counted in lines."""
 
     policy: str
     partition: str
@@ -40,20 +46,55 @@ class SimResult:
     prefetches: int = 0
     per_layer_prefetches: np.ndarray | None = None
     kv_bytes_per_token: int = 0
+    effective_capacity_tokens: int | None = None
+    per_layer_line_hits: np.ndarray | None = None
+    per_layer_line_misses: np.ndarray | None = None
 
     @property
     def capacity_mib(self) -> float:
         return self.capacity_tokens * self.kv_bytes_per_token / MIB
 
+    @property
+    def effective_tokens(self) -> int:
+        eff = self.effective_capacity_tokens
+        return int(self.capacity_tokens if eff is None else eff)
+
+    @property
+    def line_hits(self) -> int | None:
+        lh = self.per_layer_line_hits
+        return None if lh is None else int(lh.sum())
+
+    @property
+    def line_misses(self) -> int | None:
+        lm = self.per_layer_line_misses
+        return None if lm is None else int(lm.sum())
+
+    @property
+    def reserved_bytes(self) -> int:
+        """KV gather bytes the region served (line hits x 128 B for a line policy)."""
+        if self.line_hits is not None:
+            return self.line_hits * LINE_BYTES
+        return int(self.hits) * self.kv_bytes_per_token
+
+    @property
+    def hbm_bytes(self) -> int:
+        """KV gather bytes read from HBM on demand (line misses x 128 B for a line policy)."""
+        if self.line_misses is not None:
+            return self.line_misses * LINE_BYTES
+        return int(self.misses) * self.kv_bytes_per_token
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: plain Python numbers and lists."""
         kv = self.kv_bytes_per_token
         pre = self.per_layer_prefetches
-        return {
+        eff = self.effective_tokens
+        out: dict[str, Any] = {
             "policy": self.policy,
             "partition": self.partition,
             "capacity_tokens": int(self.capacity_tokens),
             "capacity_mib": float(self.capacity_mib),
+            "effective_capacity_tokens": eff,
+            "effective_capacity_mib": eff * kv / MIB,
             "kv_bytes_per_token": int(kv),
             "accesses": int(self.accesses),
             "hits": int(self.hits),
@@ -62,8 +103,8 @@ class SimResult:
             "prefetches": int(self.prefetches),
             "engine_seconds": float(self.engine_seconds),
             "bytes": {
-                "kv_gather_reserved": int(self.hits) * kv,
-                "kv_gather_hbm": int(self.misses) * kv,
+                "kv_gather_reserved": self.reserved_bytes,
+                "kv_gather_hbm": self.hbm_bytes,
                 "prefetch_hbm": int(self.prefetches) * kv,
             },
             "per_layer": {
@@ -72,6 +113,39 @@ class SimResult:
                 "prefetches": [] if pre is None else [int(x) for x in pre],
             },
         }
+        if self.per_layer_line_hits is not None and self.per_layer_line_misses is not None:
+            out["line_bytes"] = LINE_BYTES
+            out["line_hits"] = self.line_hits
+            out["line_misses"] = self.line_misses
+            out["per_layer"]["line_hits"] = [int(x) for x in self.per_layer_line_hits]
+            out["per_layer"]["line_misses"] = [int(x) for x in self.per_layer_line_misses]
+        return out
+
+
+def replay(
+    policy: TokenPolicy,
+    blocks: StepBlocks,
+    counters: Counters,
+    progress: Callable[[int], None] | None = None,
+) -> float:
+    """Run `policy` over `blocks` (its backward pass first, when it needs one); return the
+    engine seconds: the policy's calls only, never the reading of a block."""
+    engine = 0.0
+    if policy.needs_backward_pass:
+        for block in blocks.reversed():
+            t0 = time.perf_counter()
+            policy.prepare_block(block)
+            engine += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    policy.prepare()
+    engine += time.perf_counter() - t0
+    for block in blocks:
+        t0 = time.perf_counter()
+        policy.run_block(block, counters)
+        engine += time.perf_counter() - t0
+        if progress is not None:
+            progress(block.stop - block.start)
+    return engine
 
 
 def simulate(
@@ -89,17 +163,8 @@ def simulate(
     policy_cls.warmup()
     blocks = StepBlocks(trace, near_miss=policy_cls.uses_near_miss)
     policy = policy_cls(blocks, partition, g)
-    counters = Counters.zeros(g.layers)
-
-    t0 = time.perf_counter()
-    policy.prepare()
-    engine = time.perf_counter() - t0
-    for block in blocks:
-        t0 = time.perf_counter()
-        policy.run_block(block, counters)
-        engine += time.perf_counter() - t0
-        if progress is not None:
-            progress(block.stop - block.start)
+    counters = Counters.zeros(g.layers, lines=policy_cls.counts_lines)
+    engine = replay(policy, blocks, counters, progress)
 
     hits, misses = int(counters.hits.sum()), int(counters.misses.sum())
     accesses = hits + misses
@@ -117,4 +182,7 @@ def simulate(
         prefetches=int(counters.prefetches.sum()),
         per_layer_prefetches=counters.prefetches,
         kv_bytes_per_token=g.kv_bytes_per_token,
+        effective_capacity_tokens=int(partition.capacity.sum()),
+        per_layer_line_hits=counters.line_hits,
+        per_layer_line_misses=counters.line_misses,
     )

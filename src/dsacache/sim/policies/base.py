@@ -6,6 +6,14 @@ region of whole tokens, split per `Partition`. The driver hands it interleaved s
 (int32 [steps, layers, requests, k], -1 = empty) in order; the policy runs each block in a
 compiled kernel over flat arrays and adds to the per-layer counters. A layer with
 partition.of_layer[l] == -1 bypasses the region: all its accesses are misses.
+
+A policy that needs the future (MIN) sets `needs_backward_pass`: the driver then first hands
+it every block from last to first through `prepare_block()`, then calls `prepare()`; both
+count as engine time, reading the blocks does not.
+
+Traffic: by default one token access moves one KV row (kv_bytes_per_token bytes). A policy
+that caches something else (line-lru: 128-byte lines) sets `counts_lines`; the driver then
+gives it Counters with per-layer line tallies, and the result's bytes are lines x 128 B.
 """
 
 from __future__ import annotations
@@ -16,22 +24,29 @@ from typing import ClassVar
 
 import numpy as np
 
+from dsacache.errors import TraceError
 from dsacache.sim.partition import Partition
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.geometry import Geometry
 
+LINE_BYTES = 128
+
 
 @dataclass
 class Counters:
-    """Per-layer tallies a policy fills (int64 [layers] each)."""
+    """Per-layer tallies a policy fills (int64 [layers] each). line_hits / line_misses: 128-byte
+    line accesses, only for a policy with counts_lines (None otherwise)."""
 
     hits: np.ndarray
     misses: np.ndarray
     prefetches: np.ndarray  # tokens brought into the region ahead of demand (HBM reads)
+    line_hits: np.ndarray | None = None
+    line_misses: np.ndarray | None = None
 
     @classmethod
-    def zeros(cls, layers: int) -> Counters:
-        return cls(*(np.zeros(layers, np.int64) for _ in range(3)))
+    def zeros(cls, layers: int, lines: bool = False) -> Counters:
+        z = [np.zeros(layers, np.int64) for _ in range(5 if lines else 3)]
+        return cls(*z)
 
 
 class TokenPolicy(ABC):
@@ -40,14 +55,20 @@ class TokenPolicy(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for --help
     uses_near_miss: ClassVar[bool] = False  # ask the driver for near-miss blocks
+    needs_backward_pass: ClassVar[bool] = False  # prepare_block() on every block, last first
+    counts_lines: ClassVar[bool] = False  # fills Counters.line_hits / line_misses
 
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
         self.blocks = blocks
         self.partition = partition
         self.geometry = geometry
 
+    def prepare_block(self, block: StepBlock) -> None:  # noqa: B027 - optional hook
+        """With needs_backward_pass: called on every block, from the last to the first, before
+        the replay (engine time; the driver reads the block outside the clock)."""
+
     def prepare(self) -> None:  # noqa: B027 - optional hook
-        """Work before the replay that counts as engine time (e.g. MIN's next-use pass)."""
+        """Work before the replay (after any backward pass) that counts as engine time."""
 
     @abstractmethod
     def run_block(self, block: StepBlock, counters: Counters) -> None:
@@ -57,6 +78,10 @@ class TokenPolicy(ABC):
     @abstractmethod
     def warmup(cls) -> None:
         """Compile the policy's kernels on a tiny input (so engine time excludes the JIT)."""
+
+    def index_error(self, step: int, field: str = "indices") -> TraceError:
+        """The error of an index out of range at absolute step `step` (kernels report it)."""
+        return TraceError(self.blocks.trace.source, field, f"index out of range at step {step}")
 
 
 POLICIES: dict[str, type[TokenPolicy]] = {}

@@ -7,11 +7,14 @@ future (or never), it is bypassed (not inserted); otherwise the resident key use
 evicted and the incoming one takes its place. A key never used again is never inserted (that
 changes no hit count: it would be the first victim anyway).
 
-prepare() (counted as engine time) walks the step blocks backwards with a dense "next
-position" table, one int64 per key (as export_libcachesim's _fill_block), and stores the
-next-use position of every access (int64, 8 B per access, in access order, one array per
-block): the 0-based position in the whole trace's access order of the next access to the same
-key, NEVER (= int64 max) if none.
+The next-use pass (engine time; the driver reads the blocks outside the clock): the driver
+hands prepare_block() every step block from the last to the first; a dense "next position"
+table, one entry per key (as export_libcachesim's _fill_block), gives every access the reverse
+rank of its key's next access, and prepare() turns the ranks into 0-based positions in the
+whole trace's access order. Memory: 4 bytes per access (uint32 positions, one array per block,
+plus 4 bytes per key during the pass) while the trace has fewer than 2**32 - 1 accesses; 8
+bytes per access (int64) beyond. The "never used again" sentinel is the array type's maximum
+(`never`); if the pass outgrows uint32 midway, every array is widened to int64.
 
 The resident keys of each region live in an indexed binary max-heap on next use ((priority,
 key) pairs in one flat array, each region its own segment; pos_of[key] = the key's heap node,
@@ -20,7 +23,9 @@ eviction replaces the root (sift down). Every access costs O(log capacity).
 
 MIN bounds every policy that fetches a token only when it is accessed (token-lru, fifo,
 keep-previous). A prefetching policy (near-miss) can miss less than MIN, but its misses plus
-prefetches (tokens read from HBM) are never fewer than MIN's misses.
+prefetches (tokens read from HBM) are never fewer than MIN's misses. line-lru is NOT bounded
+when kv_bytes_per_token is not a multiple of 128: a 128-byte line shared by neighbouring tokens
+acts as a prefetch of the neighbour (see line_lru.py); with whole-line rows it is.
 
 `bypass=False` gives demand paging (every miss is inserted, the furthest-used resident key is
 evicted): MIN as libCacheSim's Belady computes it; not registered, used by the tests.
@@ -31,13 +36,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from dsacache.errors import TraceError
 from dsacache.sim.partition import Partition
 from dsacache.sim.policies.base import Counters, TokenPolicy, register
+from dsacache.sim.policies.common import count_bypassed
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.geometry import Geometry
 
-NEVER = np.iinfo(np.int64).max
+NEVER = np.iinfo(np.int64).max  # "never used again" in int64 arrays
+NEVER32 = np.iinfo(np.uint32).max  # ... in uint32 arrays
+# Positions are stored as uint32 while the trace's accesses stay below this (tests lower it).
+SMALL_LIMIT = int(NEVER32)
 
 
 # ---------------------------------------------------------------- next-use pass
@@ -55,9 +63,9 @@ def next_use_block(
     """Walk block [steps, layers, requests, k] backwards; `seen` accesses follow it.
 
     nxt[key]: reverse rank (accesses after it, counted from the trace's end) of the key's next
-    access, -1 if none; updated to this block's first access of the key. out[i] (access i of
-    the block in access order) gets the reverse rank of its next use (-1: never). Returns the
-    new `seen`, or -1 - (block row) of an index out of range.
+    access, the dtype's maximum if none; updated to this block's first access of the key.
+    out[i] (access i of the block in access order, same dtype as nxt) gets the reverse rank of
+    its next use. Returns the new `seen`, or -1 - (block row) of an index out of range.
     """
     nb, nl, nr, k = block.shape
     i = out.shape[0]
@@ -81,11 +89,12 @@ def next_use_block(
 
 
 @njit(cache=True, boundscheck=False)
-def to_positions(out: np.ndarray, total: int) -> None:
-    """Reverse ranks -> 0-based positions in access order (-1 -> NEVER), in place."""
+def to_positions(out: np.ndarray, total: int, never: int) -> None:
+    """Reverse ranks -> 0-based positions in access order (`never` stays), in place."""
     for i in range(out.shape[0]):
         v = out[i]
-        out[i] = NEVER if v < 0 else total - 1 - v
+        if v != never:
+            out[i] = total - 1 - v
 
 
 # ---------------------------------------------------------------- replay with an indexed max-heap
@@ -104,10 +113,12 @@ def min_block(
     heap: np.ndarray,
     pos_of: np.ndarray,
     bypass: bool,
+    never: int,
     hits: np.ndarray,
     misses: np.ndarray,
 ) -> int:
-    """Replay block [steps, layers, requests, k]; next_use[i] is access i's next-use position.
+    """Replay block [steps, layers, requests, k]; next_use[i] is access i's next-use position
+    (`never`: not used again; the largest value of next_use's dtype).
 
     heap[2*j] / heap[2*j+1]: priority (next use) / key of heap node j; region p's heap is
     nodes heap_off[p] .. heap_off[p] + heap_n[p] - 1 (a binary max-heap, root first);
@@ -123,14 +134,9 @@ def min_block(
             h = 0
             m = 0
             if p < 0:  # bypass: every valid slot a miss
-                for r in range(nr):
-                    lim = max_ctx[r]
-                    for s in range(k):
-                        tok = block[t, layer, r, s]
-                        if tok >= 0:
-                            if tok >= lim:
-                                return t
-                            m += 1
+                m = count_bypassed(block, t, layer, max_ctx)
+                if m < 0:
+                    return t
                 i += m
                 misses[layer] += m
                 continue
@@ -146,7 +152,7 @@ def min_block(
                         continue
                     if tok >= lim:
                         return t
-                    nu = next_use[i]
+                    nu = np.int64(next_use[i])
                     i += 1
                     key = base_key + tok
                     j = pos_of[key]
@@ -155,7 +161,7 @@ def min_block(
                         j -= base
                     else:
                         m += 1
-                        if c <= 0 or (bypass and nu == NEVER):
+                        if c <= 0 or (bypass and nu == never):
                             continue
                         if n < c:  # room: a new leaf, sift up
                             j = n
@@ -222,6 +228,7 @@ def region_keys(partition: Partition, max_context: np.ndarray) -> np.ndarray:
 class Belady(TokenPolicy):
     name = "min"
     summary = "Belady's MIN with bypass: the exact optimum (a bound, needs the future)"
+    needs_backward_pass = True
     bypass: bool = True
 
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
@@ -235,33 +242,54 @@ class Belady(TokenPolicy):
         self.heap_n = np.zeros(partition.regions, np.int64)
         self.heap = np.zeros(2 * max(int(alloc.sum()), 1), np.int64)
         self.pos_of = np.full(max(keys.size, 1), -1, np.int64)
-        self._next: dict[int, np.ndarray] = {}
+        self._next: dict[int, np.ndarray] = {}  # block start -> next-use positions
+        self._nxt: np.ndarray | None = None  # per key, during the backward pass
+        self._seen = 0
         self.total_accesses = 0
 
-    def _bad(self, row: int) -> TraceError:
-        return TraceError(self.blocks.trace.source, "indices", f"index out of range at step {row}")
+    def prepare_block(self, block: StepBlock) -> None:
+        keys = self.blocks.keys
+        if self._nxt is None:
+            self._nxt = np.full(max(keys.size, 1), NEVER32, np.uint32)
+        n = int(np.count_nonzero(block.indices >= 0))
+        if self._nxt.dtype == np.uint32 and self._seen + n >= SMALL_LIMIT:
+            self._widen()
+        out = np.empty(n, self._nxt.dtype)
+        got = next_use_block(
+            block.indices, keys.key_offset, keys.max_context, self._nxt, out, self._seen
+        )
+        if got < 0:
+            raise self.index_error(block.start - 1 - got)
+        self._seen = got
+        self._next[block.start] = out
+
+    def _widen(self) -> None:
+        """uint32 -> int64 for every array of the pass (the trace outgrew uint32)."""
+
+        def wide(a: np.ndarray) -> np.ndarray:
+            w = a.astype(np.int64)
+            w[a == NEVER32] = NEVER
+            return w
+
+        self._nxt = wide(self._nxt)
+        self._next = {start: wide(a) for start, a in self._next.items()}
 
     def prepare(self) -> None:
-        keys = self.blocks.keys
-        nxt = np.full(max(keys.size, 1), -1, np.int64)
-        seen = 0
-        self._next = {}
-        for blk in self.blocks.reversed():
-            out = np.empty(int(np.count_nonzero(blk.indices >= 0)), np.int64)
-            got = next_use_block(blk.indices, keys.key_offset, keys.max_context, nxt, out, seen)
-            if got < 0:
-                raise self._bad(blk.start - 1 - got)
-            seen = got
-            self._next[blk.start] = out
-        del nxt
+        if self._nxt is None:  # no backward pass ran: an empty trace, or a driver bug
+            if len(self.blocks):
+                raise RuntimeError("min: the driver must run the backward pass first")
+            return
+        never = NEVER32 if self._nxt.dtype == np.uint32 else NEVER
+        self._nxt = None
         for out in self._next.values():
-            to_positions(out, seen)
-        self.total_accesses = seen
+            to_positions(out, self._seen, never)
+        self.total_accesses = self._seen
 
     def run_block(self, block: StepBlock, counters: Counters) -> None:
         if block.start not in self._next:
             raise RuntimeError("min: prepare() must run first, over the same step blocks")
         next_use = self._next.pop(block.start)
+        never = int(np.iinfo(next_use.dtype).max)
         keys = self.blocks.keys
         bad = min_block(
             block.indices,
@@ -275,37 +303,40 @@ class Belady(TokenPolicy):
             self.heap,
             self.pos_of,
             self.bypass,
+            never,
             counters.hits,
             counters.misses,
         )
         if bad >= 0:
-            raise self._bad(block.start + bad)
+            raise self.index_error(block.start + bad)
 
     @classmethod
     def warmup(cls) -> None:
         block = np.array([[[[0, 1, -1, 2]]], [[[1, 3, 0, -1]]], [[[2, 0, 3, 1]]]], np.int32)
         off, ctx = np.zeros(1, np.int64), np.full(1, 4, np.int64)
-        nxt = np.full(4, -1, np.int64)
-        out = np.empty(9, np.int64)
-        seen = next_use_block(block, off, ctx, nxt, out, 0)
-        to_positions(out, seen)
-        for bypass in (True, False):
-            z = [np.zeros(1, np.int64) for _ in range(4)]
-            min_block(
-                block,
-                out,
-                off,
-                ctx,
-                np.zeros(1, np.int32),
-                np.full(1, 2, np.int64),
-                z[0],
-                z[1],
-                np.zeros(4, np.int64),
-                np.full(4, -1, np.int64),
-                bypass,
-                z[2],
-                z[3],
-            )
+        for dtype, never in ((np.uint32, NEVER32), (np.int64, NEVER)):
+            nxt = np.full(4, never, dtype)
+            out = np.empty(9, dtype)
+            seen = next_use_block(block, off, ctx, nxt, out, 0)
+            to_positions(out, seen, int(never))
+            for bypass in (True, False):
+                z = [np.zeros(1, np.int64) for _ in range(4)]
+                min_block(
+                    block,
+                    out,
+                    off,
+                    ctx,
+                    np.zeros(1, np.int32),
+                    np.full(1, 2, np.int64),
+                    z[0],
+                    z[1],
+                    np.zeros(4, np.int64),
+                    np.full(4, -1, np.int64),
+                    bypass,
+                    int(never),
+                    z[2],
+                    z[3],
+                )
 
 
 class BeladyNoBypass(Belady):

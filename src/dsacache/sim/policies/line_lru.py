@@ -15,9 +15,18 @@ first/last line when kv is not a multiple of 128.
 Replay. A token access touches each of its lines in order, each an LRU access of that line in
 the layer's region (a miss inserts the line at the MRU end, evicting the LRU line when full).
 The token access is a HIT iff all its lines hit. Region capacity in lines is
-capacity_tokens * kv // 128 (floor). Counters.hits/misses count token accesses; the policy also
-keeps line tallies per layer in `self.line_hits` / `self.line_misses` (int64 [layers]). A layer
-that bypasses the reservation misses every token and every line.
+capacity_tokens * kv // 128 (floor). Counters.hits/misses count token accesses; the policy sets
+counts_lines, so the driver also gives it per-layer line tallies (Counters.line_hits /
+line_misses) and the traffic it reports is lines x 128 B (a token miss may fetch only some of
+its lines; a shared line is fetched once for two tokens). A layer that bypasses the reservation
+misses every token and every line.
+
+Not bounded by `min`: when kv is not a multiple of 128, a line holds parts of neighbouring
+tokens, so fetching one token's lines brings in (part of) its neighbours: a free prefetch at
+line granularity. line-lru can then miss fewer *tokens* than MIN over whole tokens with the
+same bytes (e.g. kv = 64, capacity 2 tokens = 1 line, accesses 0 1 0 1: line-lru misses once,
+MIN twice). When kv is a multiple of 128 every row is whole lines of its own, line-lru equals
+token-lru, and MIN <= line-lru holds (tests/test_sim_policies_extra.py checks both).
 
 The slot-based LRU state (`SlotLRU`) is shared with `near-miss`.
 """
@@ -27,13 +36,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from dsacache.errors import TraceError
 from dsacache.sim.partition import Partition
-from dsacache.sim.policies.base import Counters, TokenPolicy, register
+from dsacache.sim.policies.base import LINE_BYTES, Counters, TokenPolicy, register
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.geometry import Geometry
-
-LINE_BYTES = 128
 
 # ---------------------------------------------------------------- LRU lists over slots
 #
@@ -201,6 +207,7 @@ def line_areas(max_context: np.ndarray, layers: int, kv: int) -> tuple[np.ndarra
 class LineLRU(TokenPolicy):
     name = "line-lru"
     summary = "LRU over 128-byte lines of the paged KV rows (a token hits iff all its lines hit)"
+    counts_lines = True
 
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
         super().__init__(blocks, partition, geometry)
@@ -217,10 +224,10 @@ class LineLRU(TokenPolicy):
         self.lru = SlotLRU(total // LINE_BYTES, cap, region_lines)
         self.capacity_lines = cap
         self.of_layer = np.ascontiguousarray(partition.of_layer, np.int32)
-        self.line_hits = np.zeros(geometry.layers, np.int64)
-        self.line_misses = np.zeros(geometry.layers, np.int64)
 
     def run_block(self, block: StepBlock, counters: Counters) -> None:
+        if counters.line_hits is None or counters.line_misses is None:
+            raise ValueError("line-lru needs Counters.zeros(layers, lines=True)")
         bad = _line_block(
             block.indices,
             self.area,
@@ -230,15 +237,11 @@ class LineLRU(TokenPolicy):
             *self.lru.arrays(),
             counters.hits,
             counters.misses,
-            self.line_hits,
-            self.line_misses,
+            counters.line_hits,
+            counters.line_misses,
         )
         if bad >= 0:
-            raise TraceError(
-                self.blocks.trace.source,
-                "indices",
-                f"index out of range at step {block.start + bad}",
-            )
+            raise self.index_error(block.start + bad)
 
     @classmethod
     def warmup(cls) -> None:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from dsacache.errors import TraceError
 from dsacache.sim.partition import Partition
 from dsacache.sim.policies.base import Counters, TokenPolicy, register
+from dsacache.sim.policies.common import count_bypassed
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.geometry import Geometry
 
@@ -47,14 +47,9 @@ def list_block(
             h = 0
             m = 0
             if p < 0 or cap[p] == 0:  # bypass: every valid slot a miss
-                for r in range(nr):
-                    lim = max_ctx[r]
-                    for s in range(k):
-                        tok = block[t, layer, r, s]
-                        if tok >= 0:
-                            if tok >= lim:
-                                return t
-                            m += 1
+                m = count_bypassed(block, t, layer, max_ctx)
+                if m < 0:
+                    return t
                 misses[layer] += m
                 continue
             c = cap[p]
@@ -137,11 +132,7 @@ class ListPolicy(TokenPolicy):
             counters.misses,
         )
         if bad >= 0:
-            raise TraceError(
-                self.blocks.trace.source,
-                "indices",
-                f"index out of range at step {block.start + bad}",
-            )
+            raise self.index_error(block.start + bad)
 
     @classmethod
     def warmup(cls) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from dsacache.errors import TraceError
 from dsacache.sim.partition import Partition
 from dsacache.sim.policies.base import Counters, TokenPolicy, register
 from dsacache.sim.policies.belady import region_keys
@@ -178,11 +177,7 @@ class NearMiss(TokenPolicy):
             counters.prefetches,
         )
         if bad >= 0:
-            raise TraceError(
-                self.blocks.trace.source,
-                "indices/near_miss",
-                f"index out of range at step {block.start + bad}",
-            )
+            raise self.index_error(block.start + bad, "indices/near_miss")
 
     @classmethod
     def warmup(cls) -> None:
