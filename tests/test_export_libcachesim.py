@@ -291,7 +291,8 @@ def test_cli_export(tmp_path, random_trace, capsys):
     n = len(access_order(random_trace))
     assert out.stat().st_size == 24 * n
     assert f"{n:,} records" in capsys.readouterr().out
-    assert run(["export", "libcachesim", str(store), str(out), "--object-size", "1", "--force"]) == 0
+    argv = ["export", "libcachesim", str(store), str(out), "--object-size", "1", "--force"]
+    assert run(argv) == 0
     assert (read_oracle_general(out)["obj_size"] == 1).all()
 
 
