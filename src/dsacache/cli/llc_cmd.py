@@ -34,10 +34,25 @@ def llc_command(
         "none",
         "--reservation",
         help="KV reservation: none, way (CAT-style way partition), set-aside "
-        "(NVIDIA persisting-L2 style capacity).",
+        "(NVIDIA persisting-L2 style capacity), token (a token-level region of whole ways in "
+        "front of the shared LLC).",
     ),
     reserve_mb: float = typer.Option(
-        0.0, "--reserve-mb", help="Reserved MiB (way: rounded down to whole ways)."
+        0.0,
+        "--reserve-mb",
+        help="Reserved MiB (way: rounded down to whole ways; token: rounded up to whole ways, "
+        "0 = a region of 0 tokens).",
+    ),
+    front_policy: str = typer.Option(
+        "token-lru",
+        "--front-policy",
+        help="token reservation: the region's policy (one that reports per-access hits: "
+        "token-lru, fifo).",
+    ),
+    front_partition: str = typer.Option(
+        "global",
+        "--front-partition",
+        help="token reservation: how the region is split: global, per-layer, pinned:L1,L2,...",
     ),
     reserved_classes: str = typer.Option(
         "kv-gather",
@@ -84,7 +99,13 @@ def llc_command(
     126.5 MiB, MI300X 256 MiB, modelled with power-of-two sets), replacement LRU, SRRIP or
     DRRIP, optionally sectored, and optionally reserves capacity for KV gathers: `way` gives
     them whole ways (Intel CAT style); `set-aside` lets them keep up to the reserved capacity as
-    persisting lines that normal traffic may use when free (NVIDIA persisting-L2 style).
+    persisting lines that normal traffic may use when free (NVIDIA persisting-L2 style);
+    `token` carves the reserved MiB (rounded up to whole ways) out of the LLC as a
+    fully-associative region of whole tokens in front of it (the paper's architecture): every
+    gather goes to the region (--front-policy, default token-lru, split by --front-partition),
+    a hit costs nothing, a miss reads the token's lines from HBM without entering the LLC, and
+    the other classes use the remaining ways. Its hits equal `dsacache simulate` with the same
+    policy, capacity and partition; blocking misses are then the region's token misses.
 
     Prints hits, misses and HBM bytes per class and the blocking (kv-gather) misses per step.
     Under LRU and SRRIP, long streaming runs are decided set by set without touching every
@@ -107,6 +128,8 @@ def llc_command(
         weights_bytes=weights,
         model=model,
         shortcut=not no_shortcut,
+        front_policy=front_policy,
+        front_partition=front_partition,
     )
     cfg.resolve()  # fail on a bad configuration before opening the trace
     if steps is not None and steps < 1:
@@ -142,6 +165,14 @@ def print_llc(r: LLCResult) -> None:
             f"reservation: {res['mode']}, {_mb(res['effective_bytes'])} MiB "
             f"(asked {_mb(res['requested_bytes'])} MiB) for {', '.join(res['classes'])}"
         )
+    tr = d["token_region"]
+    if tr is not None:
+        rate = "n/a" if tr["hit_rate"] is None else f"{tr['hit_rate']:.4f}"
+        console.print(
+            f"token region: {tr['policy']}, {tr['partition']}, {tr['capacity_tokens']:,} tokens "
+            f"in {tr['ways']} way(s), shared LLC {tr['shared_ways']} ways; "
+            f"{tr['hits']:,} hits, {tr['misses']:,} misses (hit rate {rate})"
+        )
     console.print(f"weights: {_mb(r.weights_bytes)} MiB per layer ({r.weights_note})")
     table = Table("class", "accesses", "hits", "misses", "hit rate", "HBM MiB")
     for name, c in d["classes"].items():
@@ -157,8 +188,9 @@ def print_llc(r: LLCResult) -> None:
     console.print(table)
     b = d["blocking_misses_per_step"]
     if b["mean"] is not None:
+        what = "(token region) token" if tr is not None else "(kv-gather) line"
         console.print(
-            f"blocking (kv-gather) line misses per step: mean {b['mean']:,.1f}, "
+            f"blocking {what} misses per step: mean {b['mean']:,.1f}, "
             f"min {b['min']:,}, max {b['max']:,}"
         )
     console.print(

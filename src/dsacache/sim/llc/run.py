@@ -11,11 +11,12 @@ import numpy as np
 
 from dsacache.errors import DsacacheError
 from dsacache.sim.llc.engine import COUNTER_FIELDS, EngineConfig, LLCEngine
+from dsacache.sim.llc.front import TOKEN, FrontResult, front_policy_class, resolve_token, run_front
 from dsacache.sim.llc.hardware import LINE_BYTES, MIB, CacheShape, Hardware, hardware
 from dsacache.sim.llc.kernels import S_SHORTCUT
 from dsacache.sim.llc.layout import DEFAULT_ALIGN, Layout
 from dsacache.sim.llc.reservation import Reservation, ResolvedReservation
-from dsacache.sim.llc.stream import CLASSES, DEFAULT_BLOCK_ELEMENTS, Runs, iter_runs
+from dsacache.sim.llc.stream import CLASSES, DEFAULT_BLOCK_ELEMENTS, KV_GATHER, Runs, iter_runs
 from dsacache.trace.geometry import PRESETS as GEOMETRY_PRESETS
 from dsacache.trace.geometry import Geometry
 from dsacache.trace.model import Trace
@@ -51,7 +52,9 @@ def infer_model(geometry: Geometry) -> str | None:
 class LLCConfig:
     """One LLC simulation. reserve_mb in MiB; weights_bytes per layer (None: the model's,
     `model` or the preset whose geometry the trace has); sets/ways override the preset's
-    modelled geometry (sets must be a power of two)."""
+    modelled geometry (sets must be a power of two). reservation `token` (front.py): a
+    token-level region of whole ways in front of the shared LLC, under front_policy split by
+    front_partition (the token-level simulator's policies and partitions)."""
 
     hardware: str = "h100"
     policy: str = "lru"
@@ -65,13 +68,25 @@ class LLCConfig:
     weights_bytes: int | None = None
     model: str | None = None
     shortcut: bool = True
+    front_policy: str = "token-lru"
+    front_partition: str = "global"
 
     def resolve(self) -> tuple[Hardware, EngineConfig, ResolvedReservation]:
+        """(hardware, the engine's config, the reservation). With the `token` reservation the
+        engine is the shared LLC: the preset's shape less the reserved ways."""
         hw = hardware(self.hardware)
         shape = hw.with_shape(self.sets, self.ways)
+        if self.reservation == TOKEN:
+            front_policy_class(self.front_policy)
+            r = Reservation.from_mb("none", self.reserve_mb, tuple(self.reserved_classes))
+            shape, resolved = resolve_token(shape, r.reserve_bytes, r.classes)
+        else:
+            res = Reservation.from_mb(
+                self.reservation, self.reserve_mb, tuple(self.reserved_classes)
+            )
+            resolved = res.resolve(shape, hw.set_aside_limit(shape))
         engine = EngineConfig(shape, self.policy, self.set_hash, bool(self.sectors), self.shortcut)
-        res = Reservation.from_mb(self.reservation, self.reserve_mb, tuple(self.reserved_classes))
-        return hw, engine, res.resolve(shape, hw.set_aside_limit(shape))
+        return hw, engine, resolved
 
     def weights(self, geometry: Geometry) -> tuple[int, str]:
         """(weights bytes per layer, where the number comes from)."""
@@ -110,6 +125,7 @@ class LLCResult:
     shortcut_lines: int  # line accesses the streaming shortcut decided without replaying them
     engine_seconds: float  # the engine kernel's own time (compile excluded)
     stream_seconds: float  # building the runs (addresses, interleaving)
+    token_region: FrontResult | None = None  # the `token` reservation's region
 
     def class_counts(self) -> dict[str, dict[str, float | int | None]]:
         out: dict[str, dict[str, float | int | None]] = {}
@@ -156,9 +172,11 @@ class LLCResult:
                 "max": int(b.max()) if b.size else None,
             },
             "gather_misses_per_step": [int(x) for x in b],
+            "blocking_unit": "lines" if self.token_region is None else "tokens",
             "shortcut_lines": self.shortcut_lines,
             "engine_seconds": self.engine_seconds,
             "stream_seconds": self.stream_seconds,
+            "token_region": None if self.token_region is None else self.token_region.to_dict(),
         }
 
 
@@ -182,6 +200,7 @@ def simulate_llc(
     progress: called with the number of steps just replayed, once per step block.
     """
     hw, engine_config, res = config.resolve()
+    shape = hw.with_shape(config.sets, config.ways)  # the whole LLC (token: engine has less)
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise DsacacheError(f"steps must be a positive integer, got {steps!r}")
     g = trace.geometry
@@ -191,6 +210,38 @@ def simulate_llc(
     layout = Layout.build(g, ctx, weights, align)
     engine = LLCEngine(engine_config, res)
     _warm(engine_config)
+    if res.mode == TOKEN:
+        front = run_front(
+            trace,
+            layout,
+            engine,
+            res,
+            config.front_policy,
+            config.front_partition,
+            n_steps,
+            block_elements,
+            progress,
+        )
+        counters = engine.counters.copy()
+        counters[KV_GATHER] = front.gather
+        return LLCResult(
+            source=trace.source,
+            hardware=hw,
+            shape=shape,
+            config=config,
+            reservation=res,
+            steps=n_steps,
+            requests=len(trace.requests),
+            layers=g.layers,
+            weights_bytes=weights,
+            weights_note=note,
+            counters=counters,
+            blocking_per_step=front.blocking,
+            shortcut_lines=int(engine.st[S_SHORTCUT]),
+            engine_seconds=front.engine_seconds,
+            stream_seconds=front.stream_seconds,
+            token_region=front,
+        )
     blocking = np.zeros(n_steps, dtype=np.int64)
     engine_s = stream_s = 0.0
     runs_iter = iter_runs(trace, layout, n_steps, block_elements)
@@ -209,7 +260,7 @@ def simulate_llc(
     return LLCResult(
         source=trace.source,
         hardware=hw,
-        shape=engine_config.shape,
+        shape=shape,
         config=config,
         reservation=res,
         steps=n_steps,

@@ -14,6 +14,12 @@ count as engine time, reading the blocks does not.
 Traffic: by default one token access moves one KV row (kv_bytes_per_token bytes). A policy
 that caches something else (line-lru: 128-byte lines) sets `counts_lines`; the driver then
 gives it Counters with per-layer line tallies, and the result's bytes are lines x 128 B.
+
+Per-access decisions: a policy with `emits_hit_mask` fills `Counters.hit_mask` when the caller
+sets it (uint8, the block's shape [steps, layers, requests, k], zeros on entry): 1 where the
+access hit, left 0 where it missed or the slot is empty. The LLC driver's token region in front
+of the shared LLC (sim/llc/front.py) needs it; without a mask (None, the default) the kernels
+are the same as before (numba prunes the branch for a None argument).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class Counters:
     prefetches: np.ndarray  # tokens brought into the region ahead of demand (HBM reads)
     line_hits: np.ndarray | None = None
     line_misses: np.ndarray | None = None
+    hit_mask: np.ndarray | None = None  # uint8 [steps, layers, requests, k] of the next block
 
     @classmethod
     def zeros(cls, layers: int, lines: bool = False) -> Counters:
@@ -57,6 +64,7 @@ class TokenPolicy(ABC):
     uses_near_miss: ClassVar[bool] = False  # ask the driver for near-miss blocks
     needs_backward_pass: ClassVar[bool] = False  # prepare_block() on every block, last first
     counts_lines: ClassVar[bool] = False  # fills Counters.line_hits / line_misses
+    emits_hit_mask: ClassVar[bool] = False  # fills Counters.hit_mask when it is not None
 
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
         self.blocks = blocks

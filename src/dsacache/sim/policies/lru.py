@@ -10,9 +10,15 @@ layer outside every region (partition.of_layer == -1) only misses.
 
 `fifo` (fifo.py) runs the same kernel with promote=False: hits leave the order alone, so the
 list is insertion order and the victim is the oldest insertion.
+
+Both emit per-access hit masks (Counters.hit_mask): `list_block` takes `mask` = None (the
+branch is pruned at compile time, so the plain replay is unchanged) or a uint8 array of the
+block's shape, zeros on entry, in which it sets 1 at every hit.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 from numba import njit
@@ -37,9 +43,11 @@ def list_block(
     promote: bool,
     hits: np.ndarray,
     misses: np.ndarray,
+    mask: np.ndarray | None = None,
 ) -> int:
     """Replay block [steps, layers, requests, k]; return -1, or the block row of an index that
-    is out of range (state is then undefined)."""
+    is out of range (state is then undefined). mask: None, or uint8 of the block's shape
+    (zeros on entry) that gets 1 at every hit."""
     nb, nl, nr, k = block.shape
     for t in range(nb):
         for layer in range(nl):
@@ -68,6 +76,8 @@ def list_block(
                     pv = link[2 * key]
                     if pv >= 0:
                         h += 1
+                        if mask is not None:
+                            mask[t, layer, r, s] = 1
                         if promote and pv != head:
                             nx = link[2 * key + 1]
                             link[2 * pv + 1] = nx  # unlink
@@ -102,6 +112,7 @@ class ListPolicy(TokenPolicy):
     """Shared body of token-lru and fifo: a linked list per region, one kernel."""
 
     promote: bool = True
+    emits_hit_mask = True
 
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
         super().__init__(blocks, partition, geometry)
@@ -130,6 +141,7 @@ class ListPolicy(TokenPolicy):
             self.promote,
             counters.hits,
             counters.misses,
+            counters.hit_mask,
         )
         if bad >= 0:
             raise self.index_error(block.start + bad)
@@ -138,7 +150,7 @@ class ListPolicy(TokenPolicy):
     def warmup(cls) -> None:
         block = np.array([[[[0, 1, -1, 0]]], [[[1, 2, 0, -1]]]], dtype=np.int32)
         one = np.zeros(1, np.int64)
-        for dtype in (np.int32, np.int64):
+        for dtype, mask in itertools.product((np.int32, np.int64), (None, np.uint8)):
             link = np.full(2 * 5, -1, dtype=dtype)
             link[8] = link[9] = 4
             list_block(
@@ -153,6 +165,7 @@ class ListPolicy(TokenPolicy):
                 cls.promote,
                 np.zeros(1, np.int64),
                 np.zeros(1, np.int64),
+                None if mask is None else np.zeros(block.shape, mask),
             )
 
 

@@ -1,0 +1,162 @@
+"""The `token` reservation: a token-level region in front of the shared LLC (sim/llc/front.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_trace
+from dsacache.cli.app import run
+from dsacache.errors import DsacacheError
+from dsacache.sim import SimConfig, simulate
+from dsacache.sim.llc import LLCConfig, simulate_llc
+from dsacache.sim.llc.stream import CLASSES, KV_GATHER
+from dsacache.sim.partition import parse_partition
+from dsacache.sim.policies import POLICIES, Counters
+from dsacache.trace import Geometry, RequestTrace, Trace
+from dsacache.trace.blocks import StepBlocks
+
+SETS, WAYS = 64, 8
+WAY_MIB = SETS * 128 / 2**20
+
+
+@pytest.fixture(scope="module")
+def trace() -> Trace:
+    g = Geometry(3, 16, 192, 132, 4)  # 192-byte rows: 2 or 3 lines each
+    return make_trace([12, 9], layers=3, k=16, context=[60, 40], requests=2, seed=5, geometry=g)
+
+
+def token_cfg(ways: float, **kw) -> LLCConfig:
+    base = dict(
+        hardware="h100",
+        sets=SETS,
+        ways=WAYS,
+        weights_bytes=20_000,
+        reservation="token",
+        reserve_mb=ways * WAY_MIB,
+    )
+    return LLCConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("policy", ["token-lru", "fifo"])
+@pytest.mark.parametrize("partition", ["global", "per-layer", "pinned:0,2"])
+@pytest.mark.parametrize("ways", [1, 3])
+def test_region_equals_token_simulator(trace, policy, partition, ways):
+    res = simulate_llc(
+        trace, token_cfg(ways, front_policy=policy, front_partition=partition), block_elements=80
+    )
+    tokens = ways * SETS * 128 // trace.geometry.kv_bytes_per_token
+    ref = simulate(trace, SimConfig(policy, capacity_tokens=tokens, partition=partition))
+    tr = res.token_region
+    assert 0 < tr.hits and tr.hits == ref.hits and tr.misses == ref.misses
+    assert res.blocking_per_step.sum() == ref.misses
+    assert res.reservation.ways == ways and tr.shared_ways == WAYS - ways
+    assert tr.capacity_tokens == ref.effective_tokens
+
+
+def test_hit_mask_matches_counters(trace):
+    cls = POLICIES["token-lru"]
+    cls.warmup()
+    blocks = StepBlocks(trace, 100)
+    pol = cls(blocks, parse_partition("per-layer", 3, 90), trace.geometry)
+    counters = Counters.zeros(3)
+    for blk in blocks:
+        before = counters.hits.copy()
+        counters.hit_mask = np.zeros(blk.indices.shape, np.uint8)
+        pol.run_block(blk, counters)
+        per_layer = counters.hit_mask.sum(axis=(0, 2, 3))
+        np.testing.assert_array_equal(per_layer, counters.hits - before)
+        assert not counters.hit_mask[blk.indices < 0].any()
+    assert counters.hits.sum() > 0
+
+
+def test_zero_reserve_is_a_region_of_nothing(trace):
+    # Decision: --reserve-mb 0 is valid: 0 ways, 0 tokens, every gather misses the region and
+    # bypasses the LLC, which keeps all its ways.
+    res = simulate_llc(trace, token_cfg(0))
+    tr = res.token_region
+    accesses = sum(int((r.indices >= 0).sum()) for r in trace.requests)
+    assert tr.ways == 0 and tr.shared_ways == WAYS and tr.capacity_tokens == 0
+    assert tr.hits == 0 and tr.misses == accesses
+    g = res.counters[KV_GATHER]
+    assert g[1] == 0 and g[2] == g[0] > 0 and g[3] == 128 * g[2]
+
+
+def test_shared_llc_equals_plain_engine_without_gathers(trace):
+    r = 3
+    res = simulate_llc(trace, token_cfg(r, policy="srrip"), block_elements=80)
+    blank = Trace(
+        [RequestTrace(np.full_like(q.indices, -1), q.context_lens) for q in trace.requests],
+        trace.geometry,
+    )
+    plain = simulate_llc(
+        blank,
+        LLCConfig(sets=SETS, ways=WAYS - r, weights_bytes=20_000, policy="srrip"),
+        block_elements=80,
+    )
+    others = [c for c in range(len(CLASSES)) if c != KV_GATHER]
+    np.testing.assert_array_equal(res.counters[others], plain.counters[others])
+    assert plain.counters[KV_GATHER].sum() == 0 and res.counters[KV_GATHER, 0] > 0
+    assert res.shape.ways == WAYS and res.to_dict()["llc"]["ways"] == WAYS
+
+
+def test_hand_computed():
+    # One layer, one request, k=2; 256-byte rows = 2 aligned lines each. Reserve 400 B in a
+    # 1-set cache: rounded up to 4 ways = 512 B = 2 tokens. token-lru:
+    #   step 0: 0 miss, 1 miss            order (MRU first) 1 0
+    #   step 1: 1 hit, 2 miss (evicts 0)  order 2 1
+    #   step 2: 0 miss (evicts 1), 2 hit  order 2 0
+    idx = np.array([[[0, 1]], [[1, 2]], [[0, 2]]], dtype=np.int32)
+    tr = Trace.from_arrays(idx, np.full(3, 4), Geometry(1, 2, 256, 132, 16))
+    cfg = LLCConfig(sets=1, ways=8, weights_bytes=0, reservation="token", reserve_mb=400 / 2**20)
+    res = simulate_llc(tr, cfg)
+    d = res.to_dict()
+    assert d["reservation"]["effective_bytes"] == 512 and d["reservation"]["ways"] == 4
+    assert d["reservation"]["requested_bytes"] == 400
+    t = d["token_region"]
+    assert (t["capacity_tokens"], t["hits"], t["misses"], t["shared_ways"]) == (2, 2, 4, 4)
+    assert d["gather_misses_per_step"] == [2, 1, 1] and d["blocking_unit"] == "tokens"
+    g = d["classes"]["kv-gather"]
+    assert (g["accesses"], g["hits"], g["misses"], g["hbm_bytes"]) == (12, 4, 8, 1024)
+    assert t["hbm_bytes"] == 1024
+
+
+def test_errors(trace):
+    with pytest.raises(DsacacheError, match="leave at least one"):
+        token_cfg(WAYS).resolve()
+    with pytest.raises(DsacacheError, match="leave at least one"):
+        token_cfg(WAYS - 1 + 0.01).resolve()  # rounds up to every way
+    with pytest.raises(DsacacheError, match="cannot report per-access hits"):
+        token_cfg(1, front_policy="min").resolve()
+    with pytest.raises(DsacacheError, match="unknown front policy"):
+        token_cfg(1, front_policy="nope").resolve()
+    with pytest.raises(DsacacheError, match="kv-gather only"):
+        token_cfg(1, reserved_classes=("weights",)).resolve()
+    with pytest.raises(DsacacheError, match="partition"):
+        simulate_llc(trace, token_cfg(1, front_partition="pinned:7"))
+
+
+def test_cli(tmp_path, trace, capsys):
+    store = tmp_path / "t.zarr"
+    trace.save(store, chunk_steps=4)
+    args = ["llc", str(store), "--sets", str(SETS), "--ways", str(WAYS), "--weights-mb", "0.02"]
+    args += ["--reservation", "token", "--reserve-mb", str(2 * WAY_MIB)]
+    assert run(args + ["--json", "--front-partition", "per-layer"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    t = d["token_region"]
+    cap = 2 * SETS * 128 // 192
+    ref = simulate(trace, SimConfig("token-lru", capacity_tokens=cap, partition="per-layer"))
+    assert (t["hits"], t["misses"]) == (ref.hits, ref.misses)
+    assert t["policy"] == "token-lru" and t["partition"] == "per-layer" and t["ways"] == 2
+    assert t["hit_rate"] == ref.hits / ref.accesses
+    assert run(args + ["--json", "--steps", "5"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["steps"] == 5 and len(d["gather_misses_per_step"]) == 5
+    assert sum(d["gather_misses_per_step"]) == d["token_region"]["misses"]
+    assert run(args) == 0
+    assert "token region: token-lru" in capsys.readouterr().out
+    assert run(args + ["--front-policy", "keep-previous"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "keep-previous" in err and "\n" not in err
