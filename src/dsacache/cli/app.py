@@ -50,6 +50,7 @@ def _register_commands() -> None:
         info_cmd,
         llc_cmd,
         mrc_cmd,
+        perf_cmd,
         simulate_cmd,
         synth_cmd,
     )
