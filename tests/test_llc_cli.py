@@ -133,6 +133,8 @@ def test_cli_text_and_json(tmp_path, trace, capsys):
         (["--set-hash", "crc"], "set hash"),
         (["--steps", "0"], "--steps"),
         (["--weights-mb", "-2"], "weights MiB"),
+        (["--weights-mb", "1e13"], "2**62 bytes"),
+        (["--sets", "1073741824", "--ways", "255"], "too large to model"),
     ],
 )
 def test_cli_bad_input(tmp_path, trace, capsys, extra, msg):
@@ -172,5 +174,17 @@ def test_cli_help():
     res = CliRunner().invoke(app, ["llc", "--help"], terminal_width=200)
     assert res.exit_code == 0
     text = " ".join(res.output.split())
+    assert "DRRIP always replays every line" in text
     for phrase in ("--reserve-mb", "--reservation", "set-aside", "--sectors", "blocking"):
         assert phrase in text
+
+
+def test_cli_warns_when_drrip_has_no_followers(tmp_path, trace, capsys):
+    store = tmp_path / "t.zarr"
+    trace.save(store)
+    args = ["llc", str(store), "--weights-mb", "0.01", "--policy", "drrip", "--ways", "4"]
+    assert run(args + ["--sets", "64", "--json"]) == 0
+    out = capsys.readouterr()
+    assert "every set is a leader" in out.err and json.loads(out.out)["policy"] == "drrip"
+    assert run(args + ["--sets", "128", "--json"]) == 0
+    assert "leader" not in capsys.readouterr().err

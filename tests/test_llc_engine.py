@@ -211,7 +211,10 @@ def test_bad_configs():
     cases = [
         (lambda: EngineConfig(shape, "mru"), "unknown policy 'mru'"),
         (lambda: EngineConfig(shape, set_hash="crc"), "unknown set hash"),
-        (lambda: Reservation("cat", 128).resolve(shape, cap), "unknown reservation 'cat'"),
+        (
+            lambda: Reservation("cat", 128).resolve(shape, cap),
+            r"unknown reservation 'cat' \(known: none, way, set-aside, token\)",
+        ),
         (lambda: Reservation("way", cap + 128).resolve(shape, cap), "exceeds the LLC"),
         (lambda: Reservation("way", 128).resolve(shape, cap), "less than one way"),
         (lambda: Reservation("way", cap).resolve(shape, cap), "takes all 4 ways"),
@@ -241,3 +244,40 @@ def test_reservation_quota_and_ways():
     assert sa.quota.sum() == 21 and sa.quota.tolist() == [2] * 5 + [1] * 11
     assert sa.effective_bytes == 21 * 128
     assert sa.to_dict()["classes"] == ["kv-gather"]
+
+
+@pytest.mark.parametrize("policy", ["lru", "srrip", "drrip"])
+def test_small_set_aside_never_worse_than_none(policy):
+    # 32 KV lines reused 10 times fit easily in a 64-line cache. A reserved miss at quota
+    # (quota 0 included) falls back to a normal fill instead of bypassing the cache.
+    lines = np.tile(np.arange(32), 10)
+    none = engine(16, 4, policy)
+    none.run(Runs.from_lines(lines, KV_GATHER))
+    base = none.counters[KV_GATHER, 1]
+    assert base == 320 - 32
+    for rl in (1, 8, 16, 31, 32, 48, 64):
+        e = engine(16, 4, policy, res=Reservation("set-aside", rl * 128))
+        e.run(Runs.from_lines(lines, KV_GATHER))
+        assert e.counters[KV_GATHER, 1] >= base, rl
+        assert e.pers.sum() == min(rl, 32), rl  # persisting up to the quota, the rest normal
+
+
+def test_set_aside_at_quota_keeps_persisting_lines():
+    # One set, 4 ways, quota 1: the first reserved line persists; later reserved misses are
+    # normal fills that LRU-evict each other, never the persisting line.
+    e = engine(1, 4, "lru", res=Reservation("set-aside", 128))
+    e.run(Runs.from_lines(np.arange(10), KV_GATHER))
+    assert sorted(e.lines()[0].tolist()) == [0, 7, 8, 9]
+    assert e.pers[0, e.lines()[0].tolist().index(0)] == 1 and e.pers.sum() == 1
+
+
+def test_drrip_followers_use_brrip_when_psel_msb_set():
+    # PSEL starts at 512 (MSB set): a follower set's first insertion is BRRIP's, at RRPV 3
+    # (the BRRIP counter's first insertion is not a 1-in-32 long one). 128 sets: set 2 follows.
+    e = engine(128, 1, "drrip")
+    assert e.st[0] == 512
+    e.run(Runs.from_lines(np.array([2]), KV_GATHER))
+    assert e.rrpv[2, 0] == 3 and e.st[1] == 1
+    e.st[0] = 511  # MSB clear: SRRIP's insertion at 2
+    e.run(Runs.from_lines(np.array([2 + 128]), KV_GATHER))
+    assert e.rrpv[2, 0] == 2

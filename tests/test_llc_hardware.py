@@ -48,9 +48,19 @@ def test_modelled_geometry(name):
     ):
         assert hw.sources[field]
     assert "ASSUMED" in hw.sources["ways"]
-    assert hw.set_aside_limit(hw.shape) <= 0.75 * hw.modelled_bytes
     d = hw.to_dict()
     assert d["sources"] and d["modelled_bytes"] == hw.modelled_bytes
+
+
+@pytest.mark.parametrize(
+    "name,full_mib", [("h100", 37.5), ("h200", 37.5), ("b200", 94.875), ("mi300x", 192.0)]
+)
+def test_set_aside_limit(name, full_mib):
+    # the preset's maximum on its own shape; 75 % of a smaller overridden cache
+    hw = hardware(name)
+    assert hw.set_aside_limit(hw.shape) == full_mib * MIB
+    assert hw.set_aside_limit(CacheShape(16, 4)) == 6144  # 0.75 x 64 lines x 128 B
+    assert hw.set_aside_limit(CacheShape(1, 1)) == 96
 
 
 def test_exact_where_possible():

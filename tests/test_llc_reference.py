@@ -65,9 +65,9 @@ class RefLLC:
         if self.res_mode == "way":
             ways = range(self.res_ways) if reserved else range(self.res_ways, self.W)
         elif self.res_mode == "set-aside":
-            npers = sum(self.pers[s])
-            want = 1 if (reserved and npers >= self.quota[s]) else 0
-            ways = [w for w in ways if self.pers[s][w] == want]
+            ways = [w for w in ways if not self.pers[s][w]]
+            if reserved and not ways:  # every way persisting
+                ways = list(range(self.W))
         return list(ways)
 
     def touch(self, s, w):
@@ -103,6 +103,8 @@ class RefLLC:
                 self.psel = min(self.psel + 1, 1023)
             elif lead == 2:
                 self.psel = max(self.psel - 1, 0)
+        newpers = self.res_mode == "set-aside" and reserved
+        newpers = newpers and (sum(self.pers[s]) < self.quota[s] or all(self.pers[s]))
         cands = self.candidates(s, reserved)
         if not cands:
             return cost
@@ -118,12 +120,12 @@ class RefLLC:
             v = next(w for w in cands if self.rrpv[s][w] == 3)
         row[v] = line
         self.sect[s][v] = mask
-        self.pers[s][v] = int(self.res_mode == "set-aside" and reserved)
+        self.pers[s][v] = int(newpers)
         if self.policy == "lru":
             self.touch(s, v)
         else:
             ins = 2
-            if self.policy == "drrip" and (lead == 2 or (lead == 0 and self.psel > 512)):
+            if self.policy == "drrip" and (lead == 2 or (lead == 0 and self.psel >= 512)):
                 self.brrip += 1
                 if self.brrip % 32:
                     ins = 3

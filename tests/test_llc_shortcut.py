@@ -164,3 +164,30 @@ def test_sweep_keeps_reserved_ways():
         assert eng.counters[KV_GATHER].tolist()[:3] == [4 * sets, 2 * sets, 2 * sets]
     np.testing.assert_array_equal(fast.lines()[:, :2], slow.lines()[:, :2])
     assert fast.st[S_SHORTCUT] > 0
+
+
+@pytest.fixture(scope="module")
+def scan_trace():
+    from conftest import make_trace
+    from dsacache.trace import Geometry
+
+    # index blocks of 16 x 128 B (16 lines, line-aligned): a 150-token scan is one or a few runs
+    g = Geometry(2, 8, 200, 128, 16)
+    return make_trace([6, 4], layers=2, k=8, context=[150, 90], requests=2, seed=3, geometry=g)
+
+
+@pytest.mark.parametrize("res_mode,res_kb", [("none", 0), ("way", 2), ("set-aside", 1.5)])
+@pytest.mark.parametrize("sectors", [False, True])
+@pytest.mark.parametrize("policy", ["lru", "srrip"])
+def test_simulator_shortcut_covers_index_scans(scan_trace, res_mode, res_kb, sectors, policy):
+    from dsacache.sim.llc import LLCConfig, simulate_llc
+
+    # 16 sets x 4 ways (shortcut from 64 lines); no weights, so only index scans are long
+    kw = dict(sets=16, ways=4, weights_bytes=0, policy=policy, sectors=sectors)
+    kw |= dict(reservation=res_mode, reserve_mb=res_kb * 1024 / 2**20)
+    fast = simulate_llc(scan_trace, LLCConfig(**kw), block_elements=40)
+    slow = simulate_llc(scan_trace, LLCConfig(**kw, shortcut=False), block_elements=40)
+    np.testing.assert_array_equal(fast.counters, slow.counters)
+    np.testing.assert_array_equal(fast.blocking_per_step, slow.blocking_per_step)
+    assert slow.shortcut_lines == 0 and fast.shortcut_lines > 0
+    assert fast.counters[KV_GATHER, 1] > 0  # some gathers hit: the state matters

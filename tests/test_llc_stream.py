@@ -15,11 +15,14 @@ from dsacache.sim.llc.stream import (
     Runs,
     iter_runs,
 )
-from dsacache.trace import Trace
+from dsacache.trace import Geometry, Trace
 
 
-def reference_runs(trace: Trace, layout: Layout) -> list[list[tuple[int, int, int, int, int]]]:
-    """Per step: (first, count, class, m0, m1) of every run, built access by access."""
+def reference_runs(
+    trace: Trace, layout: Layout, merge: bool = True
+) -> list[list[tuple[int, int, int, int, int]]]:
+    """Per step: (first, count, class, m0, m1) of every run, built access by access; with
+    merge, an index block right after the previous one, on a line boundary, joins its run."""
     g = trace.geometry
     idx = [np.asarray(r.indices[:]) for r in trace.requests]
 
@@ -36,10 +39,16 @@ def reference_runs(trace: Trace, layout: Layout) -> list[list[tuple[int, int, in
                 runs.append(span(layout.weights_base[layer], layout.weights_bytes, WEIGHTS))
             for r in live:
                 ctx = int(trace.requests[r].context_lens[t])
+                end = -1  # byte after the previous block of this request
                 for b in range(-(-ctx // g.block_tokens)):
                     ntok = min(g.block_tokens, ctx - b * g.block_tokens)
-                    start = layout.index_key_start(layer, r, b * g.block_tokens)
-                    runs.append(span(start, ntok * g.index_bytes_per_token, INDEX_SCAN))
+                    start = int(layout.index_key_start(layer, r, b * g.block_tokens))
+                    run = span(start, ntok * g.index_bytes_per_token, INDEX_SCAN)
+                    if merge and start == end and start % 128 == 0:
+                        f, _, c, m0, _ = runs.pop()
+                        run = (f, run[0] + run[1] - f, c, m0, run[4])
+                    runs.append(run)
+                    end = start + ntok * g.index_bytes_per_token
             for r in live:
                 for tok in idx[r][t, layer]:
                     if tok >= 0:
@@ -105,3 +114,30 @@ def test_stream_order_and_classes():
     # steps limit
     (first2,) = iter_runs(trace, layout, steps=1)
     assert first2.steps == 1
+
+
+def expand(steps: list[list[tuple[int, ...]]]) -> list[tuple[int, int, int]]:
+    """Every line access (line, class, sector mask) in order."""
+    out = []
+    for runs in steps:
+        for f, n, c, m0, m1 in runs:
+            for j in range(n):
+                out.append((f + j, c, m0 if j == 0 else m1 if j == n - 1 else 0xF))
+    return out
+
+
+@pytest.mark.parametrize("block_tokens", [4, 3])  # 4 x 128 B blocks: aligned; 3 x 96 B: 1 in 4
+def test_index_blocks_merge_exactly(block_tokens):
+    g = Geometry(2, 6, 200, 128 if block_tokens == 4 else 96, block_tokens)
+    trace = make_trace([5, 3], layers=2, k=6, context=[30, 20], requests=2, seed=4, geometry=g)
+    layout = Layout.build(g, [r.context_lens for r in trace.requests], 5000, align=1024)
+    got = flatten(list(iter_runs(trace, layout, block_elements=50)))
+    assert got == reference_runs(trace, layout)
+    per_block = reference_runs(trace, layout, merge=False)
+    assert expand(got) == expand(per_block)  # the same line accesses, in the same order
+    n_scan = sum(r[2] == INDEX_SCAN for step in got for r in step)
+    n_blocks = sum(r[2] == INDEX_SCAN for step in per_block for r in step)
+    if block_tokens == 4:
+        assert n_scan < n_blocks / 3  # prompt blocks are consecutive: a few runs per scan
+    else:  # 288-byte blocks: only every 4th boundary (1152 B) is on a line
+        assert n_blocks / 2 < n_scan < n_blocks

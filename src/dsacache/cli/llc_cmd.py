@@ -14,6 +14,7 @@ from dsacache.cli.options import BLOCK_TOKENS, INDEX_BYTES, KV_BYTES, TRACE_ARG,
 from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
 from dsacache.sim.llc.hardware import MIB, PRESETS
+from dsacache.sim.llc.kernels import LEADERS_PER_POLICY
 from dsacache.sim.llc.run import (
     MODEL_WEIGHTS,
     LLCConfig,
@@ -22,6 +23,9 @@ from dsacache.sim.llc.run import (
     weights_bytes_from_mb,
 )
 
+# DRRIP's leader spacing is max(2, sets // 32): at 64 sets or fewer every set leads
+DRRIP_MIN_FOLLOWER_SETS = 2 * LEADERS_PER_POLICY
+
 
 @app.command("llc")
 def llc_command(
@@ -29,7 +33,11 @@ def llc_command(
     hardware: str = typer.Option(
         "h100", "--hardware", help=f"LLC and memory preset: {', '.join(PRESETS)}."
     ),
-    policy: str = typer.Option("lru", "--policy", help="Replacement: lru, srrip, drrip."),
+    policy: str = typer.Option(
+        "lru",
+        "--policy",
+        help="Replacement: lru, srrip, drrip (drrip replays line by line: slower).",
+    ),
     reservation: str = typer.Option(
         "none",
         "--reservation",
@@ -103,13 +111,18 @@ def llc_command(
     `token` carves the reserved MiB (rounded up to whole ways) out of the LLC as a
     fully-associative region of whole tokens in front of it (the paper's architecture): every
     gather goes to the region (--front-policy, default token-lru, split by --front-partition),
-    a hit costs nothing, a miss reads the token's lines from HBM without entering the LLC, and
-    the other classes use the remaining ways. Its hits equal `dsacache simulate` with the same
-    policy, capacity and partition; blocking misses are then the region's token misses.
+    a hit costs nothing, a miss goes on to the shared LLC as kv-gather line accesses (filled
+    there when they miss), and the other classes use the remaining ways. Its hits equal
+    `dsacache simulate` with the same policy, capacity and partition; blocking misses are the
+    shared LLC's kv-gather line misses, as in the other modes (region token misses per step are
+    in the JSON's token_region).
 
     Prints hits, misses and HBM bytes per class and the blocking (kv-gather) misses per step.
     Under LRU and SRRIP, long streaming runs are decided set by set without touching every
-    line; the result is identical to a line-by-line replay (--no-shortcut).
+    line; the result is identical to a line-by-line replay (--no-shortcut). DRRIP always
+    replays every line (its PSEL couples the sets), so it costs about as much as --no-shortcut:
+    expect several times the LRU/SRRIP run time on long contexts. With 64 sets or fewer every
+    DRRIP set is a leader (a warning says so).
 
     Example: dsacache llc ds.zarr --hardware h200 --reservation set-aside --reserve-mb 20
     """
@@ -131,7 +144,13 @@ def llc_command(
         front_policy=front_policy,
         front_partition=front_partition,
     )
-    cfg.resolve()  # fail on a bad configuration before opening the trace
+    _, engine_cfg, _ = cfg.resolve()  # fail on a bad configuration before opening the trace
+    if policy == "drrip" and engine_cfg.shape.sets <= DRRIP_MIN_FOLLOWER_SETS:
+        typer.echo(
+            f"warning: drrip with {engine_cfg.shape.sets} sets: every set is a leader "
+            "(half SRRIP, half BRRIP), so there are no followers to duel for",
+            err=True,
+        )
     if steps is not None and steps < 1:
         raise DsacacheError(f"--steps must be a positive integer, got {steps}")
     tr = load_trace_arg(trace, kv_bytes, index_bytes, block_tokens)
@@ -188,9 +207,8 @@ def print_llc(r: LLCResult) -> None:
     console.print(table)
     b = d["blocking_misses_per_step"]
     if b["mean"] is not None:
-        what = "(token region) token" if tr is not None else "(kv-gather) line"
         console.print(
-            f"blocking {what} misses per step: mean {b['mean']:,.1f}, "
+            "blocking (kv-gather) line misses per step: mean {b['mean']:,.1f}, "
             f"min {b['min']:,}, max {b['max']:,}"
         )
     console.print(

@@ -10,26 +10,29 @@ store of whole tokens, checked before the shared LLC) inside the whole-LLC model
   split by the front partition exactly as the token-level simulator splits it (`global`,
   `per-layer`: floor(N / layers) each, `pinned:L1,...`).
 - X = 0 is allowed: 0 ways, a region of 0 tokens, the shared LLC keeps every way, and every
-  gather misses the region and is read from HBM without entering the LLC (the model's end
-  point "gathers bypass the LLC", not the same as `--reservation none`).
+  gather misses the region and goes to the shared LLC (the same result as `--reservation
+  none`).
 - Gathers. Every KV-gather access, in the token-level simulator's order (step -> layer ->
   request -> slot), goes to the region under the front policy (default token-lru), whose
   decisions are exactly `dsacache.sim.simulate`'s (same policy class, same kernel, same
-  partition). A hit is served by the region: no LLC line, no HBM byte. A miss reads the
-  token's KV row from HBM into the region: the row's 128-byte lines (its line span in the paged
-  layout, neighbours' shared first/last lines counted again: the region stores whole tokens)
-  x 128 B, also with --sectors. Those lines bypass the shared LLC. Gathers of a layer outside
-  every region (`pinned:`) are misses of the region, as the token-level simulator counts them.
+  partition). A hit is served by the region: no LLC line, no HBM byte. A miss goes on to the
+  shared LLC (the region is checked *before* the shared LLC): the token's KV row (its line span
+  in the paged layout, neighbours' shared first/last lines counted again: the region stores
+  whole tokens) is fed to the shared LLC as a kv-gather run, in stream order within its layer
+  (after the layer's weights and index scans, before its appends, like every other mode). The
+  LLC's answer decides the HBM bytes; lines that miss are filled into the shared LLC (normal
+  fills under its policy) as well as into the region. Gathers of a layer outside every region
+  (`pinned:`) are misses of the region and go to the shared LLC the same way.
 - Everything else (weights, index scans, appends) runs through the shared LLC exactly as in the
   other modes (same stream, policy, hash, sectors, shortcut) with the remaining ways. The
-  region and the shared LLC never see each other's accesses, so replaying a step block's
-  gathers in the region and then its other runs in the LLC gives the same result as
-  interleaving them.
+  region's decisions never depend on the shared LLC, so a step block's gathers are decided in
+  the region first, and the block's stream (region misses only) then replays in the LLC.
 - Output. The `kv-gather` class row counts lines: accesses = lines of every gathered row,
-  hits = lines of the rows the region served, misses = lines read from HBM, HBM bytes = misses
-  x 128 B. `token_region` reports tokens: accesses, hits, misses, hit rate, capacity, ways.
-  Blocking misses per step = the region's token misses of that step (each a blocking HBM read;
-  in the other modes the unit is kv-gather line misses).
+  hits = lines of the rows the region served + the region misses' lines the shared LLC hit,
+  misses = lines read from HBM, HBM bytes = the shared LLC's kv-gather bytes. `token_region`
+  reports tokens: accesses, hits, misses, hit rate, capacity, ways, and the region's token
+  misses per step. Blocking misses per step = kv-gather line misses of the shared LLC, the same
+  unit as the other modes.
 
 A front policy must report per-access hits (TokenPolicy.emits_hit_mask: token-lru, fifo).
 """
@@ -107,7 +110,8 @@ class FrontResult:
     hits: int
     misses: int
     gather: np.ndarray  # int64 [4]: accesses, hits, misses, HBM bytes of kv-gather, in lines
-    blocking: np.ndarray  # int64 [steps]: region misses per step
+    blocking: np.ndarray  # int64 [steps]: kv-gather line misses of the shared LLC per step
+    region_misses: np.ndarray  # int64 [steps]: the region's token misses per step
     engine_seconds: float
     stream_seconds: float
 
@@ -124,6 +128,7 @@ class FrontResult:
             "misses": self.misses,
             "hit_rate": self.hits / n if n else None,
             "hbm_bytes": int(self.gather[K_BYTES]),
+            "misses_per_step": [int(x) for x in self.region_misses],
         }
 
 
@@ -161,6 +166,7 @@ def run_front(
     policy = cls(blocks, partition, g)
     counters = Counters.zeros(g.layers)
     blocking = np.zeros(n_steps, dtype=np.int64)
+    region_misses = np.zeros(n_steps, dtype=np.int64)
     gather = np.zeros(4, dtype=np.int64)
     engine_s = stream_s = 0.0
     t0 = time.perf_counter()
@@ -172,9 +178,6 @@ def run_front(
         t0 = time.perf_counter()
         blk = blocks.read(a, min(b, n_steps))
         T, L, R, _ = blk.indices.shape
-        # the shared LLC's runs: the step's stream without gathers (k = 0 slots)
-        no_gather = StepBlock(blk.start, np.empty((T, L, R, 0), np.int32), None)
-        runs = build_runs(layout, no_gather, context_table(trace, blk.start, blk.stop))
         lines = _gather_lines(layout, blk.indices)
         t1 = time.perf_counter()
         stream_s += t1 - t0
@@ -182,17 +185,27 @@ def run_front(
         policy.run_block(blk, counters)
         hit = counters.hit_mask.view(bool)
         miss = (blk.indices >= 0) & ~hit
-        blocking[blk.start : blk.stop] = np.count_nonzero(miss.reshape(T, -1), axis=1)
-        hit_lines, miss_lines = int(lines[hit].sum()), int(lines[miss].sum())
-        gather[K_ACCESSES] += hit_lines + miss_lines
+        region_misses[blk.start : blk.stop] = np.count_nonzero(miss.reshape(T, -1), axis=1)
+        hit_lines = int(lines[hit].sum())
+        gather[K_ACCESSES] += hit_lines
         gather[K_HITS] += hit_lines
-        gather[K_MISSES] += miss_lines
-        gather[K_BYTES] += miss_lines * LINE_BYTES
-        engine.run(runs)
+        engine_s += time.perf_counter() - t1
+        # the shared LLC's runs: the block's stream with only the region's misses gathered
+        t0 = time.perf_counter()
+        missed = StepBlock(blk.start, np.where(miss, blk.indices, -1).astype(np.int32), None)
+        runs = build_runs(layout, missed, context_table(trace, blk.start, blk.stop))
+        t1 = time.perf_counter()
+        stream_s += t1 - t0
+        blocking[blk.start : blk.stop] = engine.run(runs)
         engine_s += time.perf_counter() - t1
         if progress is not None:
             progress(T)
     counters.hit_mask = None
+    llc = engine.counters[KV_GATHER]
+    gather[K_ACCESSES] += llc[K_ACCESSES]
+    gather[K_HITS] += llc[K_HITS]
+    gather[K_MISSES] += llc[K_MISSES]
+    gather[K_BYTES] += llc[K_BYTES]
     return FrontResult(
         policy=policy_name,
         partition=partition.spec,
@@ -203,6 +216,7 @@ def run_front(
         misses=int(counters.misses.sum()),
         gather=gather,
         blocking=blocking,
+        region_misses=region_misses,
         engine_seconds=engine_s,
         stream_seconds=stream_s,
     )

@@ -23,6 +23,7 @@ from dsacache.errors import DsacacheError
 MIB = 1 << 20
 LINE_BYTES = 128  # all presets: 128-byte lines of 4 x 32-byte sectors (DESIGN.md "Facts")
 SECTOR_BYTES = 32
+MAX_LINES = 1 << 26  # state is ~8 B per line: at most 512 MiB of arrays (real LLCs: < 1 M lines)
 SECTORS_PER_LINE = LINE_BYTES // SECTOR_BYTES
 MIN_WAYS = 16  # the modelled geometry keeps at least this many ways (ASSUMED)
 # CUDA programming guide: the persisting-L2 set-aside is at most 75 % of L2.
@@ -59,6 +60,11 @@ class CacheShape:
             raise DsacacheError(f"sets must be a power of two, got {self.sets}")
         if self.ways > 255:
             raise DsacacheError(f"ways must be at most 255, got {self.ways}")
+        if self.sets * self.ways > MAX_LINES:
+            raise DsacacheError(
+                f"{self.sets} sets x {self.ways} ways = {self.sets * self.ways:,} lines is too "
+                f"large to model (at most {MAX_LINES:,} lines, {MAX_LINES * LINE_BYTES >> 30} GiB)"
+            )
 
     @property
     def lines(self) -> int:

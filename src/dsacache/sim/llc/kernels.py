@@ -39,7 +39,9 @@ MAX_TAG = (1 << 31) - 2  # tags are int32
 # RRIP (Jaleel et al., ISCA 2010): 2-bit RRPV, insert at 2 ("long"), hit -> 0 (hit priority),
 # victim = first way at 3 after ageing; BRRIP inserts at 3 ("distant") except every 32nd
 # insertion at 2 (epsilon = 1/32, a counter instead of a random draw, so runs reproduce);
-# DRRIP duels 32 SRRIP and 32 BRRIP leader sets with a 10-bit saturating PSEL.
+# DRRIP duels 32 SRRIP and 32 BRRIP leader sets with a 10-bit saturating PSEL (SRRIP leader
+# misses count up); followers use BRRIP when its MSB is set (PSEL >= 512). With sets <= 64 every
+# set is a leader (half SRRIP, half BRRIP) and there are no followers.
 RRPV_MAX = 3
 RRPV_LONG = 2
 BRRIP_PERIOD = 32
@@ -204,21 +206,28 @@ def access(
             hi = conf[C_RES_WAYS]
         else:
             lo = conf[C_RES_WAYS]
-    elif res == RES_SETASIDE:
-        want = 1 if (reserved and _count_pers(s, pers) >= quota[s]) else 0
+    newpers = 0
+    if res == RES_SETASIDE:
+        # every miss fills a non-persisting way; a reserved one under quota makes it persisting
+        want = 0
+        newpers = 1 if (reserved and _count_pers(s, pers) < quota[s]) else 0
     v = _victim(s, lo, hi, want, policy, tags, age, rrpv, pers)
+    if v < 0 and res == RES_SETASIDE and reserved:
+        # every way persisting: a reserved miss replaces the victim among them (stays persisting)
+        v = _victim(s, lo, hi, 1, policy, tags, age, rrpv, pers)
+        newpers = 1
     if v < 0:  # no way this access may allocate in: bypass
         return nbytes
     tags[s, v] = tag
     if sectors:
         sect[s, v] = mask
     if res == RES_SETASIDE:
-        pers[s, v] = 1 if reserved else 0
+        pers[s, v] = newpers
     if policy == LRU:
         _touch(s, v, age)
     else:
         ins = RRPV_LONG
-        brrip = policy == DRRIP and (lead == 2 or (lead == 0 and st[S_PSEL] > PSEL_INIT))
+        brrip = policy == DRRIP and (lead == 2 or (lead == 0 and st[S_PSEL] >= PSEL_INIT))
         if brrip:
             st[S_BRRIP] += 1
             if st[S_BRRIP] % BRRIP_PERIOD != 0:

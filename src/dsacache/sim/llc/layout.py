@@ -38,6 +38,7 @@ LINE_SHIFT = 7  # 128-byte lines
 SECTOR_SHIFT = 5  # 32-byte sectors
 FULL_MASK = 0xF
 DEFAULT_ALIGN = 2 * (1 << 20)
+MAX_ADDRESS = 1 << 62  # addresses are int64
 IntOrArray = int | np.integer | np.ndarray  # line_span works on scalars and arrays alike
 
 
@@ -126,10 +127,15 @@ class Layout:
         w_stride = align_up(int(weights_bytes), align)
         kv_stride = align_up(max(n_blocks * g.block_tokens * g.kv_bytes_per_token, 1), align)
         ix_stride = align_up(max(n_blocks * g.block_tokens * g.index_bytes_per_token, 1), align)
+        end = g.layers * (w_stride + kv_stride + ix_stride)
+        if end > MAX_ADDRESS:
+            raise DsacacheError(
+                f"address space of {end:,} bytes (weights {int(weights_bytes):,} B per layer) "
+                f"exceeds the model's limit of 2**62 bytes"
+            )
         weights_base = layers * w_stride
         kv_base = g.layers * w_stride + layers * kv_stride
         index_base = g.layers * (w_stride + kv_stride) + layers * ix_stride
-        end = g.layers * (w_stride + kv_stride + ix_stride)
         return cls(g, int(weights_bytes), table, weights_base, kv_base, index_base, end)
 
     @property

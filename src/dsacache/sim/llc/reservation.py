@@ -9,10 +9,15 @@ Which accesses are *reserved*: those of the reserved classes (default: kv-gather
 - `set-aside` (NVIDIA persisting-L2 style; the hardware's mechanism is not documented, this is
   the model): reserve / 128 B lines of quota, spread over the sets (set s gets
   floor(lines / sets) + (1 if s < lines mod sets)). A line is *persisting* when a reserved
-  access allocated it, or hit it while its set was under quota. A reserved miss in a set under
-  quota replaces a non-persisting line (or fills an invalid way); at quota it replaces the least
-  recent persisting line. A normal miss replaces only non-persisting lines, so normal traffic uses
-  the set-aside capacity whenever persisting lines do not; a normal hit leaves the flag alone.
+  access allocated it under quota, or hit it while its set was under quota. Every miss fills an
+  invalid or non-persisting way, by the normal policy (so normal traffic uses the set-aside
+  capacity whenever persisting lines do not). A reserved miss in a set under quota makes its line
+  persisting; at quota (a quota of 0 included) it falls back to a normal fill: the line is
+  installed non-persisting, evicting per the normal policy, like CUDA's `missProp` for accesses
+  beyond the persisting capacity (so a set-aside never bypasses what `none` would cache). Only
+  when every way of the set is persisting does a reserved miss replace the victim among the
+  persisting lines (it stays persisting); a normal miss then bypasses. A normal hit leaves the
+  flag alone.
   Limit: the hardware's set-aside maximum (75 % of L2 on H100/B200, 37.5 MiB measured on H200).
 - `none`: no reservation.
 
@@ -69,7 +74,7 @@ class Reservation:
         """Check against the cache and turn into ways / per-set quotas."""
         if self.mode not in RESERVATIONS:
             known = ", ".join(RESERVATIONS)
-            raise DsacacheError(f"unknown reservation {self.mode!r} (known: {known})")
+            raise DsacacheError(f"unknown reservation {self.mode!r} (known: {known}, token)")
         r = int(self.reserve_bytes)
         cap = shape.capacity_bytes
         mib = f"{r / MIB:g} MiB"

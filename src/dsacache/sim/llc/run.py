@@ -172,7 +172,7 @@ class LLCResult:
                 "max": int(b.max()) if b.size else None,
             },
             "gather_misses_per_step": [int(x) for x in b],
-            "blocking_unit": "lines" if self.token_region is None else "tokens",
+            "blocking_unit": "lines",
             "shortcut_lines": self.shortcut_lines,
             "engine_seconds": self.engine_seconds,
             "stream_seconds": self.stream_seconds,

@@ -3,8 +3,10 @@
 Per step, per layer, in order (DESIGN.md "The memory stream of one decode step"):
 
 1. weights:    the layer's weights, one run (streaming, once per step, shared by the batch);
-2. index-scan: per request, the index keys of all context_len tokens, one run per KV block
-               (streaming);
+2. index-scan: per request, the index keys of all context_len tokens, one run per KV block,
+               except that a block physically right after the previous block and starting on
+               a line boundary joins its run (the same lines in the same order, so exact; long
+               runs take the streaming shortcut);
 3. kv-gather:  per request, the KV row of every top-k token in slot order, one run per token
                (data-dependent: these are the blocking misses);
 4. kv-append:  per request, the new token's KV row, then its index key (token context_len,
@@ -30,6 +32,7 @@ from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.model import Trace
 
 WEIGHTS, INDEX_SCAN, KV_GATHER, KV_APPEND = 0, 1, 2, 3
+LINE = 128
 CLASSES = ("weights", "index-scan", "kv-gather", "kv-append")
 N_CLASSES = len(CLASSES)
 BLOCKING_CLASS = KV_GATHER
@@ -118,7 +121,7 @@ def build_runs(layout: Layout, block: StepBlock, ctx: np.ndarray) -> Runs:
     )
     step_start = np.zeros(T + 1, dtype=np.int64)
     np.cumsum(per_step, out=step_start[1:])
-    n = int(step_start[-1])
+    n = int(step_start[-1])  # an upper bound: consecutive index blocks merge into one run
     out_first = np.empty(n, np.int64)
     out_count = np.empty(n, np.int64)
     out_cls = np.empty(n, np.int8)
@@ -143,9 +146,12 @@ def build_runs(layout: Layout, block: StepBlock, ctx: np.ndarray) -> Runs:
         out_cls,
         out_m0,
         out_m1,
+        step_start,
     )
-    assert filled == n, (filled, n)
-    return Runs(block.start, out_first, out_count, out_cls, out_m0, out_m1, step_start)
+    n = filled
+    return Runs(
+        block.start, out_first[:n], out_count[:n], out_cls[:n], out_m0[:n], out_m1[:n], step_start
+    )
 
 
 @njit(cache=True)
@@ -190,10 +196,16 @@ def _emit(
     ocls: np.ndarray,
     om0: np.ndarray,
     om1: np.ndarray,
+    step_start: np.ndarray,
 ) -> int:
+    """Write the runs of every step into the out arrays; step_start gets each step's offset.
+    Returns the number of runs written (at most the upper bound the arrays were sized for)."""
     T, L, R, K = g_first.shape
     i = 0
+    step_start[0] = 0
     for t in range(T):
+        if t > 0:
+            step_start[t] = i
         for layer in range(L):
             if has_w:
                 i = _put(
@@ -215,10 +227,22 @@ def _emit(
                     continue
                 base = index_base[layer]
                 nb = (c + bt - 1) // bt
+                pf, pl, pm0, pm1 = np.int64(0), np.int64(0), np.int64(0), np.int64(0)
                 for b in range(nb):
                     ntok = min(bt, c - b * bt)
-                    f, last, m0, m1 = line_span_nb(base + index_block_off[r, b], ntok * ib)
-                    i = _put(i, f, last, m0, m1, INDEX_SCAN, of, oc, ocls, om0, om1)
+                    start = base + index_block_off[r, b]
+                    f, last, m0, m1 = line_span_nb(start, ntok * ib)
+                    # a block right after the previous (full) one, starting on a line boundary,
+                    # extends its run: the same lines in the same order, none shared
+                    if b > 0 and index_block_off[r, b] == index_block_off[r, b - 1] + bt * ib:
+                        if start & (LINE - 1) == 0:
+                            pl, pm1 = last, m1
+                            continue
+                    if b > 0:
+                        i = _put(i, pf, pl, pm0, pm1, INDEX_SCAN, of, oc, ocls, om0, om1)
+                    pf, pl, pm0, pm1 = f, last, m0, m1
+                if nb > 0:
+                    i = _put(i, pf, pl, pm0, pm1, INDEX_SCAN, of, oc, ocls, om0, om1)
             for r in range(R):
                 for s in range(K):
                     n = g_count[t, layer, r, s]
@@ -266,6 +290,7 @@ def _emit(
                     om0,
                     om1,
                 )
+    step_start[T] = i
     return i
 
 
