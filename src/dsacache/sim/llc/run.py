@@ -210,6 +210,7 @@ def simulate_llc(
     layout = Layout.build(g, ctx, weights, align)
     engine = LLCEngine(engine_config, res)
     _warm(engine_config)
+    front = None
     if res.mode == TOKEN:
         front = run_front(
             trace,
@@ -224,24 +225,40 @@ def simulate_llc(
         )
         counters = engine.counters.copy()
         counters[KV_GATHER] = front.gather
-        return LLCResult(
-            source=trace.source,
-            hardware=hw,
-            shape=shape,
-            config=config,
-            reservation=res,
-            steps=n_steps,
-            requests=len(trace.requests),
-            layers=g.layers,
-            weights_bytes=weights,
-            weights_note=note,
-            counters=counters,
-            blocking_per_step=front.blocking,
-            shortcut_lines=int(engine.st[S_SHORTCUT]),
-            engine_seconds=front.engine_seconds,
-            stream_seconds=front.stream_seconds,
-            token_region=front,
+        blocking, engine_s, stream_s = front.blocking, front.engine_seconds, front.stream_seconds
+    else:
+        counters, blocking, engine_s, stream_s = _replay(
+            trace, layout, engine, n_steps, block_elements, progress
         )
+    return LLCResult(
+        source=trace.source,
+        hardware=hw,
+        shape=shape,
+        config=config,
+        reservation=res,
+        steps=n_steps,
+        requests=len(trace.requests),
+        layers=g.layers,
+        weights_bytes=weights,
+        weights_note=note,
+        counters=counters,
+        blocking_per_step=blocking,
+        shortcut_lines=int(engine.st[S_SHORTCUT]),
+        engine_seconds=engine_s,
+        stream_seconds=stream_s,
+        token_region=front,
+    )
+
+
+def _replay(
+    trace: Trace,
+    layout: Layout,
+    engine: LLCEngine,
+    n_steps: int,
+    block_elements: int,
+    progress: Callable[[int], None] | None,
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """The plain stream through the engine: (counters, blocking per step, engine s, stream s)."""
     blocking = np.zeros(n_steps, dtype=np.int64)
     engine_s = stream_s = 0.0
     runs_iter = iter_runs(trace, layout, n_steps, block_elements)
@@ -257,23 +274,7 @@ def simulate_llc(
         blocking[runs.start : runs.start + runs.steps] = b
         if progress is not None:
             progress(runs.steps)
-    return LLCResult(
-        source=trace.source,
-        hardware=hw,
-        shape=shape,
-        config=config,
-        reservation=res,
-        steps=n_steps,
-        requests=len(trace.requests),
-        layers=g.layers,
-        weights_bytes=weights,
-        weights_note=note,
-        counters=engine.counters.copy(),
-        blocking_per_step=blocking,
-        shortcut_lines=int(engine.st[S_SHORTCUT]),
-        engine_seconds=engine_s,
-        stream_seconds=stream_s,
-    )
+    return engine.counters.copy(), blocking, engine_s, stream_s
 
 
 def weights_bytes_from_mb(mb: float) -> int:
