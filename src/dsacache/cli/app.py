@@ -52,6 +52,7 @@ def _register_commands() -> None:
         mrc_cmd,
         perf_cmd,
         simulate_cmd,
+        sweep_cmd,
         synth_cmd,
     )
 

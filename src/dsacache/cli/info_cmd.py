@@ -16,7 +16,9 @@ from dsacache.trace import Trace
 from dsacache.trace.store import FORMAT_NAME, FORMAT_VERSION
 
 
-@app.command("info")
+@app.command(
+    "info", short_help="Describe and validate a trace: geometry, provenance, requests, accesses."
+)
 def info(
     trace: Path = TRACE_ARG,
     kv_bytes: int | None = KV_BYTES,

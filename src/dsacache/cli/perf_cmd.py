@@ -42,7 +42,9 @@ def _positive_int(name: str, value: int | None) -> None:
         raise DsacacheError(f"{name} must be an integer >= 1, got {value}")
 
 
-@app.command("perf", help=HELP)
+@app.command(
+    "perf", help=HELP, short_help="Decode step time, tokens/s and slowdown from simulated misses."
+)
 def perf_command(
     trace: Path = TRACE_ARG,
     hardware: str = typer.Option("h100", "--hardware", help="h100 | h200 | b200 | mi300x."),

@@ -39,7 +39,11 @@ def _help() -> str:
     )
 
 
-@app.command("simulate", help=_help())
+@app.command(
+    "simulate",
+    help=_help(),
+    short_help="Hits and misses of a token-level reserved LLC region, per policy.",
+)
 def simulate_command(
     trace: Path = TRACE_ARG,
     policy: str = typer.Option(..., "--policy", "-P", help="Replacement policy (see above)."),
