@@ -18,9 +18,9 @@ HELP = "\n\n".join(
         "would (simulate, then model the decode step), on --workers local processes, and "
         "write one row per run to OUT/results.parquet (and OUT/sweep.toml, the config).",
         "CONFIG keys: `traces` (paths, relative to CONFIG, or synth tables such as "
-        "{synth = \"deepseek-v3.2\", steps = 50, context = 4096, layers = 4, top_k = 256, "
-        "seed = 0}), `policies`, `capacities` (a number = MiB, \"20 MiB\", \"5000 tokens\", "
-        "{tokens = 5000}); optional `partitions` [\"global\"], `hardware` [\"h100\"], "
+        '{synth = "deepseek-v3.2", steps = 50, context = 4096, layers = 4, top_k = 256, '
+        'seed = 0}), `policies`, `capacities` (a number = MiB, "20 MiB", "5000 tokens", '
+        '{tokens = 5000}); optional `partitions` ["global"], `hardware` ["h100"], '
         "`batch` [1], `layers_per_gpu` (default: the trace's), `weights_mb` (default: the "
         "model's, inferred from the trace geometry).",
         "Columns: config_hash (sha256 of the run's canonical config JSON, trace identity "
@@ -31,9 +31,9 @@ HELP = "\n\n".join(
         "--resume skips runs already committed, so a killed sweep resumed gives exactly the "
         "rows of an uninterrupted one.",
         "Query example (pyarrow): `import pyarrow.parquet as pq, pyarrow.compute as pc; "
-        "t = pq.read_table(\"OUT/results.parquet\"); "
-        "print(t.filter(pc.equal(t[\"policy\"], \"min\")).select([\"capacity_mb\", "
-        "\"hit_rate\", \"slowdown\"]))`",
+        't = pq.read_table("OUT/results.parquet"); '
+        'print(t.filter(pc.equal(t["policy"], "min")).select(["capacity_mb", '
+        '"hit_rate", "slowdown"]))`',
         "Example: dsacache sweep grid.toml --out runs/grid --workers 2",
     ]
 )

@@ -1,0 +1,293 @@
+"""Sweep grids from TOML: traces x policies x capacities x partitions x hardware x batch x
+layers per GPU x weights, one `Run` per point, each with a config hash.
+
+The hash is the sha256 of the run's canonical JSON (sorted keys, no spaces), which holds the
+trace's identity: a synth trace's full parameters (defaults filled in), or a trace file's path
+as written plus a fingerprint of its content (an .npz: sha256 of the file; a store: sha256 of
+every zarr.json in it, i.e. its meta and array shapes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dsacache.errors import DsacacheError
+from dsacache.perf import perf_params
+from dsacache.sim import POLICIES, SimConfig
+from dsacache.trace.geometry import PRESETS as GEOMETRY_PRESETS
+
+SCHEMA_VERSION = 1
+KEYS = (
+    "traces", "policies", "capacities", "partitions", "hardware", "batch",
+    "layers_per_gpu", "weights_mb",
+)  # fmt: skip
+REQUIRED = ("traces", "policies", "capacities")
+SYNTH_KEYS = {"synth", "steps", "context", "layers", "top_k", "seed", "requests"}
+_CAP = re.compile(r"^\s*([0-9.eE+-]+)\s*(mib|mb|tokens?)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One grid point. `config` is canonical JSON-able; `trace` its trace's identity."""
+
+    config: dict[str, Any]
+    base_dir: str  # where relative trace paths resolve (not part of the hash)
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+    @property
+    def trace(self) -> dict[str, Any]:
+        return self.config["trace"]
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    text: str  # the TOML as given (written to DIR/sweep.toml)
+    runs: list[Run]
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read and expand a sweep TOML (relative trace paths resolve against its folder)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DsacacheError(f"cannot read sweep config {str(p)!r}: {e.strerror or e}") from None
+    return parse_config(text, base_dir=p.parent, source=str(p))
+
+
+def parse_config(text: str, base_dir: str | Path = ".", source: str = "<config>") -> SweepConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise DsacacheError(f"{source}: bad TOML: {e}") from None
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise DsacacheError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(KEYS)})")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise DsacacheError(f"{source}: missing key {missing[0]!r} (required: traces, policies, "
+                            "capacities)")  # fmt: skip
+    base = Path(base_dir)
+    traces = [_trace_identity(t, base, source) for t in _list(data, "traces", source)]
+    policies = [_policy(p, source) for p in _list(data, "policies", source)]
+    caps = [_capacity(c, source) for c in _list(data, "capacities", source)]
+    partitions = [_partition(p, source) for p in _list(data, "partitions", source, ["global"])]
+    hardware = [_hardware(h, source) for h in _list(data, "hardware", source, ["h100"])]
+    batches = [_pos_int(b, "batch", source) for b in _list(data, "batch", source, [1])]
+    lpg = [
+        _opt_int(x, "layers_per_gpu", source) for x in _list(data, "layers_per_gpu", source, [None])
+    ]
+    weights = [_weights(w, source) for w in _list(data, "weights_mb", source, [None])]
+    runs = []
+    for tr, pol, cap, part, hw, b, lp, w in itertools.product(
+        traces, policies, caps, partitions, hardware, batches, lpg, weights
+    ):
+        cfg = {
+            "version": SCHEMA_VERSION, "trace": tr, "policy": pol, "capacity_mb": cap[0],
+            "capacity_tokens": cap[1], "partition": part, "hardware": hw, "batch": b,
+            "layers_per_gpu": lp, "weights_mb": w,
+        }  # fmt: skip
+        SimConfig(pol, cap[1], cap[0], part)  # one-line error on a bad combination
+        runs.append(Run(cfg, str(base)))
+    seen: set[str] = set()
+    unique = []
+    for r in runs:  # a value listed twice gives one run
+        if r.config_hash not in seen:
+            seen.add(r.config_hash)
+            unique.append(r)
+    return SweepConfig(text, unique)
+
+
+def _list(data: dict, key: str, source: str, default: list | None = None) -> list:
+    value = data.get(key, default)
+    if not isinstance(value, list):
+        value = [value]
+    if not value:
+        raise DsacacheError(f"{source}: {key} must list at least one value")
+    return value
+
+
+def _policy(p: Any, source: str) -> str:
+    if not isinstance(p, str) or p not in POLICIES:
+        raise DsacacheError(
+            f"{source}: unknown policy {p!r} (known: {', '.join(sorted(POLICIES))})"
+        )
+    return p
+
+
+def _capacity(c: Any, source: str) -> tuple[float | None, int | None]:
+    """(MiB, None) or (None, tokens). A bare number is MiB; "X MiB" / "X MB" / "N tokens";
+    or a table {mb = X} / {tokens = N}."""
+    bad = DsacacheError(
+        f'{source}: bad capacity {c!r} (give MiB as a number, "20 MiB", "5000 tokens", '
+        "{mb = 20} or {tokens = 5000}; >= 0)"
+    )
+    mb: Any = None
+    tok: Any = None
+    if isinstance(c, bool):
+        raise bad
+    if isinstance(c, int | float):
+        mb = c
+    elif isinstance(c, str):
+        m = _CAP.match(c)
+        if not m:
+            raise bad
+        try:
+            num = float(m.group(1))
+        except ValueError:
+            raise bad from None
+        if m.group(2).lower().startswith("tok"):
+            if num != int(num):
+                raise bad
+            tok = int(num)
+        else:
+            mb = num
+    elif isinstance(c, dict) and len(c) == 1 and set(c) <= {"mb", "tokens"}:
+        mb, tok = c.get("mb"), c.get("tokens")
+        if tok is not None and (isinstance(tok, bool) or not isinstance(tok, int)):
+            raise bad
+        if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int | float)):
+            raise bad
+    else:
+        raise bad
+    if mb is not None:
+        mb = float(mb)
+        if not mb >= 0 or mb == float("inf"):
+            raise bad
+    if tok is not None and tok < 0:
+        raise bad
+    try:
+        SimConfig("token-lru", tok, mb)
+    except DsacacheError as e:
+        raise DsacacheError(f"{source}: bad capacity {c!r}: {e}") from None
+    return mb, tok
+
+
+def _partition(p: Any, source: str) -> str:
+    ok = isinstance(p, str) and (
+        p in ("global", "per-layer") or re.fullmatch(r"pinned:\d+(,\d+)*", p) is not None
+    )
+    if not ok:
+        raise DsacacheError(
+            f"{source}: bad partition {p!r} (give global, per-layer or pinned:L1,L2,...)"
+        )
+    return p
+
+
+def _hardware(h: Any, source: str) -> str:
+    if not isinstance(h, str):
+        raise DsacacheError(f"{source}: hardware must be a preset name, got {h!r}")
+    try:
+        perf_params(h.lower())
+    except DsacacheError as e:
+        raise DsacacheError(f"{source}: {e}") from None
+    return h.lower()
+
+
+def _pos_int(x: Any, key: str, source: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or x < 1:
+        raise DsacacheError(f"{source}: {key} must be integers >= 1, got {x!r}")
+    return x
+
+
+def _opt_int(x: Any, key: str, source: str) -> int | None:
+    return None if x is None else _pos_int(x, key, source)
+
+
+def _weights(w: Any, source: str) -> float | None:
+    if w is None:
+        return None
+    if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w < float("inf"):
+        raise DsacacheError(f"{source}: weights_mb must be numbers >= 0, got {w!r}")
+    return float(w)
+
+
+def _trace_identity(t: Any, base: Path, source: str) -> dict[str, Any]:
+    if isinstance(t, str):
+        return file_identity(t, base, source)
+    if isinstance(t, dict) and "synth" in t:
+        return synth_identity(t, source)
+    raise DsacacheError(
+        f'{source}: bad trace {t!r} (give a path or a table {{synth = "deepseek-v3.2", '
+        "steps = ..., context = ...}})"
+    )
+
+
+def synth_identity(t: dict[str, Any], source: str) -> dict[str, Any]:
+    unknown = sorted(set(t) - SYNTH_KEYS)
+    if unknown:
+        raise DsacacheError(
+            f"{source}: synth trace: unknown key {unknown[0]!r} "
+            f"(known: {', '.join(sorted(SYNTH_KEYS))})"
+        )
+    name = t["synth"]
+    if name not in GEOMETRY_PRESETS:
+        known = ", ".join(sorted(GEOMETRY_PRESETS))
+        raise DsacacheError(f"{source}: unknown synth preset {name!r} (known: {known})")
+    g = GEOMETRY_PRESETS[name]
+    for key in ("steps", "context"):
+        if key not in t:
+            raise DsacacheError(f"{source}: synth trace {name!r}: missing key {key!r}")
+    out: dict[str, Any] = {
+        "synth": name, "steps": t["steps"], "context": t["context"],
+        "layers": t.get("layers", g.layers), "top_k": t.get("top_k", g.top_k),
+        "seed": t.get("seed", 0), "requests": t.get("requests", 1),
+    }  # fmt: skip
+    for key, value in out.items():
+        if key == "synth":
+            continue
+        low = 0 if key == "seed" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise DsacacheError(
+                f"{source}: synth trace {name!r}: {key} must be an integer >= {low}, got {value!r}"
+            )
+    return out
+
+
+def file_identity(path: str, base: Path, source: str) -> dict[str, Any]:
+    p = Path(path)
+    full = p if p.is_absolute() else base / p
+    if not full.exists():
+        raise DsacacheError(f"{source}: trace {path!r} does not exist")
+    h = hashlib.sha256()
+    if full.is_file():
+        with full.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        kind = "sha256 of the file"
+    else:
+        metas = sorted(full.rglob("zarr.json"))
+        if not metas:
+            raise DsacacheError(f"{source}: trace {path!r} is not a trace store (no zarr.json)")
+        for m in metas:
+            h.update(m.relative_to(full).as_posix().encode() + b"\0" + m.read_bytes() + b"\0")
+        kind = "sha256 of the store's zarr.json files"
+    return {"path": path, "fingerprint": h.hexdigest(), "fingerprint_kind": kind}
+
+
+def trace_label(identity: dict[str, Any]) -> str:
+    if "synth" in identity:
+        s = identity
+        return (
+            f"synth:{s['synth']}:steps={s['steps']}:context={s['context']}:layers={s['layers']}"
+            f":top_k={s['top_k']}:seed={s['seed']}:requests={s['requests']}"
+        )
+    return identity["path"]
