@@ -17,3 +17,17 @@ def test_cache_dir_follows_the_source(tmp_path: Path) -> None:
     before = source_hash(tmp_path)
     (tmp_path / "a.py").write_text("x = 2\n")
     assert source_hash(tmp_path) != before
+
+
+def test_old_caches_are_pruned(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from dsacache._numba_cache import _prune
+
+    for i in range(5):
+        d = tmp_path / f"v{i}"
+        d.mkdir()
+        os.utime(d, (time.time() - 100 + i, time.time() - 100 + i))
+    _prune(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v3", "v4"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import numba
@@ -30,4 +31,18 @@ def configure(root: Path) -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     cache = base / "dsacache" / "numba" / source_hash(root)
     numba.config.CACHE_DIR = str(cache)
+    _prune(cache.parent, keep=KEEP_CACHES)
     return cache
+
+
+KEEP_CACHES = 8  # caches of other source versions (a few MB each) kept for switching back
+
+
+def _prune(parent: Path, keep: int) -> None:
+    """Drop all but the `keep` most recently used caches of older source versions."""
+    try:
+        dirs = sorted(parent.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for old in dirs[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
