@@ -51,6 +51,7 @@ def _register_commands() -> None:
         llc_cmd,
         mrc_cmd,
         perf_cmd,
+        report_cmd,
         simulate_cmd,
         sweep_cmd,
         synth_cmd,

@@ -1,0 +1,103 @@
+"""Build a sweep folder's report: figures (PNG) and report.html, from DIR/results.parquet and
+(when one can be found or rebuilt) the sweep's trace."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dsacache.errors import DsacacheError
+from dsacache.report import figures, html
+from dsacache.trace.model import Trace
+
+HIT_PNG = "hit_rate.png"
+SLOWDOWN_PNG = "slowdown.png"
+HEATMAP_PNG = "new_lookup_heatmap.png"
+MRC_PNG = "mrc.png"
+REPORT = "report.html"
+STAGES = 5  # progress units: load, two sweep figures, trace figures, html
+
+
+def load_rows(folder: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    path = folder / "results.parquet"
+    if not folder.is_dir():
+        raise DsacacheError(f"{folder}: not a directory")
+    if not path.is_file():
+        raise DsacacheError(f"{folder}: no results.parquet (run `dsacache sweep` into it first)")
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
+        raise DsacacheError(f"{path}: cannot read ({type(e).__name__})") from None
+    if not rows:
+        raise DsacacheError(f"{path}: holds no rows")
+    return rows
+
+
+def sweep_trace(rows: list[dict[str, Any]], folder: Path) -> tuple[Trace, str] | None:
+    """The first row's trace, rebuilt (synth) or opened (a file that still exists)."""
+    from dsacache.sweep.runner import build_trace
+
+    identity = json.loads(rows[0]["trace_identity"])
+    if "synth" in identity:
+        return build_trace(identity, str(folder)), f"SYNTHETIC trace {rows[0]['trace']}"
+    p = Path(identity["path"])
+    for cand in (p, folder / p, Path.cwd() / p):
+        if cand.exists():
+            return build_trace({"path": str(cand)}, str(folder)), str(cand)
+    return None
+
+
+def build_report(
+    folder: str | Path,
+    trace: Trace | None = None,
+    trace_label: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[Path]:
+    """Write the figures and report.html into `folder`; return the files written."""
+    from dsacache.analysis import analyze
+    from dsacache.sim.mrc import mrc
+
+    folder = Path(folder)
+    step = progress or (lambda n: None)
+    rows = load_rows(folder)
+    notes: list[str] = []
+    if trace is None:
+        found = sweep_trace(rows, folder)
+        if found is not None:
+            trace, trace_label = found
+        else:
+            notes.append(f"trace {rows[0]['trace']} not found: no heatmap, MRC or metrics")
+    label = trace_label or (trace.source if trace is not None else "")
+    if trace is not None and "SYNTHETIC" in label.upper():
+        notes.append("The trace is SYNTHETIC (calibrated to the paper's statistics), not a "
+                     "model recording.")  # fmt: skip
+    step(1)
+    figs: list[tuple[Path, str]] = []
+    figs.append((folder / HIT_PNG, "Hit rate vs reserved MiB per policy (min = optimal)"))
+    figures.plot_hit_rate(rows, figs[-1][0])
+    step(1)
+    figs.append((folder / SLOWDOWN_PNG, "Modelled slowdown vs reserved MiB, with the paper's "
+                 "Table 4 (Llama-3.1-70B, 20 layers/GPU) for comparison"))  # fmt: skip
+    figures.plot_slowdown(rows, figs[-1][0])
+    step(1)
+    metrics = None
+    if trace is not None:
+        matrix = figures.new_lookup_matrix(trace)
+        figs.append((folder / HEATMAP_PNG, "New-lookup fraction per layer over decode steps"))
+        figures.plot_heatmap(matrix, f"{label}: |S(t,l) \\ S(t-1,l)| / |S(t,l)|", figs[-1][0])
+        figs.append((folder / MRC_PNG, "Token-LRU miss-ratio curve of the trace"))
+        figures.plot_mrc(mrc(trace, "global"), figs[-1][0])
+        metrics = analyze(trace).to_dict()
+        metrics["source"] = label
+    step(1)
+    text = html.render(f"dsacache report: {folder.name}", figs, rows, metrics, notes)
+    tmp = folder / f".{REPORT}.{os.getpid()}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, folder / REPORT)
+    step(1)
+    return [p for p, _ in figs] + [folder / REPORT]

@@ -1,0 +1,140 @@
+"""matplotlib (Agg) figures of a sweep's results and of its trace, written as PNG."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+
+from dsacache.sim.mrc import MissRatioCurve
+from dsacache.trace.model import Trace
+
+# The paper's Table 4 (Llama-3.1-70B, 20 layers/GPU, 100 tok/s/user): reserved MB -> slowdown.
+PAPER_TABLE4 = {0: 1.87, 5: 1.67, 10: 1.5, 15: 1.3, 20: 1.15}
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@numba.njit(cache=True)
+def _new_lookup_kernel(idx: np.ndarray, start: int, last: np.ndarray, out: np.ndarray) -> None:
+    """out[s, l] = |S(t,l) minus S(t-1,l)| / |S(t,l)| for t = start + s (NaN at t = 0 or an
+    empty row); last[l, token] holds the last step token was selected at layer l, plus 1."""
+    n, layers, k = idx.shape
+    for s in range(n):
+        t = start + s
+        for layer in range(layers):
+            sel = 0
+            new = 0
+            for j in range(k):
+                tok = idx[s, layer, j]
+                if tok < 0:
+                    continue
+                sel += 1
+                if last[layer, tok] != t:  # previous step stored as t (= (t - 1) + 1)
+                    new += 1
+            for j in range(k):
+                tok = idx[s, layer, j]
+                if tok >= 0:
+                    last[layer, tok] = t + 1
+            out[s, layer] = new / sel if sel > 0 and t > 0 else np.nan
+
+
+def new_lookup_matrix(trace: Trace, request: int = 0) -> np.ndarray:
+    """[steps, layers] new-lookup fraction of one request (row 0 is NaN: no previous step)."""
+    req = trace.requests[request]
+    layers = trace.geometry.layers
+    out = np.full((req.steps, layers), np.nan)
+    last = np.zeros((layers, max(req.max_context, 1)), dtype=np.int64)
+    for chunk in req.iter_chunks():
+        idx = np.ascontiguousarray(chunk.indices, dtype=np.int32)
+        _new_lookup_kernel(idx, chunk.start, last, out[chunk.start : chunk.start + idx.shape[0]])
+    return out
+
+
+def _facets(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["trace"], r["partition"], r["hardware"]), []).append(r)
+    return groups
+
+
+def _lines(ax: Any, rows: list[dict[str, Any]], y: str, scale: float) -> None:
+    by_policy: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        if r[y] is not None:
+            by_policy.setdefault(r["policy"], []).append((r["effective_capacity_mib"], r[y]))
+    for policy in sorted(by_policy, key=lambda p: (p != "min", p)):
+        pts = sorted(by_policy[policy])
+        style = {"color": "black", "ls": "--", "lw": 2} if policy == "min" else {"lw": 1.5}
+        ax.plot([p[0] for p in pts], [scale * p[1] for p in pts], marker="o", ms=3,
+                label=policy + (" (optimal)" if policy == "min" else ""), **style)  # fmt: skip
+
+
+def _facet_figure(rows: list[dict[str, Any]], y: str, ylabel: str, scale: float,
+                  out: Path, paper: bool) -> None:  # fmt: skip
+    plt = _plt()
+    groups = _facets(rows)
+    n = len(groups)
+    cols = min(n, 2)
+    nrows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, 4.2 * nrows), squeeze=False)
+    for ax, ((trace, part, hw), grp) in zip(axes.flat, groups.items(), strict=False):
+        _lines(ax, grp, y, scale)
+        if paper:
+            mb = list(PAPER_TABLE4)
+            ax.plot(mb, [PAPER_TABLE4[m] for m in mb], "s", color="red", ms=7,
+                    label="paper Table 4 (Llama-3.1-70B)")  # fmt: skip
+            ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("reserved capacity (MiB)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{trace}\npartition {part}, {hw}", fontsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_hit_rate(rows: list[dict[str, Any]], out: Path) -> None:
+    """Hit rate (%) vs reserved MiB, one line per policy, one panel per trace/partition/HW."""
+    _facet_figure(rows, "hit_rate", "hit rate (% of KV gathers)", 100.0, out, paper=False)
+
+
+def plot_slowdown(rows: list[dict[str, Any]], out: Path) -> None:
+    """Modelled slowdown vs reserved MiB per policy, with the paper's Table 4 points."""
+    _facet_figure(rows, "slowdown", "slowdown vs all-hit ideal", 1.0, out, paper=True)
+
+
+def plot_heatmap(matrix: np.ndarray, title: str, out: Path) -> None:
+    """Per-layer new-lookup fraction over decode steps."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    im = ax.imshow(matrix.T, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=1,
+                   interpolation="nearest")  # fmt: skip
+    fig.colorbar(im, ax=ax, label="new-lookup fraction")
+    ax.set_xlabel("decode step")
+    ax.set_ylabel("layer")
+    ax.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=8)
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_mrc(curve: MissRatioCurve, out: Path) -> None:
+    """The trace's token-LRU miss-ratio curve (hit rate vs reserved MiB)."""
+    from dsacache.report.mrc_plot import plot_curve
+
+    plot_curve(curve, out, max(curve.saturation_tokens, 1))

@@ -1,0 +1,90 @@
+"""`dsacache report`: figures (real PNGs), report.html (inlined images, results table,
+metrics beside the paper's), the new-lookup heatmap data, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from dsacache.analysis import analyze
+from dsacache.cli.app import run as cli_run
+from dsacache.report import new_lookup_matrix
+from dsacache.sweep import parse_config, run_sweep
+from dsacache.trace.geometry import preset
+from dsacache.trace.model import Trace
+from dsacache.trace.synth import synthesize
+
+PNG = b"\x89PNG\r\n\x1a\n"
+FIGURES = ("hit_rate.png", "slowdown.png", "new_lookup_heatmap.png", "mrc.png")
+GRID = """
+traces = [{synth = "deepseek-v3.2", steps = 10, context = 512, layers = 2, top_k = 32}]
+policies = ["min", "token-lru"]
+capacities = [0, 0.02, 0.05]
+"""
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rep") / "sweep"
+    run_sweep(parse_config(GRID), out, workers=1)
+    return out
+
+
+def test_report_writes_pngs_and_self_contained_html(
+    swept: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_run(["report", str(swept)]) == 0
+    for name in FIGURES:
+        data = (swept / name).read_bytes()
+        assert data[:8] == PNG, name
+        assert len(data) > 1000, name
+    html = (swept / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(FIGURES)
+    assert 'src="fig' not in html and '.png"' not in html  # nothing links to a file
+    assert '<table class="results">' in html
+    rows = pq.read_table(swept / "results.parquet").to_pylist()
+    assert html.count("<tr>") >= len(rows) + 1
+    assert "token-lru" in html and "min" in html
+    assert '<table class="metrics">' in html and "new_lookup_fraction" in html
+    assert "SYNTHETIC" in html
+    assert "report.html" in capsys.readouterr().out
+
+
+def test_report_with_trace_option(swept: Path, tmp_path: Path) -> None:
+    g = preset("deepseek-v3.2").with_overrides(layers=2, top_k=32)
+    store = tmp_path / "t.zarr"
+    synthesize(g, 6, 256, seed=3, out=store)
+    (swept / "report.html").unlink(missing_ok=True)
+    assert cli_run(["report", str(swept), "--trace", str(store)]) == 0
+    html = (swept / "report.html").read_text()
+    assert str(store) in html and "SYNTHETIC" not in html
+
+
+def test_no_results_is_one_line_rc2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_run(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "results.parquet" in err and str(tmp_path) in err
+    assert cli_run(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing" in err
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_new_lookup_matrix_by_hand_and_against_analysis() -> None:
+    idx = np.array(
+        [[[0, 1, 2, -1]], [[1, 2, 3, 4]], [[5, -1, -1, -1]], [[5, 6, -1, -1]]], dtype=np.int32
+    )
+    geometry = preset("deepseek-v3.2").with_overrides(layers=1, top_k=4)
+    trace = Trace.from_arrays(idx, np.array([8, 9, 10, 11]), geometry)
+    m = new_lookup_matrix(trace)
+    assert m.shape == (4, 1) and np.isnan(m[0, 0])
+    np.testing.assert_allclose(m[1:, 0], [2 / 4, 1.0, 1 / 2])
+    g = preset("deepseek-v3.2").with_overrides(layers=3, top_k=64)
+    t = synthesize(g, 30, 1024, seed=1)
+    m = new_lookup_matrix(t)
+    a = analyze(t)
+    assert np.nanmean(m) == pytest.approx(a.new_lookup_fraction, rel=1e-12)
+    np.testing.assert_allclose(np.nanmean(m, axis=0), a.per_layer["new_lookup_fraction"])
