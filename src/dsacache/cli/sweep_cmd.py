@@ -34,7 +34,11 @@ HELP = "\n\n".join(
         't = pq.read_table("OUT/results.parquet"); '
         'print(t.filter(pc.equal(t["policy"], "min")).select(["capacity_mb", '
         '"hit_rate", "slowdown"]))`',
+        "--executor ray runs each run as a Ray task (retried if its worker dies) on the "
+        "cluster at --address HOST:PORT, or on a private local Ray with --workers CPUs; rows "
+        "are still committed by this process as each task finishes.",
         "Example: dsacache sweep grid.toml --out runs/grid --workers 2",
+        "Example: dsacache sweep grid.toml --out runs/grid --executor ray --address 127.0.0.1:6379",
     ]
 )
 
@@ -46,6 +50,12 @@ def sweep_command(
     resume: bool = typer.Option(False, "--resume", help="Skip runs already committed in OUT."),
     workers: int | None = typer.Option(
         None, "--workers", "-j", help="Local worker processes (default: all cores)."
+    ),
+    executor: str = typer.Option(
+        "local", "--executor", help="Where runs execute: local (processes) or ray."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster address HOST:PORT (--executor ray only)."
     ),
 ) -> None:
     """Run a sweep grid (help text: HELP above)."""
@@ -60,7 +70,14 @@ def sweep_command(
 
     with progress_bar("sweep", len(sweep.runs)) as advance:
         counts = run_sweep(
-            sweep, out, resume=resume, workers=workers, progress=advance, on_start=started
+            sweep,
+            out,
+            resume=resume,
+            workers=workers,
+            progress=advance,
+            on_start=started,
+            executor=executor,
+            address=address,
         )
     wall = time.perf_counter() - t0
     rate = counts["done"] / wall if wall > 0 else 0.0

@@ -25,6 +25,7 @@ from dsacache.trace.geometry import PRESETS as GEOMETRY_PRESETS
 from dsacache.trace.model import Trace
 
 CONSOLIDATE_EVERY_S = 2.0
+EXECUTORS = ("local", "ray")
 _TRACES: dict[str, Trace] = {}  # per worker process: trace identity JSON -> trace
 
 
@@ -119,12 +120,24 @@ def run_sweep(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> dict[str, int]:
     """Run every run of `sweep` not yet committed in `out`; return counts (runs, skipped,
-    done, rows). on_start(todo, skipped) is called before the first run."""
+    done, rows). on_start(todo, skipped) is called before the first run. executor "local"
+    runs on worker processes here, "ray" on Ray tasks (a cluster at `address`, else a private
+    local Ray with `workers` CPUs); either way only this process commits rows."""
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     if n_workers < 1:
         raise DsacacheError(f"--workers must be >= 1, got {n_workers}")
+    if executor not in EXECUTORS:
+        raise DsacacheError(f"unknown --executor {executor!r} (known: {', '.join(EXECUTORS)})")
+    if address is not None and executor != "ray":
+        raise DsacacheError(f"--address {address!r} needs --executor ray")
+    if executor == "ray":
+        from dsacache.sweep.ray_exec import import_ray
+
+        import_ray()  # one-line error before anything is written
     store = ResultStore(out)
     store.open(resume)
     tmp = store.dir / f".sweep.toml.{os.getpid()}.tmp"
@@ -136,7 +149,23 @@ def run_sweep(
     if on_start is not None:
         on_start(len(todo), len(sweep.runs) - len(todo))
     done = 0
-    if todo:
+    last = time.monotonic()
+    if todo and executor == "ray":
+        from dsacache.sweep.ray_exec import ray_rows
+
+        rows_in = ray_rows(todo, workers=n_workers, address=address)
+        try:
+            for row in rows_in:
+                store.commit(row)
+                done += 1
+                if progress is not None:
+                    progress(1)
+                if time.monotonic() - last >= CONSOLIDATE_EVERY_S:
+                    store.consolidate(order)
+                    last = time.monotonic()
+        finally:
+            rows_in.close()  # cancels what is still pending and shuts the driver down
+    elif todo:
         # Grid order has the trace outermost, so a worker mostly reuses its cached trace.
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["dsacache.sweep.runner"])
