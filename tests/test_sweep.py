@@ -160,3 +160,15 @@ def test_sigkill_then_resume_gives_the_uninterrupted_rows(
     assert len(list(rows_dir.glob("*.parquet"))) == 48
     assert not list(rows_dir.glob(".*"))
     assert _rows(out) == _rows(baseline)
+
+
+def test_documented_duckdb_query_runs(baseline: Path) -> None:
+    """README's example query works on a real results.parquet."""
+    import duckdb
+
+    rows = duckdb.sql(
+        "SELECT policy, capacity_mb, partition, hit_rate, slowdown "
+        f"FROM '{baseline / 'results.parquet'}' ORDER BY policy, capacity_mb"
+    ).fetchall()
+    assert len(rows) == len(_rows(baseline))
+    assert all(0.0 <= r[3] <= 1.0 and r[4] >= 1.0 for r in rows)
