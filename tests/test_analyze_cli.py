@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dsacache.analysis import analyze
+from dsacache.analysis.metrics import METRICS
 from dsacache.cli.app import run
 from dsacache.trace import Geometry, Trace
 
@@ -23,12 +24,7 @@ A = np.array(
 )
 
 TOP_LEVEL = (
-    "new_lookup_fraction",
-    "persistence_mean_steps",
-    "lookback_mean_steps",
-    "interlayer_overlap",
-    "working_set_ratio",
-    "page_utilization",
+    *METRICS,
     "new_lookup_fraction_p95",
     "working_set_ratio_p95",
     "accesses",

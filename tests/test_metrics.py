@@ -12,17 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsacache.analysis import PAPER, AnalysisResult, analyze
+from dsacache.analysis.metrics import METRICS
 from dsacache.errors import DsacacheError
 from dsacache.trace import Geometry, RequestTrace, Trace
-
-METRICS = (
-    "new_lookup_fraction",
-    "persistence_mean_steps",
-    "lookback_mean_steps",
-    "interlayer_overlap",
-    "working_set_ratio",
-    "page_utilization",
-)
 
 
 def geom(layers: int, k: int) -> Geometry:

@@ -192,6 +192,9 @@ class AnalysisResult:
     per_layer: dict[str, list[float | None]] = field(default_factory=dict)
     reuse_distance_steps: dict[str, Any] = field(default_factory=dict)
     engine_seconds: float = 0.0
+    # Per request, float64 [steps, layers]: each (t, l) pair's new-lookup fraction (NaN at
+    # t = 0 and for empty rows). Not in to_dict (it is per step); the report draws it.
+    new_lookup_by_step: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: plain Python numbers, None where a metric has no defined value."""
@@ -272,7 +275,7 @@ def analyze(
     hist = np.zeros(NBINS, dtype=np.int64)
     ws_sum = np.zeros(layers, dtype=np.float64)
     ws_cnt = np.zeros(layers, dtype=np.int64)
-    newfrac_parts: list[np.ndarray] = []
+    newfrac_by_request: list[np.ndarray] = []
     ws_parts: list[np.ndarray] = []
     engine = 0.0
     total_steps = 0
@@ -280,6 +283,7 @@ def analyze(
     for r, req in enumerate(trace.requests):
         steps = req.steps
         if steps == 0:
+            newfrac_by_request.append(np.full((0, layers), np.nan))
             continue
         total_steps += steps
         size = max(req.max_context, 1)
@@ -290,6 +294,8 @@ def analyze(
         n_windows = steps // wlen
         union = np.zeros((n_windows, layers), dtype=np.int64)
         bin_of = distance_bins(steps)
+        req_newfrac = np.full((steps, layers), np.nan)
+        newfrac_by_request.append(req_newfrac)
         for chunk in req.iter_chunks():
             idx = np.ascontiguousarray(chunk.indices, dtype=np.int32)
             if idx.ndim != 3 or idx.shape[1:] != (layers, k):
@@ -298,7 +304,7 @@ def analyze(
                     f"geometry [steps, {layers}, {k}]"
                 )
             n = idx.shape[0]
-            newfrac = np.full((n, layers), np.nan)
+            newfrac = req_newfrac[chunk.start : chunk.start + n]
             t0 = time.perf_counter()
             bad = chunk_kernel(
                 idx,
@@ -322,7 +328,6 @@ def analyze(
                     f"{trace.source}: request {r}: token index >= the request's largest context "
                     f"length {req.max_context} at step {bad} (validate the trace)"
                 )
-            newfrac_parts.append(newfrac[~np.isnan(newfrac)])
             if progress is not None:
                 progress(n)
         ratios = union / k
@@ -359,7 +364,7 @@ def analyze(
         window=window,
         page_tokens=page_tokens,
         new_lookup_fraction=_ratio(f[F_NEW], c[I_NEW_PAIRS]),
-        new_lookup_fraction_p95=_p95(newfrac_parts),
+        new_lookup_fraction_p95=_p95([m[~np.isnan(m)] for m in newfrac_by_request]),
         persistence_mean_steps=_ratio(c[I_SEL], c[I_STARTS]),
         lookback_mean_steps=_ratio(c[I_LB_SUM], c[I_LB_CNT]),
         interlayer_overlap=_ratio(f[F_INTER], c[I_INTER_PAIRS]),
@@ -369,4 +374,5 @@ def analyze(
         per_layer=per_layer,
         reuse_distance_steps=reuse,
         engine_seconds=engine,
+        new_lookup_by_step=newfrac_by_request,
     )

@@ -87,12 +87,13 @@ def build_report(
     step(1)
     metrics = None
     if trace is not None:
-        matrix = figures.new_lookup_matrix(trace)
+        result = analyze(trace)  # once: the metrics table and the heatmap's per-step values
+        matrix = result.new_lookup_by_step[0]
         figs.append((folder / HEATMAP_PNG, "New-lookup fraction per layer over decode steps"))
         figures.plot_heatmap(matrix, f"{label}: |S(t,l) \\ S(t-1,l)| / |S(t,l)|", figs[-1][0])
         figs.append((folder / MRC_PNG, "Token-LRU miss-ratio curve of the trace"))
         figures.plot_mrc(mrc(trace, "global"), figs[-1][0])
-        metrics = analyze(trace).to_dict()
+        metrics = result.to_dict()
         metrics["source"] = label
     step(1)
     text = html.render(f"dsacache report: {folder.name}", figs, rows, metrics, notes)

@@ -6,9 +6,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 
+from dsacache.analysis import analyze
 from dsacache.sim.mrc import MissRatioCurve
 from dsacache.trace.model import Trace
 
@@ -25,40 +25,9 @@ def _plt() -> Any:
     return plt
 
 
-@numba.njit(cache=True)
-def _new_lookup_kernel(idx: np.ndarray, start: int, last: np.ndarray, out: np.ndarray) -> None:
-    """out[s, l] = |S(t,l) minus S(t-1,l)| / |S(t,l)| for t = start + s (NaN at t = 0 or an
-    empty row); last[l, token] holds the last step token was selected at layer l, plus 1."""
-    n, layers, k = idx.shape
-    for s in range(n):
-        t = start + s
-        for layer in range(layers):
-            sel = 0
-            new = 0
-            for j in range(k):
-                tok = idx[s, layer, j]
-                if tok < 0:
-                    continue
-                sel += 1
-                if last[layer, tok] != t:  # previous step stored as t (= (t - 1) + 1)
-                    new += 1
-            for j in range(k):
-                tok = idx[s, layer, j]
-                if tok >= 0:
-                    last[layer, tok] = t + 1
-            out[s, layer] = new / sel if sel > 0 and t > 0 else np.nan
-
-
 def new_lookup_matrix(trace: Trace, request: int = 0) -> np.ndarray:
     """[steps, layers] new-lookup fraction of one request (row 0 is NaN: no previous step)."""
-    req = trace.requests[request]
-    layers = trace.geometry.layers
-    out = np.full((req.steps, layers), np.nan)
-    last = np.zeros((layers, max(req.max_context, 1)), dtype=np.int64)
-    for chunk in req.iter_chunks():
-        idx = np.ascontiguousarray(chunk.indices, dtype=np.int32)
-        _new_lookup_kernel(idx, chunk.start, last, out[chunk.start : chunk.start + idx.shape[0]])
-    return out
+    return analyze(trace).new_lookup_by_step[request]
 
 
 def _facets(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -150,12 +150,15 @@ def run_sweep(
         on_start(len(todo), len(sweep.runs) - len(todo))
     done = 0
     last = time.monotonic()
-    if todo and executor == "ray":
-        from dsacache.sweep.ray_exec import ray_rows
+    if todo:
+        if executor == "ray":
+            from dsacache.sweep.ray_exec import ray_rows
 
-        rows_in = ray_rows(todo, workers=n_workers, address=address)
+            rows_in = ray_rows(todo, workers=n_workers, address=address)
+        else:
+            rows_in = _local_rows(todo, n_workers)
         try:
-            for row in rows_in:
+            for row in rows_in:  # only the parent commits, as each run finishes
                 store.commit(row)
                 done += 1
                 if progress is not None:
@@ -164,29 +167,24 @@ def run_sweep(
                     store.consolidate(order)
                     last = time.monotonic()
         finally:
-            rows_in.close()  # cancels what is still pending and shuts the driver down
-    elif todo:
-        # Grid order has the trace outermost, so a worker mostly reuses its cached trace.
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["dsacache.sweep.runner"])
-        with ProcessPoolExecutor(max_workers=min(n_workers, len(todo)), mp_context=ctx) as pool:
-            pending: set[Future] = {pool.submit(_execute_in_worker, r) for r in todo}
-            last = time.monotonic()
-            try:
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in finished:
-                        store.commit(f.result())
-                        done += 1
-                        if progress is not None:
-                            progress(1)
-                    if time.monotonic() - last >= CONSOLIDATE_EVERY_S:
-                        store.consolidate(order)
-                        last = time.monotonic()
-            except BaseException:
-                for f in pending:
-                    f.cancel()
-                raise
+            rows_in.close()  # cancels what is still pending
     rows = store.consolidate(order)
     return {"runs": len(sweep.runs), "skipped": len(sweep.runs) - len(todo), "done": done,
             "rows": rows}  # fmt: skip
+
+
+def _local_rows(todo: list, n_workers: int) -> Iterator[dict]:
+    """Rows of `todo` from local worker processes, in the order they finish."""
+    # Grid order has the trace outermost, so a worker mostly reuses its cached trace.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["dsacache.sweep.runner"])
+    with ProcessPoolExecutor(max_workers=min(n_workers, len(todo)), mp_context=ctx) as pool:
+        pending: set[Future] = {pool.submit(_execute_in_worker, r) for r in todo}
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    yield f.result()
+        finally:
+            for f in pending:
+                f.cancel()
