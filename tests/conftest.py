@@ -108,3 +108,16 @@ def small_store(tmp_path, small_trace):  # noqa: ANN201
     path = tmp_path / "small.zarr"
     small_trace.save(path, chunk_steps=2)
     return path
+
+
+def reference_accesses(trace: Trace) -> list[tuple[int, int, int, int]]:
+    """(step, layer, request, token) of every access, step -> layer -> request -> slot, in
+    plain Python: the independent reference of the access order that kernels are checked on."""
+    out = []
+    idx = [np.asarray(r.indices[:]) for r in trace.requests]
+    for t in range(trace.steps):
+        for layer in range(trace.geometry.layers):
+            for r, a in enumerate(idx):
+                if t < a.shape[0]:
+                    out.extend((t, layer, r, int(v)) for v in a[t, layer] if v >= 0)
+    return out

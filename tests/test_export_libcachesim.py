@@ -8,7 +8,7 @@ import libcachesim as lcs
 import numpy as np
 import pytest
 
-from conftest import make_trace
+from conftest import make_trace, reference_accesses
 from dsacache.cli.app import run
 from dsacache.errors import DsacacheError, TraceError
 from dsacache.trace import Geometry, RequestTrace, Trace
@@ -25,14 +25,7 @@ from dsacache.trace.export_libcachesim import (
 
 def access_order(trace: Trace) -> list[tuple[int, int, int, int]]:
     """(step, request, layer, token) of every access, step -> layer -> request -> slot."""
-    out = []
-    idx = [np.asarray(r.indices[:]) for r in trace.requests]
-    for t in range(trace.steps):
-        for layer in range(trace.geometry.layers):
-            for r, a in enumerate(idx):
-                if t < a.shape[0]:
-                    out.extend((t, r, layer, int(v)) for v in a[t, layer] if v >= 0)
-    return out
+    return [(t, r, layer, tok) for t, layer, r, tok in reference_accesses(trace)]
 
 
 def reference_ids(trace: Trace) -> list[int]:

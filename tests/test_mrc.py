@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_trace
+from conftest import make_trace, reference_accesses
 from dsacache.cli.app import run
 from dsacache.errors import DsacacheError, TraceError
 from dsacache.sim import mrc as mrc_mod
@@ -28,14 +28,7 @@ from dsacache.trace.export_libcachesim import export_libcachesim
 
 def accesses(trace: Trace) -> list[tuple[int, int, int]]:
     """(request, layer, token) of every access, step -> layer -> request -> slot."""
-    out = []
-    idx = [np.asarray(r.indices[:]) for r in trace.requests]
-    for t in range(trace.steps):
-        for layer in range(trace.geometry.layers):
-            for r, a in enumerate(idx):
-                if t < a.shape[0]:
-                    out.extend((r, layer, int(v)) for v in a[t, layer] if v >= 0)
-    return out
+    return [(r, layer, tok) for _t, layer, r, tok in reference_accesses(trace)]
 
 
 def lru_hits(keys: list, cap: int) -> int:

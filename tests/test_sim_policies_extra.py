@@ -10,7 +10,7 @@ import libcachesim as lcs
 import numpy as np
 import pytest
 
-from conftest import make_trace
+from conftest import make_trace, reference_accesses
 from dsacache.errors import DsacacheError
 from dsacache.sim import POLICIES, SimConfig, simulate
 from dsacache.sim.partition import Partition, parse_partition
@@ -49,14 +49,7 @@ def drive(
 
 def accesses(trace: Trace) -> list[tuple[int, int, int, int]]:
     """(step, layer, request, token) of every access, in access order."""
-    out = []
-    idx = [np.asarray(r.indices[:]) for r in trace.requests]
-    for t in range(trace.steps):
-        for layer in range(trace.geometry.layers):
-            for r, a in enumerate(idx):
-                if t < a.shape[0]:
-                    out.extend((t, layer, r, int(v)) for v in a[t, layer] if v >= 0)
-    return out
+    return reference_accesses(trace)
 
 
 def by_region(trace: Trace, part: Partition) -> dict[int, list[tuple[int, int, int]]]:
