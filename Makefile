@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TORCH ?= 2.13.0
 
 .PHONY: setup demo test lint format bench clean
 
@@ -11,7 +12,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	# CPU torch first (a file on this machine's disk); the extras' torch range is then met as is.
+	$(BIN)/pip install --quiet torch==$(TORCH)
+	$(BIN)/pip install --quiet -e '.[dev,dsa,gpu]'
 	touch $(STAMP)
 
 demo: setup

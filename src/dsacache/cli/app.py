@@ -46,11 +46,13 @@ def _register_commands() -> None:
     from dsacache.cli import (  # noqa: F401
         analyze_cmd,
         demo_cmd,
+        distill_cmd,
         export_cmd,
         info_cmd,
         llc_cmd,
         mrc_cmd,
         perf_cmd,
+        record_cmd,
         report_cmd,
         simulate_cmd,
         sweep_cmd,

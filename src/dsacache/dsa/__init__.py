@@ -1,0 +1,1 @@
+"""DSA on open-source backbones: lightning indexer, sparse decode, recording, bundled backbone."""

@@ -1,0 +1,1 @@
+"""The bundled `tiny` backbone: corpus, tokenizer and training script."""
