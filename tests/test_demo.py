@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from dsacache.cli.app import run as cli_run
 from dsacache.cli.demo_cmd import DEMO_CAPACITIES_MB, DEMO_POLICIES
+from dsacache.trace import Trace
 
 OUTPUTS = ("analysis.json", "sweep.toml", "results.parquet", "report.html", "hit_rate.png",
            "slowdown.png", "new_lookup_heatmap.png", "mrc.png")  # fmt: skip
@@ -17,7 +19,8 @@ OUTPUTS = ("analysis.json", "sweep.toml", "results.parquet", "report.html", "hit
 
 def test_demo_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    assert cli_run(["demo", "--out", str(out), "--steps", "4", "--workers", "1"]) == 0
+    args = ["demo", "--out", str(out), "--steps", "4", "--workers", "1", "--record-tokens", "3"]
+    assert cli_run(args) == 0
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     for name in OUTPUTS[4:]:
@@ -31,9 +34,17 @@ def test_demo_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "data:image/png;base64," in html and "SYNTHETIC" in html
     text = capsys.readouterr().out
     assert "SYNTHETIC" in text and str(out / "report.html") in text
+    # the bundled backbone's real recording: 2 prompts x 3 decode steps, top-k 32, analysed
+    rec = Trace.load(out / "recorded")
+    assert len(rec.requests) == 2 and rec.steps == 3 and rec.geometry.top_k == 32
+    assert rec.meta["model"] == "tiny" and "REAL DSA recording" in text
+    assert json.loads((out / "recorded-analysis.json").read_text())["accesses"] > 0
 
 
 def test_demo_bad_steps_is_one_line_rc2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_run(["demo", "--out", str(tmp_path / "d"), "--steps", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--steps" in err
+    assert cli_run(["demo", "--out", str(tmp_path / "e"), "--record-tokens", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--record-tokens" in err

@@ -64,27 +64,16 @@ def _declared_dtype_bytes(model_dir: Path) -> int | None:
 
 
 def _load_indexer(indexer: Path | None, model_dir: Path, model, seed: int):  # noqa: ANN001, ANN202
-    from dsacache.dsa.indexer import IndexerConfig, LightningIndexer
+    from dsacache.dsa.models import load_indexer
 
-    hidden = int(model.config.hidden_size)
-    from dsacache.dsa.hooks import attention_modules
-
-    layers = len(attention_modules(model))
-    path = indexer if indexer is not None else model_dir / "indexer.safetensors"
-    if indexer is not None or path.is_file():
-        ix = LightningIndexer.load(path)
-        if (ix.hidden_size, ix.num_layers) != (hidden, layers):
-            raise DsacacheError(
-                f"{path}: indexer is for hidden size {ix.hidden_size} x {ix.num_layers} layers, "
-                f"the model has {hidden} x {layers}"
-            )
-        return ix, str(path)
-    print(
-        f"dsacache: warning: no distilled indexer ({path} not found); using an untrained "
-        f"indexer (seed {seed}): selections are not meaningful",
-        file=sys.stderr,
-    )
-    return LightningIndexer(IndexerConfig(), hidden, layers, seed=seed), None
+    ix, source = load_indexer(indexer, model_dir, model, seed)
+    if source is None:
+        print(
+            f"dsacache: warning: no distilled indexer ({model_dir / 'indexer.safetensors'} not "
+            f"found); using an untrained indexer (seed {seed}): selections are not meaningful",
+            file=sys.stderr,
+        )
+    return ix, source
 
 
 @app.command("record")

@@ -61,3 +61,26 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32) -> tupl
         raise DsacacheError(f"model {name_or_path!r}: cannot load checkpoint ({first})") from None
     model.eval()
     return model, tokenizer
+
+
+def load_indexer(
+    indexer: Path | None, model_dir: Path, model: torch.nn.Module, seed: int = 0
+) -> tuple[torch.nn.Module, str | None]:
+    """(indexer, the file it came from) for `model`: `indexer` if given, else the checkpoint's own
+    indexer.safetensors (packaged for tiny); with neither, an untrained seeded indexer and None
+    (the caller warns: its selections mean nothing)."""
+    from dsacache.dsa.hooks import attention_modules
+    from dsacache.dsa.indexer import IndexerConfig, LightningIndexer
+
+    hidden = int(model.config.hidden_size)
+    layers = len(attention_modules(model))
+    path = indexer if indexer is not None else model_dir / "indexer.safetensors"
+    if indexer is None and not path.is_file():
+        return LightningIndexer(IndexerConfig(), hidden, layers, seed=seed), None
+    ix = LightningIndexer.load(path)
+    if (ix.hidden_size, ix.num_layers) != (hidden, layers):
+        raise DsacacheError(
+            f"{path}: indexer is for hidden size {ix.hidden_size} x {ix.num_layers} layers, "
+            f"the model has {hidden} x {layers}"
+        )
+    return ix, str(path)
