@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_token_lru.py
 	$(BIN)/python benchmarks/bench_mrc.py
 	$(BIN)/python benchmarks/bench_llc.py
+	$(BIN)/python benchmarks/bench_record.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

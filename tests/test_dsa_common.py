@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 VOCAB = 97
@@ -43,6 +44,31 @@ def tiny_model(family: str, seed: int = 0, **overrides: object) -> torch.nn.Modu
     torch.manual_seed(seed)
     cfg = tiny_config(family, **overrides)
     return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+
+
+def tiny_gqa_llama(
+    vocab_size: int, seed: int = 0, init: float = 0.2, attn: str | None = None
+) -> torch.nn.Module:
+    """A random 2-layer GQA LlamaForCausalLM (4 query, 2 kv heads); a large init makes its
+    attention far from uniform."""
+    from transformers import LlamaForCausalLM
+
+    extra = {} if attn is None else {"attn_implementation": attn}
+    cfg = tiny_config(
+        "llama", vocab_size=vocab_size, max_position_embeddings=256, initializer_range=init, **extra
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():  # noqa: ANN201 - a fixture generator
+    """Import into a test module: tiny matmuls on one thread avoid OpenMP spin-waits on a
+    shared 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def tiny_indexer(model: torch.nn.Module, seed: int = 0):  # noqa: ANN201

@@ -12,36 +12,14 @@ pytest.importorskip("transformers")
 from dsacache.dsa import distill as D  # noqa: E402
 from dsacache.dsa.indexer import IndexerConfig, LightningIndexer  # noqa: E402
 from dsacache.errors import DsacacheError  # noqa: E402
+from test_dsa_common import one_thread, tiny_gqa_llama  # noqa: E402, F401 - autouse fixture
 
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny matmuls: one thread avoids OpenMP spin-waits on a shared 2-core machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def tiny_llama(seed: int = 0, attn: str = "sdpa", init: float = 0.2) -> torch.nn.Module:
-    """A random 2-layer GQA Llama; a large init makes its attention far from uniform."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
-        vocab_size=101,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=init,
-        attn_implementation=attn,
-    )
-    torch.manual_seed(seed)
-    return D.prepare_backbone(LlamaForCausalLM(cfg), CPU)
+    """The GQA Llama of test_dsa_common, vocabulary 101, prepared as a frozen backbone."""
+    return D.prepare_backbone(tiny_gqa_llama(101, seed=seed, init=init, attn=attn), CPU)
 
 
 CFG = D.TrainConfig(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 pytest.importorskip("transformers")
 
 from dsacache.cli.app import run  # noqa: E402
 from dsacache.dsa.indexer import LightningIndexer  # noqa: E402
+from test_dsa_common import one_thread, tiny_gqa_llama  # noqa: E402, F401 - autouse fixture
 
 PROSE = (
     "The cache keeps the tokens that the indexer selected at the previous step. "
@@ -19,36 +19,15 @@ PROSE = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
     """A random 2-layer GQA Llama and a byte-level BPE tokenizer saved as a local checkpoint."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from dsacache.dsa.backbone.tokenizer import save_tokenizer, train_tokenizer
 
     d = tmp_path_factory.mktemp("hf")
     tok = train_tokenizer([PROSE * 4], vocab_size=300)
     save_tokenizer(tok, d)
-    cfg = LlamaConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.2,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(d)
+    tiny_gqa_llama(tok.get_vocab_size()).save_pretrained(d)
     return d
 
 

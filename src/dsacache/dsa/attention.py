@@ -9,6 +9,7 @@ causal attention, so logits match the model's normal attention.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,16 +28,21 @@ ATTN_NAME = "dsa"
 _registered = False
 
 
+def register_interface(name: str, forward: Callable[..., tuple], mask: str) -> None:
+    """Register `forward` with transformers' AttentionInterface as `name`, with the mask builder
+    transformers.masking_utils.<mask> (e.g. "sdpa_mask", "eager_mask")."""
+    from transformers import AttentionInterface, masking_utils
+
+    AttentionInterface.register(name, forward)
+    masking_utils.AttentionMaskInterface.register(name, getattr(masking_utils, mask))
+
+
 def register() -> None:
     """Register `dsa` with transformers (attention function + the sdpa-style boolean mask)."""
     global _registered
     if _registered:
         return
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(ATTN_NAME, dsa_attention_forward)
-    AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
+    register_interface(ATTN_NAME, dsa_attention_forward, "sdpa_mask")
     _registered = True
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dsacache.dsa.attention import register_interface
 from dsacache.dsa.indexer import IndexerConfig, LightningIndexer
 from dsacache.dsa.quality import topk_recall
 from dsacache.errors import DsacacheError
@@ -92,11 +93,8 @@ def _dense_probe_attention(
 
 
 def _register_probe() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
-
-    AttentionInterface.register(PROBE_IMPL, _dense_probe_attention)
-    AttentionMaskInterface.register(PROBE_IMPL, eager_mask)  # the model's own eager mask rules
+    # the model's own eager mask rules
+    register_interface(PROBE_IMPL, _dense_probe_attention, "eager_mask")
 
 
 def _set_attn_impl(model: nn.Module, name: str) -> None:

@@ -45,10 +45,16 @@ NEG = tl.constexpr(-1.0e30)
 
 @triton.jit
 def _row_offsets(
-    idx_ptr, slot_ptr, bt_ptr, offs_n, k, layer, nslots, pool_off,
-    ROW: tl.constexpr, PAGE: tl.constexpr, HAS_BUF: tl.constexpr,
+    idx_ptr, slot_ptr, bt_ptr, r, n0, k, layer, nslots, pool_off, pages_per,
+    ROW: tl.constexpr, PAGE: tl.constexpr, HAS_BUF: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    """(valid mask, int64 byte offset of each row in kv) for slots offs_n of one request."""
+    """(valid mask, int64 byte offset of each row in kv) for slots n0 .. n0 + BLOCK_N - 1 of
+    request r."""
+    base = r.to(tl.int64) * k
+    idx_ptr += base
+    slot_ptr += base
+    bt_ptr += r * pages_per
+    offs_n = n0 + tl.arange(0, BLOCK_N)
     inb = offs_n < k
     tok = tl.load(idx_ptr + offs_n, mask=inb, other=-1)
     ok = tok >= 0
@@ -59,6 +65,38 @@ def _row_offsets(
         sl = tl.load(slot_ptr + offs_n, mask=ok, other=-1)
         row = tl.where(sl >= 0, (layer * nslots + sl.to(tl.int64)) * ROW, row)
     return ok, row
+
+
+@triton.jit
+def _softmax_init(BLOCK: tl.constexpr, DV: tl.constexpr):
+    """(running max, running sum, accumulator) of an empty online softmax over BLOCK heads."""
+    return (
+        tl.full((BLOCK,), NEG, tl.float32),
+        tl.zeros((BLOCK,), tl.float32),
+        tl.zeros((BLOCK, DV), tl.float32),
+    )
+
+
+@triton.jit
+def _softmax_step(s, ok, v, m_i, l_i, acc, sm_scale, PREC: tl.constexpr):
+    """One tile of the online softmax: scores s [heads, n] (invalid rows masked by ok) over
+    values v [n, DV]; returns the updated (m_i, l_i, acc)."""
+    s = tl.where(ok[None, :], s * sm_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp(m_i - m_new)
+    p = tl.exp(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PREC)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _store_partial(part_ptr, ml_ptr, pb, heads, hmask, acc, m_i, l_i, DV: tl.constexpr):
+    """A split's partial softmax for heads (flat index pb + heads): acc to part, (m, l) to ml."""
+    dv = tl.arange(0, DV)
+    tl.store(part_ptr + (pb + heads[:, None]) * DV + dv[None, :], acc, mask=hmask[:, None])
+    tl.store(ml_ptr + (pb + heads) * 2, m_i, mask=hmask)
+    tl.store(ml_ptr + (pb + heads) * 2 + 1, l_i, mask=hmask)
 
 
 @triton.jit
@@ -104,16 +142,12 @@ def _ds_gather_kernel(
     q_rope = tl.load(
         qb + offs_h[:, None] * (DL + DR) + DL + dr[None, :], mask=hmask[:, None], other=0.0
     )
-    m_i = tl.full((BLOCK_H,), NEG, tl.float32)
-    l_i = tl.zeros((BLOCK_H,), tl.float32)
-    acc = tl.zeros((BLOCK_H, DL), tl.float32)
-    base = r.to(tl.int64) * k
-    lo = sp * ROWS  # ROWS (rows per split) is a constexpr: the interpreter loops to it
+    m_i, l_i, acc = _softmax_init(BLOCK_H, DL)
+    # ROWS (rows per split) is a constexpr: the interpreter loops to it
     for n0 in range(0, ROWS, BLOCK_N):
-        offs_n = lo + n0 + tl.arange(0, BLOCK_N)
         ok, row = _row_offsets(
-            idx_ptr + base, slot_ptr + base, bt_ptr + r * pages_per, offs_n, k, layer, nslots,
-            pool_off, ROW, PAGE, HAS_BUF,
+            idx_ptr, slot_ptr, bt_ptr, r, sp * ROWS + n0, k, layer, nslots, pool_off, pages_per,
+            ROW, PAGE, HAS_BUF, BLOCK_N,
         )  # fmt: skip
         lat = tl.load(kv_u8 + row[:, None] + dl[None, :], mask=ok[:, None], other=0)
         lat = lat.to(tl.float8e4nv, bitcast=True).to(tl.float32)
@@ -127,17 +161,9 @@ def _ds_gather_kernel(
         rope = rope.to(tl.float32)
         s = tl.dot(q_lat, tl.trans(lat), input_precision=PREC)
         s += tl.dot(q_rope, tl.trans(rope), input_precision=PREC)
-        s = tl.where(ok[None, :], s * sm_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p, lat, input_precision=PREC)
-        m_i = m_new
+        m_i, l_i, acc = _softmax_step(s, ok, lat, m_i, l_i, acc, sm_scale, PREC)
     pb = (r * NSPLIT + sp).to(tl.int64) * n_heads
-    tl.store(part_ptr + (pb + offs_h[:, None]) * DL + dl[None, :], acc, mask=hmask[:, None])
-    tl.store(ml_ptr + (pb + offs_h) * 2, m_i, mask=hmask)
-    tl.store(ml_ptr + (pb + offs_h) * 2 + 1, l_i, mask=hmask)
+    _store_partial(part_ptr, ml_ptr, pb, offs_h, hmask, acc, m_i, l_i, DL)
 
 
 @triton.jit
@@ -159,32 +185,20 @@ def _gqa_gather_kernel(
     heads = h * group + offs_g
     qb = q_ptr + r.to(tl.int64) * n_heads * D
     q = tl.load(qb + heads[:, None] * D + d[None, :], mask=gmask[:, None], other=0.0)
-    m_i = tl.full((BLOCK_G,), NEG, tl.float32)
-    l_i = tl.zeros((BLOCK_G,), tl.float32)
-    acc = tl.zeros((BLOCK_G, D), tl.float32)
-    base = r.to(tl.int64) * k
-    lo = sp * ROWS  # ROWS (rows per split) is a constexpr: the interpreter loops to it
+    m_i, l_i, acc = _softmax_init(BLOCK_G, D)
+    # ROWS (rows per split) is a constexpr: the interpreter loops to it
     for n0 in range(0, ROWS, BLOCK_N):
-        offs_n = lo + n0 + tl.arange(0, BLOCK_N)
         ok, row = _row_offsets(
-            idx_ptr + base, slot_ptr + base, bt_ptr + r * pages_per, offs_n, k, layer, nslots,
-            pool_off, ROW, PAGE, HAS_BUF,
+            idx_ptr, slot_ptr, bt_ptr, r, sp * ROWS + n0, k, layer, nslots, pool_off, pages_per,
+            ROW, PAGE, HAS_BUF, BLOCK_N,
         )  # fmt: skip
         kb = row[:, None] // 2 + h * D + d[None, :]
         kk = tl.load(kv_bf16 + kb, mask=ok[:, None], other=0).to(tl.float32)
         vv = tl.load(kv_bf16 + kb + KVH * D, mask=ok[:, None], other=0).to(tl.float32)
         s = tl.dot(q, tl.trans(kk), input_precision=PREC)
-        s = tl.where(ok[None, :], s * sm_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p, vv, input_precision=PREC)
-        m_i = m_new
-    pb = (r * NSPLIT + sp).to(tl.int64) * n_heads + heads
-    tl.store(part_ptr + pb[:, None] * D + d[None, :], acc, mask=gmask[:, None])
-    tl.store(ml_ptr + pb * 2, m_i, mask=gmask)
-    tl.store(ml_ptr + pb * 2 + 1, l_i, mask=gmask)
+        m_i, l_i, acc = _softmax_step(s, ok, vv, m_i, l_i, acc, sm_scale, PREC)
+    pb = (r * NSPLIT + sp).to(tl.int64) * n_heads
+    _store_partial(part_ptr, ml_ptr, pb, heads, gmask, acc, m_i, l_i, D)
 
 
 @triton.jit

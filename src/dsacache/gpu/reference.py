@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from dsacache.gpu.layouts import DS_LATENT, GQA_KV_HEADS, KVCache, dequant_ds, dequant_gqa
@@ -23,6 +24,18 @@ def read_rows(
     return rows
 
 
+def _request_rows(
+    cache: KVCache, layer: int, idx: torch.Tensor, slot: torch.Tensor | None
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(request, uint8 rows of its valid slots) for each request with at least one."""
+    for r in range(idx.shape[0]):
+        ok = idx[r] >= 0
+        if not bool(ok.any()):
+            continue
+        sl = None if slot is None else slot[r][ok]
+        yield r, read_rows(cache, layer, r, idx[r][ok], sl)
+
+
 def ref_ds(
     cache: KVCache,
     layer: int,
@@ -35,12 +48,8 @@ def ref_ds(
     import torch
 
     out = torch.zeros(q.shape[0], q.shape[1], DS_LATENT, dtype=torch.float32, device=q.device)
-    for r in range(q.shape[0]):
-        ok = idx[r] >= 0
-        if not bool(ok.any()):
-            continue
-        sl = None if slot is None else slot[r][ok]
-        x = dequant_ds(read_rows(cache, layer, r, idx[r][ok], sl))
+    for r, rows in _request_rows(cache, layer, idx, slot):
+        x = dequant_ds(rows)
         p = torch.softmax((q[r].float() @ x.T) * sm_scale, dim=-1)
         out[r] = p @ x[:, :DS_LATENT]
     return out
@@ -60,12 +69,8 @@ def ref_gqa(
     n_req, n_heads, d = q.shape
     g = n_heads // GQA_KV_HEADS
     out = torch.zeros(n_req, n_heads, d, dtype=torch.float32, device=q.device)
-    for r in range(n_req):
-        ok = idx[r] >= 0
-        if not bool(ok.any()):
-            continue
-        sl = None if slot is None else slot[r][ok]
-        kk, vv = dequant_gqa(read_rows(cache, layer, r, idx[r][ok], sl))  # [n, 8, 128]
+    for r, rows in _request_rows(cache, layer, idx, slot):
+        kk, vv = dequant_gqa(rows)  # [n, 8, 128]
         qh = q[r].float().view(GQA_KV_HEADS, g, d)
         p = torch.softmax(torch.einsum("hgd,nhd->hgn", qh, kk) * sm_scale, dim=-1)
         out[r] = torch.einsum("hgn,nhd->hgd", p, vv).reshape(n_heads, d)
