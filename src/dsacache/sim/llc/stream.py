@@ -176,6 +176,26 @@ def _put(
     return i + 1
 
 
+@njit(cache=True, inline="always")
+def _put_append(
+    i: int,
+    a: np.ndarray,
+    t: int,
+    layer: int,
+    r: int,
+    of: np.ndarray,
+    oc: np.ndarray,
+    ocls: np.ndarray,
+    om0: np.ndarray,
+    om1: np.ndarray,
+) -> int:
+    """`_put` the KV_APPEND run a[t, layer, r] = (first, last, m0, m1)."""
+    return _put(
+        i, a[t, layer, r, 0], a[t, layer, r, 1], a[t, layer, r, 2], a[t, layer, r, 3],
+        KV_APPEND, of, oc, ocls, om0, om1,
+    )  # fmt: skip
+
+
 @njit(cache=True)
 def _emit(
     has_w: bool,
@@ -264,32 +284,8 @@ def _emit(
             for r in range(R):
                 if ctx[t, r] < 0:
                     continue
-                i = _put(
-                    i,
-                    a_kv[t, layer, r, 0],
-                    a_kv[t, layer, r, 1],
-                    a_kv[t, layer, r, 2],
-                    a_kv[t, layer, r, 3],
-                    KV_APPEND,
-                    of,
-                    oc,
-                    ocls,
-                    om0,
-                    om1,
-                )
-                i = _put(
-                    i,
-                    a_ix[t, layer, r, 0],
-                    a_ix[t, layer, r, 1],
-                    a_ix[t, layer, r, 2],
-                    a_ix[t, layer, r, 3],
-                    KV_APPEND,
-                    of,
-                    oc,
-                    ocls,
-                    om0,
-                    om1,
-                )
+                i = _put_append(i, a_kv, t, layer, r, of, oc, ocls, om0, om1)
+                i = _put_append(i, a_ix, t, layer, r, of, oc, ocls, om0, om1)
     step_start[T] = i
     return i
 
