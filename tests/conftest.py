@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -121,3 +122,23 @@ def reference_accesses(trace: Trace) -> list[tuple[int, int, int, int]]:
                 if t < a.shape[0]:
                     out.extend((t, layer, r, int(v)) for v in a[t, layer] if v >= 0)
     return out
+
+
+def slow_block_reads(monkeypatch, module, seconds: float = 0.02) -> list[int]:  # noqa: ANN001
+    """Make every StepBlocks.read sleep `seconds` and `module` read one step per block, so an
+    engine clock that counted reading would show it; returns the list of block starts read."""
+    from functools import partial
+
+    from dsacache.trace.blocks import StepBlocks
+
+    read = StepBlocks.read
+    reads: list[int] = []
+
+    def slow_read(self, a, b):  # noqa: ANN001, ANN202
+        reads.append(a)
+        time.sleep(seconds)
+        return read(self, a, b)
+
+    monkeypatch.setattr(StepBlocks, "read", slow_read)
+    monkeypatch.setattr(module, "StepBlocks", partial(StepBlocks, block_elements=1))
+    return reads

@@ -53,7 +53,8 @@ def test_parse_ncu_csv():
             '"1","_ds_gather_kernel","lts__t_sector_hit_rate.pct","%","59.5"',
         ]
     )
-    out = _run_gpu().parse_ncu_csv(text)
+    parse = _run_gpu().parse_ncu_csv
+    out = parse(text)
     assert out["l2_hit_pct_mean"] == 50.0 and out["dram_bytes_read_mean"] == 2048.0
     assert out["l2_hit_pct_launches"] == 2
-    assert _run_gpu().parse_ncu_csv("==ERROR== LibraryNotLoaded") == {}
+    assert parse("==ERROR== LibraryNotLoaded") == {}

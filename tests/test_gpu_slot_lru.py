@@ -99,7 +99,7 @@ def test_cpu_lru_counts_match_simulator_totals():
 
     tr = make_trace([6, 6], layers=2, k=8, context=[10, 12], requests=2, seed=9)
     truth = cpu_lru(batch_of(tr), 20)
-    sim = sim_prediction(tr, 20, 2)
+    sim = sim_prediction(tr, 20)
     assert sim["hits"] == truth["hits"].sum() > 0
     assert sim["accesses"] == truth["accesses"].sum()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import OrderedDict
 
 import libcachesim as lcs
@@ -12,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_trace, reference_accesses
+from conftest import make_trace, reference_accesses, slow_block_reads
 from dsacache.cli.app import run
 from dsacache.errors import DsacacheError, TraceError
 from dsacache.sim import mrc as mrc_mod
@@ -20,7 +19,6 @@ from dsacache.sim.config import SimConfig
 from dsacache.sim.mrc import MissRatioCurve, mrc
 from dsacache.sim.simulate import simulate
 from dsacache.trace import Geometry, RequestTrace, Trace
-from dsacache.trace.blocks import StepBlocks
 from dsacache.trace.export_libcachesim import export_libcachesim
 
 # ------------------------------------------------------------------ references in pure Python
@@ -279,16 +277,7 @@ def test_lazy_store_equals_memory_and_progress(tmp_path, batch_trace):
 
 def test_engine_seconds_exclude_reading_the_blocks(batch_trace, monkeypatch):
     mrc(batch_trace)  # kernels compiled / loaded
-    read = StepBlocks.read
-    reads: list[int] = []
-
-    def slow_read(self, a, b):
-        reads.append(a)
-        time.sleep(0.02)
-        return read(self, a, b)
-
-    monkeypatch.setattr(StepBlocks, "read", slow_read)
-    monkeypatch.setattr(mrc_mod, "StepBlocks", lambda trace: StepBlocks(trace, block_elements=1))
+    reads = slow_block_reads(monkeypatch, mrc_mod)
     c = mrc(batch_trace)
     slept = 0.02 * len(reads)
     assert len(reads) == batch_trace.steps and slept >= 0.6

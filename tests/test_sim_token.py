@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import time
 from collections import OrderedDict
 from functools import partial
 
@@ -17,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_trace
+from conftest import make_trace, slow_block_reads
 from dsacache.cli.app import run
 from dsacache.errors import DsacacheError, TraceError
 from dsacache.sim import POLICIES, SimConfig, SimResult, simulate
@@ -411,16 +410,7 @@ def test_engine_seconds_exclude_reading_the_blocks(batch_trace, policy, monkeypa
     sleep and check the engine clock does not see it (min reads the trace twice)."""
     cfg = SimConfig(policy, capacity_tokens=60)
     simulate(batch_trace, cfg)  # compiled / loaded before the clock matters
-    read = StepBlocks.read
-    reads: list[int] = []
-
-    def slow_read(self, a, b):
-        reads.append(a)
-        time.sleep(0.02)
-        return read(self, a, b)
-
-    monkeypatch.setattr(StepBlocks, "read", slow_read)
-    monkeypatch.setattr(simulate_module, "StepBlocks", partial(StepBlocks, block_elements=1))
+    reads = slow_block_reads(monkeypatch, simulate_module)
     res = simulate(batch_trace, cfg)
     slept = 0.02 * len(reads)
     assert len(reads) >= batch_trace.steps and slept >= 0.8

@@ -93,20 +93,24 @@ def sectors_of(first: np.ndarray, last: np.ndarray, m0: np.ndarray, m1: np.ndarr
     return popcount4(m0) + np.where(last > first, popcount4(m1), 0) + inner
 
 
-def model_sector_bytes(trace, n_steps: int) -> np.ndarray:  # noqa: ANN001
-    """int64 [steps]: 32 B sector bytes the gathers of each step request, in the model's
-    layout (paged pool, 2 MiB aligned, rows packed in 64-token blocks)."""
+def gather_requests(trace, n_steps: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    """int64 [steps] each: 32 B sector bytes and 128 B line accesses the gathers of each step
+    request, in the model's layout (paged pool, 2 MiB aligned, rows packed in 64-token
+    blocks)."""
     g = trace.geometry
     ctx = [np.asarray(r.context_lens[:n_steps], np.int64) for r in trace.requests]
     lay = Layout.build(g, ctx, 0)
-    out = np.zeros(n_steps, np.int64)
+    sectors = np.zeros(n_steps, np.int64)
+    lines = np.zeros(n_steps, np.int64)
+    layer = np.arange(g.layers)[None, :, None]
     for r, req in enumerate(trace.requests):
         idx = np.asarray(req.indices[:n_steps], np.int64)  # [steps, layers, k]
         ok = idx >= 0
-        layer = np.arange(g.layers)[None, :, None]
-        spans = lay.kv_row_lines(layer, r, np.where(ok, idx, 0))
-        out += np.where(ok, sectors_of(*spans), 0).reshape(idx.shape[0], -1).sum(axis=1)
-    return out * SECTOR_BYTES
+        first, last, m0, m1 = lay.kv_row_lines(layer, r, np.where(ok, idx, 0))
+        n = idx.shape[0]
+        sectors[:n] += np.where(ok, sectors_of(first, last, m0, m1), 0).reshape(n, -1).sum(axis=1)
+        lines[:n] += np.where(ok, last - first + 1, 0).reshape(n, -1).sum(axis=1)
+    return sectors * SECTOR_BYTES, lines
 
 
 def gpu_sectors_per_row() -> float:
@@ -160,19 +164,6 @@ def predict(
         out["hbm_bytes_per_gather_launch_ncu_step"] = d[K_BYTES] / g.layers
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in out.items()}
-
-
-def line_accesses_per_step(trace, n_steps: int) -> np.ndarray:  # noqa: ANN001
-    g = trace.geometry
-    ctx = [np.asarray(r.context_lens[:n_steps], np.int64) for r in trace.requests]
-    lay = Layout.build(g, ctx, 0)
-    out = np.zeros(n_steps, np.int64)
-    for r, req in enumerate(trace.requests):
-        idx = np.asarray(req.indices[:n_steps], np.int64)
-        ok = idx >= 0
-        first, last, _, _ = lay.kv_row_lines(np.arange(g.layers)[None, :, None], r, idx * ok)
-        out += np.where(ok, last - first + 1, 0).reshape(idx.shape[0], -1).sum(axis=1)
-    return out
 
 
 def measured(results: Path) -> dict:
@@ -277,8 +268,7 @@ def main() -> None:
     run2 = meas[MEASURED[1]]
     sizes = [(m, v["set_aside_mib"]) for m, v in run2.items() if m.startswith("reserve-")]
     hw = hardware(HW)
-    sector_bytes = model_sector_bytes(trace, trace.steps)
-    lines = line_accesses_per_step(trace, trace.steps)
+    sector_bytes, lines = gather_requests(trace, trace.steps)
     rows = sum(int((np.asarray(r.indices) >= 0).sum()) for r in trace.requests)
     base = {"hardware": HW, "sectors": True, "weights_bytes": 0, "policy": "lru"}
     configs = [("baseline", 0.0, LLCConfig(**base))]

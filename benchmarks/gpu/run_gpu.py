@@ -229,6 +229,7 @@ def validate(cache, batch, slots: int, a: argparse.Namespace, cuda: bool) -> dic
     import torch
 
     from dsacache.gpu.kernels import GatherWork, copy_rows, gather_ds
+    from dsacache.gpu.layouts import DS_LATENT, DS_ROPE
     from dsacache.gpu.reference import ref_ds
     from dsacache.gpu.slot_lru import SlotLRU
 
@@ -254,10 +255,9 @@ def validate(cache, batch, slots: int, a: argparse.Namespace, cuda: bool) -> dic
     idx = torch.from_numpy(batch.indices[min(2, batch.steps - 1)][0]).to(dev)
     res_slot = ref.slot[0].to(dev)
     copy_rows(c, 0, idx, ref.hit[0].to(dev), res_slot)
-    q = torch.randn(batch.requests, a.heads, 576, generator=torch.Generator().manual_seed(2)).to(
-        dev
-    )
-    work = GatherWork(batch.requests, a.heads, 512, a.nsplit, str(dev))
+    gen = torch.Generator().manual_seed(2)
+    q = torch.randn(batch.requests, a.heads, DS_LATENT + DS_ROPE, generator=gen).to(dev)
+    work = GatherWork(batch.requests, a.heads, DS_LATENT, a.nsplit, str(dev))
     want = ref_ds(c, 0, q, idx, res_slot, 0.05)
     for prec in ("ieee", a.precision):
         got = gather_ds(c, 0, q, idx, res_slot, work, 0.05, precision=prec).clone()
@@ -316,7 +316,7 @@ def run_one_mode(ctx: dict, spec, a: argparse.Namespace, layout: str = "ds") -> 
         rec["lru_hit_rate_timed"] = float(h[a.warmup :].sum() / max(acc[a.warmup :].sum(), 1))
         if layout == "ds" and ctx.get("trace") is not None:
             try:
-                sim = bench.sim_prediction(ctx["trace"], spec.slots, batch.layers)
+                sim = bench.sim_prediction(ctx["trace"], spec.slots)
                 rec["sim_hit_rate"] = sim["hit_rate"]
                 rec["sim_capacity_tokens"] = sim["capacity_tokens"]
                 rec["sim_matches_lru"] = bool(sim["hits"] == int(h.sum()))
@@ -491,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dsacache.gpu import bench
+    from dsacache.gpu.layouts import DS_ROW_BYTES, GQA_ROW_BYTES
 
     cuda = torch.cuda.is_available() and not a.cpu_smoke
     dev = "cuda" if cuda else "cpu"
@@ -519,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(R.data)
         return 1
     batch = ctx["batch"]
-    row = 656
+    row = DS_ROW_BYTES
     sizes = [float(x) for x in a.sizes_mib.split(",") if x.strip()]
     max_aside = ctx["env"].get("max_persisting_l2_bytes")
     specs = [bench.ModeSpec("baseline", 0, 0)]
@@ -592,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
             size = int(sizes[len(sizes) // 2] * MIB) if sizes else 0
             if max_aside:
                 size = min(size, int(max_aside))
-            slots = size // (gb.layers * 4096)
+            slots = size // (gb.layers * GQA_ROW_BYTES)
             ctx["cache"] = build_cache("gqa", gb.layers, gb.requests, gb.max_context, slots,
                                        device=dev)  # fmt: skip
             ctx["batch"] = gb

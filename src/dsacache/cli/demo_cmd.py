@@ -103,9 +103,7 @@ def demo(
     typer.echo("[2/4] access-pattern analysis")
     with progress_bar("analyze", steps) as advance:
         result = analyze(trace, progress=advance)
-    tmp = out / ".analysis.json.tmp"
-    tmp.write_text(json.dumps(result.to_dict(), allow_nan=False, indent=1))
-    os.replace(tmp, out / "analysis.json")
+    _write_json(out / "analysis.json", result.to_dict())
     print_metrics_table(result)
     typer.echo(f"[3/4] sweep: {len(sweep.runs)} runs ({', '.join(DEMO_POLICIES)})")
     with progress_bar("sweep", len(sweep.runs)) as advance:
@@ -119,6 +117,13 @@ def demo(
     for f in written:
         typer.echo(f"wrote {f}")
     typer.echo(f"open {out / 'report.html'}  ({time.perf_counter() - start:.1f} s)")
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    """Write `path` atomically (a hidden temp file beside it, then a rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, allow_nan=False, indent=1))
+    os.replace(tmp, path)
 
 
 def _record_bundled(out: Path, tokens: int) -> list[Path]:
@@ -151,8 +156,6 @@ def _record_bundled(out: Path, tokens: int) -> list[Path]:
     for i, text in enumerate(rec.texts):
         typer.echo(f"  request {i}: {DEMO_PROMPTS[i]!r} -> {' '.join(text.split())[:80]!r}...")
     result = analyze(rec.trace)
-    tmp = out / ".recorded-analysis.json.tmp"
-    tmp.write_text(json.dumps(result.to_dict(), allow_nan=False, indent=1))
-    os.replace(tmp, out / "recorded-analysis.json")
+    _write_json(out / "recorded-analysis.json", result.to_dict())
     print_metrics_table(result)
     return [store, out / "recorded-analysis.json"]

@@ -15,14 +15,6 @@ from dsacache.cli.app import app
 from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
 
-_ASSETS = Path(__file__).resolve().parent.parent / "dsa" / "assets" / "tiny"
-# The training-text sample the bundled backbone may ship (first match wins).
-_TINY_TRAIN_NAMES = ("train.txt", "corpus.txt", "train_sample.txt")
-
-
-def _packaged(names: tuple[str, ...]) -> Path | None:
-    return next((_ASSETS / n for n in names if (_ASSETS / n).is_file()), None)
-
 
 def _read_text(path: Path, option: str) -> str:
     if not path.is_file():
@@ -121,7 +113,7 @@ def distill_command(
     import torch
 
     from dsacache.dsa import distill as D
-    from dsacache.dsa.indexer import IndexerConfig
+    from dsacache.dsa.models import TINY, load_backbone, tiny_path
 
     for option, value in (
         ("--steps", steps),
@@ -140,11 +132,11 @@ def distill_command(
     if not out.parent.is_dir():
         raise DsacacheError(f"--out {out}: directory {out.parent} does not exist")
     if text is None:
-        text = _packaged(_TINY_TRAIN_NAMES) if model == "tiny" else None
-        if text is None:
+        text = tiny_path() / "train.txt" if model == TINY else None
+        if text is None or not text.is_file():
             raise DsacacheError(f"--text is required for --model {model}")
     if heldout is None:
-        heldout = _ASSETS / "heldout.txt" if model == "tiny" else None
+        heldout = tiny_path() / "heldout.txt" if model == TINY else None
         if heldout is None:
             raise DsacacheError(f"--heldout is required for --model {model}")
     train_text, heldout_text = _read_text(text, "--text"), _read_text(heldout, "--heldout")
@@ -168,13 +160,11 @@ def distill_command(
         warmup=warmup if warmup is not None else base.warmup,
         seed=seed if seed is not None else base.seed,
         clip=base.clip,
-        indexer=IndexerConfig.from_dict(icfg.to_dict()),
+        indexer=icfg,
     )
     D.check_train_config(cfg)
     if top_k >= cfg.seq:
         raise DsacacheError(f"--top-k {top_k} must be smaller than --seq {cfg.seq}")
-
-    from dsacache.dsa.models import load_backbone
 
     backbone, tokenizer = load_backbone(model)
     D.prepare_backbone(backbone, dev)

@@ -1,4 +1,4 @@
-"""Options shared by every command that reads a trace."""
+"""Options shared by the commands that read a trace or size a reserved region."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ INDEX_BYTES = typer.Option(
 BLOCK_TOKENS = typer.Option(
     None, "--block-tokens", help="Tokens per KV page (default: the store's; 64 for .npz)."
 )
+# the reserved region of `simulate` and `perf` (SimConfig checks the values)
+CAPACITY_TOKENS = typer.Option(
+    None, "--capacity-tokens", "-n", help="Reserved capacity in tokens (>= 0, < 2^62 B)."
+)
+CAPACITY_MB = typer.Option(
+    None, "--capacity-mb", "-m", help="Reserved capacity in MiB (2^20 bytes, >= 0)."
+)
+PARTITION = typer.Option("global", "--partition", help="global | per-layer | pinned:L1,L2,...")
 
 
 def load_trace_arg(

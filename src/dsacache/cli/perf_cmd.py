@@ -10,7 +10,16 @@ from rich.console import Console
 from rich.table import Table
 
 from dsacache.cli.app import app
-from dsacache.cli.options import BLOCK_TOKENS, INDEX_BYTES, KV_BYTES, TRACE_ARG, load_trace_arg
+from dsacache.cli.options import (
+    BLOCK_TOKENS,
+    CAPACITY_MB,
+    CAPACITY_TOKENS,
+    INDEX_BYTES,
+    KV_BYTES,
+    PARTITION,
+    TRACE_ARG,
+    load_trace_arg,
+)
 from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
 from dsacache.perf import PerfResult, model, perf_params, workload_from_sim
@@ -49,15 +58,9 @@ def perf_command(
     trace: Path = TRACE_ARG,
     hardware: str = typer.Option("h100", "--hardware", help="h100 | h200 | b200 | mi300x."),
     policy: str = typer.Option("token-lru", "--policy", "-P", help="Reserved-region policy."),
-    capacity_mb: float | None = typer.Option(
-        None, "--capacity-mb", "-m", help="Reserved capacity in MiB (2^20 bytes, >= 0)."
-    ),
-    capacity_tokens: int | None = typer.Option(
-        None, "--capacity-tokens", "-n", help="Reserved capacity in tokens (>= 0)."
-    ),
-    partition: str = typer.Option(
-        "global", "--partition", help="global | per-layer | pinned:L1,L2,..."
-    ),
+    capacity_mb: float | None = CAPACITY_MB,
+    capacity_tokens: int | None = CAPACITY_TOKENS,
+    partition: str = PARTITION,
     layers_per_gpu: int | None = typer.Option(
         None, "--layers-per-gpu", help="Layers on one GPU (default: the trace's layers)."
     ),

@@ -14,7 +14,7 @@ from dsacache.cli.app import app
 from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
 
-_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _prompts(prompt: list[str] | None, prompt_file: Path | None) -> list[str]:
@@ -32,22 +32,6 @@ def _prompts(prompt: list[str] | None, prompt_file: Path | None) -> list[str]:
     if not prompt:
         raise DsacacheError("give --prompt TEXT (repeatable) or --prompt-file FILE")
     return list(prompt)
-
-
-def _check_out(out: Path) -> None:
-    # Fail before decoding, not after: only a trace store (or nothing) may be replaced.
-    from dsacache.trace.store import FORMAT_NAME
-
-    if not out.exists():
-        return
-    try:
-        is_trace = json.loads((out / "zarr.json").read_text())["attributes"]["format"]
-    except (OSError, ValueError, KeyError, TypeError):
-        is_trace = None
-    if is_trace != FORMAT_NAME:
-        raise DsacacheError(
-            f"{out}: exists and is not a dsacache trace store; refusing to overwrite"
-        )
 
 
 def _declared_dtype_bytes(model_dir: Path) -> int | None:
@@ -134,6 +118,7 @@ def record(
     from dsacache.dsa.hooks import attach
     from dsacache.dsa.models import TINY, load_backbone, resolve_model_path
     from dsacache.dsa.record import encode, record
+    from dsacache.trace.store import _check_destination
 
     prompts = _prompts(prompt, prompt_file)
     for name, value, low in (
@@ -152,7 +137,8 @@ def record(
         raise DsacacheError(f"{eval_file}: eval file not found")
     if indexer is not None and not indexer.is_file():
         raise DsacacheError(f"{indexer}: indexer file not found")
-    _check_out(out)
+    # Fail before decoding, not after: only a trace store (or nothing) may be replaced.
+    _check_destination(out)
     try:
         dev = torch.device(device)
         torch.empty(0, device=dev)

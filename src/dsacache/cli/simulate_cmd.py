@@ -10,7 +10,16 @@ from rich.console import Console
 from rich.table import Table
 
 from dsacache.cli.app import app
-from dsacache.cli.options import BLOCK_TOKENS, INDEX_BYTES, KV_BYTES, TRACE_ARG, load_trace_arg
+from dsacache.cli.options import (
+    BLOCK_TOKENS,
+    CAPACITY_MB,
+    CAPACITY_TOKENS,
+    INDEX_BYTES,
+    KV_BYTES,
+    PARTITION,
+    TRACE_ARG,
+    load_trace_arg,
+)
 from dsacache.cli.progress import progress_bar
 from dsacache.sim import POLICIES, SimConfig, SimResult, simulate
 
@@ -47,15 +56,9 @@ def _help() -> str:
 def simulate_command(
     trace: Path = TRACE_ARG,
     policy: str = typer.Option(..., "--policy", "-P", help="Replacement policy (see above)."),
-    capacity_tokens: int | None = typer.Option(
-        None, "--capacity-tokens", "-n", help="Reserved capacity in tokens (>= 0, < 2^62 B)."
-    ),
-    capacity_mb: float | None = typer.Option(
-        None, "--capacity-mb", "-m", help="Reserved capacity in MiB (2^20 bytes, >= 0)."
-    ),
-    partition: str = typer.Option(
-        "global", "--partition", help="global | per-layer | pinned:L1,L2,..."
-    ),
+    capacity_tokens: int | None = CAPACITY_TOKENS,
+    capacity_mb: float | None = CAPACITY_MB,
+    partition: str = PARTITION,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     kv_bytes: int | None = KV_BYTES,
     index_bytes: int | None = INDEX_BYTES,

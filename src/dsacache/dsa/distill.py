@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from dsacache.dsa.attention import register_interface
 from dsacache.dsa.indexer import IndexerConfig, LightningIndexer
 from dsacache.dsa.quality import topk_recall
+from dsacache.dsa.sparse import repeat_kv
 from dsacache.errors import DsacacheError
 
 PROBE_IMPL = "dsacache_dense_probe"
@@ -68,11 +69,8 @@ def _dense_probe_attention(
         raise DsacacheError("distill: attention sinks are not supported")
     tq, tk = query.shape[-2], key.shape[-2]
     with torch.autocast(device_type=query.device.type, enabled=False):
-        q, k, v = query.float(), key.float(), value
-        rep = q.shape[1] // k.shape[1]
-        if rep > 1:  # GQA: query head h reads kv head h // rep, as repeat_kv does
-            k = k.repeat_interleave(rep, dim=1)
-            v = v.repeat_interleave(rep, dim=1)
+        rep = query.shape[1] // key.shape[1]  # GQA: query head h reads kv head h // rep
+        q, k, v = query.float(), repeat_kv(key.float(), rep), repeat_kv(value, rep)
         scale = scaling if scaling is not None else q.shape[-1] ** -0.5
         logits = torch.matmul(q, k.transpose(-1, -2)) * scale
         softcap = kwargs.get("softcap")
@@ -209,19 +207,23 @@ def layer_scores(indexer: LightningIndexer, layer: int, hidden: Tensor) -> Tenso
     return indexer.scores(layer, hidden, pos, keys)
 
 
+def _layer_kl(scores: Tensor, p: Tensor) -> Tensor:
+    """Mean over queries of KL(p || softmax(scores)), keys a query cannot see excluded."""
+    keep = _causal(scores.shape[-1], scores.device)
+    logq = torch.log_softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)
+    logq = logq.masked_fill(~keep, 0.0)  # excluded keys: 0 * (-inf) would be NaN
+    p = p.float().masked_fill(~keep, 0.0)
+    return (torch.xlogy(p, p) - p * logq).sum(-1).mean()  # xlogy: 0 log 0 = 0
+
+
 def indexer_kl(
     indexer: LightningIndexer, hidden: list[Tensor], probs: list[Tensor]
 ) -> tuple[Tensor, Tensor]:
     """(sum over layers of the mean KL(p || softmax(I)) per query, per-layer values detached)."""
-    per_layer = []
-    for layer, (h, p) in enumerate(zip(hidden, probs, strict=True)):
-        scores = layer_scores(indexer, layer, h)
-        keep = _causal(scores.shape[-1], scores.device)
-        logq = torch.log_softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)
-        logq = logq.masked_fill(~keep, 0.0)  # excluded keys: 0 * (-inf) would be NaN
-        p = p.float().masked_fill(~keep, 0.0)
-        kl = (torch.xlogy(p, p) - p * logq).sum(-1)  # [B, T]; xlogy: 0 log 0 = 0
-        per_layer.append(kl.mean())
+    per_layer = [
+        _layer_kl(layer_scores(indexer, layer, h), p)
+        for layer, (h, p) in enumerate(zip(hidden, probs, strict=True))
+    ]
     stacked = torch.stack(per_layer)
     return stacked.sum(), stacked.detach()
 
@@ -291,11 +293,10 @@ def evaluate(
         for i in range(0, windows.shape[0], batch):
             ids = windows[i : i + batch].to(device)
             hidden, probs = dense_targets(model, probe, ids)
-            for layer in range(layers):
+            for layer in range(layers):  # one indexer pass per layer for both figures
                 scores = layer_scores(indexer, layer, hidden[layer])
                 recalls[layer].append(topk_recall(scores, probs[layer], k).cpu())
-            _, per = indexer_kl(indexer, hidden, probs)
-            kls += per.cpu().double() * ids.shape[0]
+                kls[layer] += float(_layer_kl(scores, probs[layer])) * ids.shape[0]
             if progress is not None:
                 progress(ids.shape[0])
     per_layer = [torch.cat(r) for r in recalls]

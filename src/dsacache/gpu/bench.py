@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from dsacache.gpu.layouts import DS_LATENT, DS_ROPE, GQA_HEAD_DIM, GQA_KV_HEADS, KVCache
-from dsacache.gpu.slot_lru import SlotLRU, step_indices
+from dsacache.gpu.slot_lru import SlotLRU
+from dsacache.trace.blocks import StepBlocks
 
 
 @dataclass
@@ -45,13 +46,10 @@ class Batch:
         return int(self.indices.shape[3])
 
 
-def batch_of(trace: Any, steps: int | None = None, layers: int | None = None) -> Batch:  # noqa: ANN401
-    arrs = [np.asarray(r.indices[: steps or r.steps]) for r in trace.requests]
-    n = max(a.shape[0] for a in arrs)
-    k = trace.geometry.top_k
-    out = np.stack([step_indices(arrs, t, k) for t in range(n)])
-    if layers is not None:
-        out = out[:, :layers]
+def batch_of(trace: Any, steps: int | None = None) -> Batch:  # noqa: ANN401
+    """The first `steps` (default all) steps of every request, in access order."""
+    n = min(steps or trace.steps, trace.steps)
+    out = StepBlocks(trace).read(0, n).indices
     maxc = max(int(np.asarray(r.context_lens[:n]).max()) for r in trace.requests)
     maxc = max(maxc, int(out.max()) + 1)
     return Batch(np.ascontiguousarray(out), maxc)
@@ -79,13 +77,12 @@ def cpu_lru(batch: Batch, slots: int, keep: bool = False) -> dict[str, Any]:
     return out
 
 
-def sim_prediction(trace: Any, slots: int, layers: int) -> dict[str, Any]:  # noqa: ANN401
+def sim_prediction(trace: Any, slots: int) -> dict[str, Any]:  # noqa: ANN401
     """The simulator's token-lru, per-layer, capacity slots x layers tokens, same trace."""
     from dsacache.sim import SimConfig, simulate
 
-    res = simulate(
-        trace, SimConfig("token-lru", capacity_tokens=slots * layers, partition="per-layer")
-    )
+    cap = slots * trace.geometry.layers
+    res = simulate(trace, SimConfig("token-lru", capacity_tokens=cap, partition="per-layer"))
     return {
         "hits": res.hits,
         "accesses": res.accesses,
@@ -138,7 +135,6 @@ def run_mode(
     deadline: float,
     sleep_cycles: int = 0,
     decisions: dict[str, np.ndarray] | None = None,
-    on_step: Any = None,  # noqa: ANN401 - callable(step) for a progress display
 ) -> dict[str, Any]:
     """Run every step of `batch` in mode `spec`; return per-step times (ms) of the timed
     steps (those after `warmup`), LRU hits per step, and whether the deadline cut it short."""
@@ -206,12 +202,9 @@ def run_mode(
             {"step": t, "total_ms": sum(dts), "lru_ms": dts[0], "copy_ms": copy_ms,
              "gather_ms": gather_ms}
         )  # fmt: skip
-        if on_step is not None:
-            on_step(t)
     timed = [r for r in rows if r["step"] >= warmup]
     hits = gpu_hits.cpu().numpy()[: len(rows)]
-    return {"steps_run": len(rows), "truncated": truncated, "rows": timed, "hits": hits,
-            "lru_state": lru}  # fmt: skip
+    return {"steps_run": len(rows), "truncated": truncated, "rows": timed, "hits": hits}
 
 
 def summarize(rows: list[dict[str, float]]) -> dict[str, float]:

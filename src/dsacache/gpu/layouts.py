@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from dsacache.trace.geometry import PRESETS
+
 if TYPE_CHECKING:
     import torch
 
@@ -25,14 +27,14 @@ DS_ROPE = 64
 DS_SCALE_GROUP = 128
 DS_SCALES = DS_LATENT // DS_SCALE_GROUP  # 4 fp32
 DS_ROW_BYTES = DS_LATENT + 4 * DS_SCALES + 2 * DS_ROPE  # 656
-DS_PAGE = 64
+DS_PAGE = PRESETS["deepseek-v3.2"].block_tokens  # 64
 DS_SCALE_F32_OFF = DS_LATENT // 4  # scales start at fp32 index 128 of a row
 DS_ROPE_BF16_OFF = (DS_LATENT + 4 * DS_SCALES) // 2  # rope starts at bf16 index 264 of a row
 
 GQA_KV_HEADS = 8
 GQA_HEAD_DIM = 128
 GQA_ROW_BYTES = 2 * GQA_KV_HEADS * GQA_HEAD_DIM * 2  # K + V, bf16: 4096
-GQA_PAGE = 16
+GQA_PAGE = PRESETS["llama-3.1-70b"].block_tokens  # 16
 
 ALIGN = 4096  # the pool starts on a 4 KiB boundary after the hot buffer
 

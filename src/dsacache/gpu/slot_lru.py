@@ -173,14 +173,3 @@ class SlotLRU:
             slot.numpy(),
         )
         return StepResult(hit, slot)
-
-
-def step_indices(trace_requests: list[np.ndarray], step: int, k: int) -> np.ndarray:
-    """int32 [layers, requests, k] of one step from per-request arrays [steps, layers, k]
-    (-1 where a request has no such step)."""
-    layers = trace_requests[0].shape[1]
-    out = np.full((layers, len(trace_requests), k), -1, dtype=np.int32)
-    for r, a in enumerate(trace_requests):
-        if step < a.shape[0]:
-            out[:, r, : a.shape[2]] = a[step]
-    return out

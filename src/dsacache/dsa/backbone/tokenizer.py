@@ -35,8 +35,3 @@ def save_tokenizer(tok: Tokenizer, out: Path) -> None:
     )
     fast.model_max_length = 4096
     fast.save_pretrained(str(out))
-
-
-def load_tokenizer(path: Path) -> Tokenizer:
-    """The raw `tokenizers` object saved in directory `path` (for fast batch encoding)."""
-    return Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
