@@ -35,8 +35,8 @@ def small(**kw) -> LLCConfig:
         dict(),
         dict(policy="srrip", sectors=True),
         dict(policy="drrip", set_hash="xor"),
-        dict(reservation="way", reserve_mb=2 * 16 * 128 / 2**20),
-        dict(reservation="set-aside", reserve_mb=20 * 128 / 2**20, sectors=True),
+        dict(reservation="way", reserve_mib=2 * 16 * 128 / 2**20),
+        dict(reservation="set-aside", reserve_mib=20 * 128 / 2**20, sectors=True),
     ],
 )
 def test_driver_equals_reference_model(trace, kw):
@@ -75,7 +75,7 @@ def test_reservation_keeps_gathers_across_weight_sweeps():
     tr = Trace.from_arrays(idx, np.full(8, 64), Geometry(1, 32, 656, 132, 16))
     cache = dict(sets=64, ways=8, weights_bytes=1 << 20)  # 64 KiB; weights 16x that
     none = simulate_llc(tr, small(**cache))
-    kept = simulate_llc(tr, small(**cache, reservation="set-aside", reserve_mb=40 / 1024))
+    kept = simulate_llc(tr, small(**cache, reservation="set-aside", reserve_mib=40 / 1024))
     rows = 32 * 656 // 128 + 1  # lines of 32 packed rows
     assert none.counters[KV_GATHER, 1] < kept.counters[KV_GATHER, 1]
     assert none.blocking_per_step[1:].min() >= rows - 2  # flushed every step

@@ -12,10 +12,11 @@ from rich.table import Table
 from dsacache.cli.app import app
 from dsacache.cli.options import (
     BLOCK_TOKENS,
-    CAPACITY_MB,
+    CAPACITY_MIB,
     CAPACITY_TOKENS,
     INDEX_BYTES,
     KV_BYTES,
+    NEAR_MISS_SOURCE,
     PARTITION,
     TRACE_ARG,
     load_trace_arg,
@@ -34,16 +35,18 @@ def _help() -> str:
             "step -> layer -> request -> slot, and count hits and misses.",
             "Policies (--policy):",
             policies,
-            "Capacity: --capacity-tokens N, or --capacity-mb X = floor(X * 2^20 / KV bytes per "
-            "token) tokens. Partition: `global` (one region), `per-layer` (each layer gets "
-            "floor(N / layers)), `pinned:L1,L2` (only those layers use the region, sharing N; "
-            "the others always miss).",
+            "Capacity: --capacity-tokens N, or --capacity-mib X = floor(X * 2^20 / KV bytes "
+            "per token) tokens (rounded down: the region never holds more than X MiB; "
+            "--capacity-mb is an alias, also MiB). Partition: `global` (one region), "
+            "`per-layer` (each layer gets floor(N / layers)), `pinned:L1,L2` (only those "
+            "layers use the region, sharing N; the others always miss).",
             "Prints a table; --json prints one object with accesses, hits, misses, hit_rate, "
             "engine_seconds (the engine's own time, compile and I/O excluded), bytes by class "
             "(KV gathers served by the region / from HBM, prefetches; for line-lru 128-byte "
             "line hits / misses x 128 B, with line_hits and line_misses), the effective "
-            "capacity (per-layer: floor(N / layers) x layers) and per-layer counts.",
-            "Example: dsacache simulate t.zarr --policy token-lru --capacity-mb 20 --json",
+            "capacity (per-layer: floor(N / layers) x layers) next to the requested one "
+            "(requested_capacity_mib, capacity_tokens), near_miss_source and per-layer counts.",
+            "Example: dsacache simulate t.zarr --policy token-lru --capacity-mib 20 --json",
         ]
     )
 
@@ -57,15 +60,16 @@ def simulate_command(
     trace: Path = TRACE_ARG,
     policy: str = typer.Option(..., "--policy", "-P", help="Replacement policy (see above)."),
     capacity_tokens: int | None = CAPACITY_TOKENS,
-    capacity_mb: float | None = CAPACITY_MB,
+    capacity_mib: float | None = CAPACITY_MIB,
     partition: str = PARTITION,
+    near_miss_source: str | None = NEAR_MISS_SOURCE,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     kv_bytes: int | None = KV_BYTES,
     index_bytes: int | None = INDEX_BYTES,
     block_tokens: int | None = BLOCK_TOKENS,
 ) -> None:
     """Replay TRACE against a reserved LLC region (help text: _help above)."""
-    cfg = SimConfig(policy, capacity_tokens, capacity_mb, partition)  # fail before reading
+    cfg = SimConfig(policy, capacity_tokens, capacity_mib, partition, near_miss_source)
     tr = load_trace_arg(trace, kv_bytes, index_bytes, block_tokens)
     with progress_bar(f"simulate {policy}", tr.steps) as advance:
         result = simulate(tr, cfg, progress=advance)
@@ -83,6 +87,10 @@ def print_result_table(source: str, r: SimResult) -> None:
         ("partition", r.partition),
         ("capacity", f"{r.capacity_tokens:,} tokens ({r.capacity_mib:,.2f} MiB)"),
     ]
+    if r.requested_mib is not None:
+        rows.insert(2, ("requested capacity", f"{r.requested_mib:,.4g} MiB"))
+    if r.near_miss_source is not None:
+        rows.append(("near-miss source", r.near_miss_source))
     if r.effective_tokens != r.capacity_tokens:
         eff_mib = r.effective_tokens * r.kv_bytes_per_token / 2**20
         rows.append(("effective capacity", f"{r.effective_tokens:,} tokens ({eff_mib:,.2f} MiB)"))

@@ -10,12 +10,15 @@ request) group, in access order:
   counted in Counters.prefetches (an HBM read no access asked for); a resident one is left
   where it is (not touched). They are meant for the following steps. A request without
   near-miss rows in such a trace gets no prefetches.
-- source `layer-below` (no request of the trace has near-miss indices): a causal predictor.
+- source `layer-below`: a causal predictor (needs no near-miss rows).
   Right before layer l's demand accesses of a (step, request), the tokens layer l-1 selected
   at the same step and request are prefetched for layer l the same way (they are known by
   then: layer l-1's indexer has already run). Layer 0 has no layer below: nothing prefetched.
 
-`source` (instance attribute) says which one is used. A trace with near-miss arrays of width 0
+`source` (instance attribute) says which one is used. The driver sets it from the run's
+explicit choice (SimConfig.near_miss_source, set_source); built directly, the policy defaults to
+`trace` when the trace carries near-miss rows, else `layer-below`. A trace with near-miss arrays
+of width 0
 (m = 0) uses source `trace` with nothing to prefetch: exactly token-lru. Prefetches count
 tokens actually inserted: none into a region of capacity 0 or for a layer that bypasses the
 reservation (of_layer == -1, every access a miss). Demand counters (hits, misses) never
@@ -27,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from dsacache.errors import DsacacheError
 from dsacache.sim.partition import Partition
 from dsacache.sim.policies.base import Counters, TokenPolicy, register
 from dsacache.sim.policies.belady import region_keys
@@ -159,6 +163,18 @@ class NearMiss(TokenPolicy):
         self.lru = SlotLRU(keys.size, cap, region_keys(partition, keys.max_context))
         self.of_layer = np.ascontiguousarray(partition.of_layer, np.int32)
         self._none = np.full((1, 1, 1, 0), -1, np.int32)
+
+    def set_source(self, source: str) -> None:
+        """Use `source` (trace | layer-below); `trace` needs near-miss rows in the trace."""
+        if source not in ("trace", "layer-below"):
+            raise DsacacheError(f"unknown near-miss source {source!r} (trace, layer-below)")
+        trace = self.blocks.trace
+        if source == "trace" and not any(r.near_miss is not None for r in trace.requests):
+            raise DsacacheError(
+                f"{trace.source}: near-miss source 'trace' needs near-miss rows "
+                "(dsacache record --near-miss M); this trace has none (use layer-below)"
+            )
+        self.source = source
 
     def run_block(self, block: StepBlock, counters: Counters) -> None:
         keys = self.blocks.keys
