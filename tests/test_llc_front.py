@@ -126,11 +126,12 @@ def test_shared_llc_sees_the_region_misses(trace, policy):
 
 
 def test_recent_token_reuse_not_worse_than_way():
-    # Each step gathers the token appended the step before: the append put its line in the LLC,
-    # so the shared LLC serves the region's misses (a region that bypassed the LLC got 0 hits).
+    # Each step gathers the token appended the step before (step t appends token ctx[t] - 1,
+    # so that is ctx[t] - 2): the append put its line in the LLC, so the shared LLC serves the
+    # region's misses (a region that bypassed the LLC got 0 hits).
     T = 20
     ctx = 64 + np.arange(T)
-    idx = (ctx - 1).astype(np.int32).reshape(T, 1, 1)
+    idx = (ctx - 2).astype(np.int32).reshape(T, 1, 1)
     tr = Trace.from_arrays(idx, ctx, Geometry(1, 1, 656, 132, 64))
     base = dict(sets=64, ways=8, weights_bytes=0, reserve_mib=64 * 128 / 2**20)
     way = simulate_llc(tr, LLCConfig(**base, reservation="way"))
@@ -157,7 +158,7 @@ def test_hand_computed():
     assert (t["capacity_tokens"], t["hits"], t["misses"], t["shared_ways"]) == (2, 2, 4, 4)
     assert t["misses_per_step"] == [2, 1, 1] and d["blocking_unit"] == "lines"
     # The 4 missed rows (8 lines) go to the shared LLC (4 ways of one set). Every step first
-    # scans the 4 index keys (528 B: 5 lines) and ends by appending token 4's row (2 lines) and
+    # scans the 4 index keys (528 B: 5 lines) and ends by appending token 3's row (2 lines) and
     # index key (1-2 lines), so the missed rows are never resident: 8 line misses.
     g = d["classes"]["kv-gather"]
     assert (g["accesses"], g["hits"], g["misses"], g["hbm_bytes"]) == (12, 4, 8, 1024)
