@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dsacache.cli.app import run as cli_run
-from dsacache.cli.demo_cmd import DEMO_CAPACITIES_MB, DEMO_POLICIES
+from dsacache.cli.demo_cmd import DEMO_CAPACITIES_MB, DEMO_POLICIES, DEMO_WEIGHTS_MIB
 from dsacache.trace import Trace
 
 OUTPUTS = ("analysis.json", "sweep.toml", "results.parquet", "report.html", "hit_rate.png",
@@ -28,7 +28,7 @@ def test_demo_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[st
     cfg = tomllib.loads((out / "sweep.toml").read_text())
     assert cfg["traces"][0]["synth"] == "deepseek-v3.2" and cfg["traces"][0]["steps"] == 4
     rows = pq.read_table(out / "results.parquet").to_pylist()
-    assert len(rows) == len(DEMO_POLICIES) * len(DEMO_CAPACITIES_MB)
+    assert len(rows) == len(DEMO_POLICIES) * len(DEMO_CAPACITIES_MB) * len(DEMO_WEIGHTS_MIB)
     assert {r["policy"] for r in rows} == set(DEMO_POLICIES)
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "SYNTHETIC" in html

@@ -79,6 +79,9 @@ def test_requests_axis_units_and_near_miss_source() -> None:
     assert mibs == {0.1, 0.1e6 / 2**20}  # "0.1 MB" is decimal: 0.0954 MiB
     sources = {(r.config["policy"], r.config["near_miss_source"]) for r in sweep.runs}
     assert sources == {("token-lru", None), ("near-miss", "layer-below")}
+    two = parse_config(REQUESTS_GRID + 'weights_mib = ["model", 0]\n')
+    assert {r.config["weights_mib"] for r in two.runs} == {None, 0.0}  # "model" = the default
+    assert len(two.runs) == 2 * len(sweep.runs)
 
 
 def test_requests_axis_simulates_the_batch_together() -> None:

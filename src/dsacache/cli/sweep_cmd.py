@@ -26,7 +26,8 @@ HELP = "\n\n".join(
         'seed = 0, requests = 4}), `policies`, `capacities` (a number = MiB, "20 MiB", '
         '"5 MB" = 5e6 B = 4.77 MiB, "5000 tokens", {tokens = 5000}); optional `requests`, '
         '`partitions` ["global"], `hardware` ["h100"], `layers_per_gpu` (default: the '
-        "trace's), `weights_mib` (default: the model's, inferred from the trace geometry), "
+        "trace's), `weights_mib` (MiB per layer, or \"model\" = the model's, inferred from the "
+        "trace geometry: the default), "
         '`near_miss_source` ("trace" or "layer-below"; required with the near-miss policy).',
         "Columns: config_hash (sha256 of the run's canonical config JSON, trace identity "
         "included), config columns, batch (= requests), capacity_mib (asked) and "

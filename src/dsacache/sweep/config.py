@@ -261,10 +261,11 @@ def _opt_int(x: Any, key: str, source: str) -> int | None:
 
 
 def _weights(w: Any, source: str) -> float | None:
-    if w is None:
+    """MiB per layer, or None for "model" (the model's own, from the trace geometry)."""
+    if w is None or w == "model":
         return None
     if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w < float("inf"):
-        raise DsacacheError(f"{source}: weights_mib must be numbers >= 0, got {w!r}")
+        raise DsacacheError(f'{source}: weights_mib must be numbers >= 0 or "model", got {w!r}')
     return float(w)
 
 

@@ -1,0 +1,35 @@
+"""The paragraph under the report's slowdown figure: its numbers come from the rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from dsacache.report.slowdown_note import IMPLIED_HIT_RATES, facet_numbers, slowdown_note
+
+
+def row(cap: float, slowdown: float, weights_mib: float, policy: str = "min") -> dict:
+    return {"trace": "t", "partition": "global", "hardware": "h100", "policy": policy,
+            "weights_bytes_per_layer": int(weights_mib * 2**20), "layers_per_gpu": 4,
+            "effective_capacity_mib": cap, "slowdown": slowdown,
+            "ideal_step_time_s": 2e-3}  # fmt: skip
+
+
+def test_facet_numbers_by_hand():
+    rows = [row(0.0, 1.8, 0), row(0.0, 1.83, 0, "fifo"), row(20.0, 1.07, 0),
+            row(0.0, 1.01, 400), row(20.0, 1.002, 400)]  # fmt: skip
+    got = {f["weights_mib"]: f for f in facet_numbers(rows)}
+    assert set(got) == {0.0, 400.0}
+    assert (got[0.0]["worst"], got[0.0]["best"], got[0.0]["weights_share"]) == (1.83, 1.07, 0.0)
+    # 4 layers x 400 MiB over H100's 3.35 TB/s, against a 2 ms ideal step
+    share = 4 * 400 * 2**20 / 3.35e12 / 2e-3
+    assert got[400.0]["weights_share"] == pytest.approx(share)  # 0.2504
+    text = slowdown_note(rows)
+    assert "weights 400 MiB/layer on h100: the weights stream 25 % of the ideal step" in text
+    assert "slowdown 1.830 at the smallest reservation and 1.070 at best" in text
+    assert "slowdown 1.010 at the smallest reservation and 1.002 at best" in text
+    assert "0.23 / 0.43 / 0.66 / 0.83" in text
+
+
+def test_implied_hit_rates_are_the_paper_s_slowdowns_inverted():
+    paper = (1.67, 1.5, 1.3, 1.15)
+    assert IMPLIED_HIT_RATES == tuple(round(1 - (s - 1) / 0.87, 2) for s in paper)
