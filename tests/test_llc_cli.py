@@ -105,8 +105,13 @@ def test_cli_text_and_json(tmp_path, trace, capsys):
     args = ["llc", str(store), "--sets", "16", "--ways", "4", "--weights-mb", "0.02"]
     assert run(args + ["--reservation", "way", "--reserve-mb", "0.004"]) == 0
     out = capsys.readouterr().out
-    assert "kv-gather" in out and "blocking (kv-gather) line misses per step" in out
+    assert "kv-gather" in out and "blocking (kv-gather) line misses per step: mean " in out
+    assert "{b[" not in out  # the numbers are printed, not the format string
     assert "reservation: way" in out
+    # requested and effective: 0.004 MiB = 4194 B asked, rounded down to 2 ways of 16 x 128 B
+    assert run(args + ["--reservation", "way", "--reserve-mib", "0.004", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)["reservation"]
+    assert (res["requested_bytes"], res["effective_bytes"], res["ways"]) == (4194, 4096, 2)
     assert run(args + ["--json", "--steps", "3", "--policy", "drrip", "--sectors"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert set(d["classes"]) == set(CLASSES) | {"total"}

@@ -215,7 +215,7 @@ def print_llc(r: LLCResult) -> None:
     b = d["blocking_misses_per_step"]
     if b["mean"] is not None:
         console.print(
-            "blocking (kv-gather) line misses per step: mean {b['mean']:,.1f}, "
+            f"blocking (kv-gather) line misses per step: mean {b['mean']:,.1f}, "
             f"min {b['min']:,}, max {b['max']:,}"
         )
     console.print(
