@@ -89,7 +89,7 @@ def test_weights_from_model_and_errors(trace):
     w, note = LLCConfig().weights(PRESETS["deepseek-v3.2"])
     assert w == MODEL_WEIGHTS["deepseek-v3.2"][0] == 37_000_000_000 // 61 and "ASSUMED" in note
     assert LLCConfig(model="llama-3.1-70b").weights(trace.geometry)[0] == 70_600_000_000 // 40
-    with pytest.raises(DsacacheError, match="--weights-mb or --model"):
+    with pytest.raises(DsacacheError, match="--weights-mib or --model"):
         LLCConfig().weights(trace.geometry)
     with pytest.raises(DsacacheError, match="unknown model"):
         LLCConfig(model="gpt-2").weights(trace.geometry)
@@ -154,7 +154,7 @@ def test_cli_needs_weights_for_unknown_model(tmp_path, trace, capsys):
     store = tmp_path / "t.zarr"
     trace.save(store)
     assert run(["llc", str(store)]) == 2
-    assert "--weights-mb or --model" in capsys.readouterr().err
+    assert "--weights-mib or --model" in capsys.readouterr().err
     assert run(["llc", str(tmp_path / "missing.zarr"), "--weights-mb", "1"]) == 2
 
 

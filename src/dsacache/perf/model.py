@@ -10,6 +10,8 @@ Per decode step, on one GPU holding L layers and serving a batch of B requests:
     T_gather  = max(T_lat, T_bw)
     T         = T_weights + T_index + T_gather
 
+B is the batch a trace holds (its requests, simulated together: workload_from_sim), g the KV
+tokens gathered per request per layer per step, over the (request, step) pairs the trace has.
 h is the fraction of gather loads served by the LLC (the reserved region); the ideal step has
 h = 1. Output: T, tokens/s per user 1 / T, per GPU B / T, slowdown T / T_ideal.
 """

@@ -100,7 +100,7 @@ class LLCConfig:
             raise DsacacheError(
                 "cannot tell the model from the trace geometry "
                 f"(kv {geometry.kv_bytes_per_token} B, block {geometry.block_tokens} tokens): "
-                f"give --weights-mb or --model ({', '.join(MODEL_WEIGHTS)})"
+                f"give --weights-mib or --model ({', '.join(MODEL_WEIGHTS)})"
             )
         if model not in MODEL_WEIGHTS:
             raise DsacacheError(f"unknown model {model!r} (known: {', '.join(MODEL_WEIGHTS)})")
