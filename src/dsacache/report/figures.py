@@ -35,11 +35,19 @@ def new_lookup_matrix(trace: Trace, request: int = 0) -> np.ndarray:
 Facet = tuple[str, str, str, int]
 
 
-def _facets(rows: list[dict[str, Any]]) -> dict[Facet, list[dict[str, Any]]]:
-    """Rows by (trace, partition, hardware, weights bytes per layer): one panel each."""
+def _facets(rows: list[dict[str, Any]], by_weights: bool) -> dict[Facet, list[dict[str, Any]]]:
+    """Rows by (trace, partition, hardware[, weights bytes per layer]): one panel each. Hit
+    rates do not depend on the weights (-1 in the key: one panel, and a hit rate that rows
+    differing only in the perf-model settings share is drawn once)."""
     groups: dict[Facet, list[dict[str, Any]]] = {}
+    seen: set[tuple] = set()
     for r in rows:
-        key = (r["trace"], r["partition"], r["hardware"], r["weights_bytes_per_layer"])
+        wb = r["weights_bytes_per_layer"] if by_weights else -1
+        key = (r["trace"], r["partition"], r["hardware"], wb)
+        point = (*key, r["policy"], r["effective_capacity_mib"])
+        if not by_weights and point in seen:
+            continue
+        seen.add(point)
         groups.setdefault(key, []).append(r)
     return groups
 
@@ -59,7 +67,7 @@ def _lines(ax: Any, rows: list[dict[str, Any]], y: str, scale: float) -> None:
 def _facet_figure(rows: list[dict[str, Any]], y: str, ylabel: str, scale: float,
                   out: Path, paper: bool) -> None:  # fmt: skip
     plt = _plt()
-    groups = _facets(rows)
+    groups = _facets(rows, by_weights=paper)
     n = len(groups)
     cols = min(n, 2)
     nrows = (n + cols - 1) // cols
@@ -73,8 +81,8 @@ def _facet_figure(rows: list[dict[str, Any]], y: str, ylabel: str, scale: float,
             ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("reserved capacity (MiB)")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{trace}\npartition {part}, {hw}, weights {wb / 2**20:,.0f} MiB/layer",
-                     fontsize=8)  # fmt: skip
+        weights = f", weights {wb / 2**20:,.0f} MiB/layer" if wb >= 0 else ""
+        ax.set_title(f"{trace}\npartition {part}, {hw}{weights}", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:
