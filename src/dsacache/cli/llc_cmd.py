@@ -117,7 +117,8 @@ def llc_command(
     gather goes to the region (--front-policy, default token-lru, split by --front-partition),
     a hit costs nothing, a miss goes on to the shared LLC as kv-gather line accesses (filled
     there when they miss), and the other classes use the remaining ways. Its hits equal
-    `dsacache simulate` with the same policy, capacity and partition; blocking misses are the
+    `dsacache simulate` with the same policy and partition and the region's capacity in tokens
+    (printed; the same as `--capacity-mib X` when X MiB is a whole number of ways); blocking misses are the
     shared LLC's kv-gather line misses, as in the other modes (region token misses per step are
     in the JSON's token_region).
 
