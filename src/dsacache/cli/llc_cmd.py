@@ -118,9 +118,9 @@ def llc_command(
     a hit costs nothing, a miss goes on to the shared LLC as kv-gather line accesses (filled
     there when they miss), and the other classes use the remaining ways. Its hits equal
     `dsacache simulate` with the same policy and partition and the region's capacity in tokens
-    (printed; the same as `--capacity-mib X` when X MiB is a whole number of ways); blocking misses are the
-    shared LLC's kv-gather line misses, as in the other modes (region token misses per step are
-    in the JSON's token_region).
+    (printed; the same as `--capacity-mib X` when X MiB is a whole number of ways); blocking
+    misses are the shared LLC's kv-gather line misses, as in the other modes (region token
+    misses per step are in the JSON's token_region).
 
     Prints hits, misses and HBM bytes per class and the blocking (kv-gather) misses per step.
     Under LRU and SRRIP, long streaming runs are decided set by set without touching every
