@@ -327,7 +327,7 @@ def test_cli_plot_and_json(tmp_path, batch_trace, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "hit rate" in out and "partition global" in out and f"wrote {png}" in out
 
-    assert run(["mrc", str(store), "--json", "-p", "per-layer", "--max-mb", "0.05"]) == 0
+    assert run(["mrc", str(store), "--json", "-p", "per-layer", "--max-mib", "0.05"]) == 0
     d = json.loads(capsys.readouterr().out)
     for key in ("accesses", "cold_misses", "max_hits", "points", "partition", "engine_seconds"):
         assert key in d
