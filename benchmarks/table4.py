@@ -54,13 +54,17 @@ def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+MB_AS_MIB = False  # --mb-as-mib: the other reading of the paper's MB
+
+
 def run_policies(trace, policies, weights, params):  # noqa: ANN001, ANN201
     """{policy: [(MB, hit rate, workload)]} over the paper's sizes (MB read as 10**6 B)."""
     out = {}
     for pol in policies:
         rows = []
         for mb in PAPER:
-            sim = simulate(trace, SimConfig(pol, capacity_mib=mb_to_mib(mb)))
+            mib = float(mb) if MB_AS_MIB else mb_to_mib(mb)
+            sim = simulate(trace, SimConfig(pol, capacity_mib=mib))
             w = workload_from_sim(trace, sim, weights_bytes_per_layer=weights)
             rows.append((mb, w.hit_rate, w))
         out[pol] = rows
@@ -69,7 +73,8 @@ def run_policies(trace, policies, weights, params):  # noqa: ANN001, ANN201
 
 def print_policy_table(results, params, implied) -> None:  # noqa: ANN001
     print(f"    {'policy':<14}" + "".join(f"{f'{mb} MB':>16}" for mb in PAPER))
-    print(f"    {'':<14}" + "".join(f"{f'{mb_to_mib(mb):.2f} MiB':>16}" for mb in PAPER))
+    mibs = [float(mb) if MB_AS_MIB else mb_to_mib(mb) for mb in PAPER]
+    print(f"    {'':<14}" + "".join(f"{f'{m:.2f} MiB':>16}" for m in mibs))
     for pol, rows in results.items():
         cells = [f"{h:.3f} / {model(params, w).slowdown:.3f}" for _, h, w in rows]
         print(f"    {pol:<14}" + "".join(f"{c:>16}" for c in cells))
@@ -92,7 +97,10 @@ def main() -> int:
     ap.add_argument("--real-steps", type=int, default=16, help="part 1: decode steps")
     ap.add_argument("--skip-real", action="store_true", help="skip part 1")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mb-as-mib", action="store_true", help="read the paper's MB as MiB")
     a = ap.parse_args()
+    global MB_AS_MIB
+    MB_AS_MIB = a.mb_as_mib
     t_start = time.perf_counter()
     policies = [p for p in a.policies.split(",") if p]
     weights, weights_note = MODEL_WEIGHTS["llama-3.1-70b"]
