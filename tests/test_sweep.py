@@ -105,6 +105,8 @@ def test_requests_axis_simulates_the_batch_together() -> None:
         rows[n] = row
     # three requests gather three times the tokens per step into the same region
     assert rows[3]["accesses"] == pytest.approx(3 * rows[1]["accesses"], rel=0.05)
+    near = next(r for r in parse_config(REQUESTS_GRID).runs if r.config["policy"] == "near-miss")
+    assert execute(near)["near_miss_source"] == "layer-below"  # recorded in the row
     assert rows[3]["tokens_per_s_per_gpu"] == pytest.approx(3 * rows[3]["tokens_per_s_per_user"])
 
 
