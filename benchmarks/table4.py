@@ -30,6 +30,7 @@ import argparse
 import time
 from dataclasses import replace
 
+from dsacache.errors import DsacacheError
 from dsacache.perf import (
     Workload,
     hit_rate_for_slowdown,
@@ -54,16 +55,18 @@ def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-MB_AS_MIB = False  # --mb-as-mib: the other reading of the paper's MB
+def reserved_mib(mb: int, mb_as_mib: bool) -> float:
+    """The paper's MB in MiB: 10**6 B (default) or, with --mb-as-mib, 2**20 B."""
+    return float(mb) if mb_as_mib else mb_to_mib(mb)
 
 
-def run_policies(trace, policies, weights, params):  # noqa: ANN001, ANN201
-    """{policy: [(MB, hit rate, workload)]} over the paper's sizes (MB read as 10**6 B)."""
+def run_policies(trace, policies, weights, mb_as_mib):  # noqa: ANN001, ANN201
+    """{policy: [(MB, hit rate, workload)]} over the paper's sizes."""
     out = {}
     for pol in policies:
         rows = []
         for mb in PAPER:
-            mib = float(mb) if MB_AS_MIB else mb_to_mib(mb)
+            mib = reserved_mib(mb, mb_as_mib)
             sim = simulate(trace, SimConfig(pol, capacity_mib=mib))
             w = workload_from_sim(trace, sim, weights_bytes_per_layer=weights)
             rows.append((mb, w.hit_rate, w))
@@ -71,9 +74,9 @@ def run_policies(trace, policies, weights, params):  # noqa: ANN001, ANN201
     return out
 
 
-def print_policy_table(results, params, implied) -> None:  # noqa: ANN001
+def print_policy_table(results, params, implied, mb_as_mib) -> None:  # noqa: ANN001
     print(f"    {'policy':<14}" + "".join(f"{f'{mb} MB':>16}" for mb in PAPER))
-    mibs = [float(mb) if MB_AS_MIB else mb_to_mib(mb) for mb in PAPER]
+    mibs = [reserved_mib(mb, mb_as_mib) for mb in PAPER]
     print(f"    {'':<14}" + "".join(f"{f'{m:.2f} MiB':>16}" for m in mibs))
     for pol, rows in results.items():
         cells = [f"{h:.3f} / {model(params, w).slowdown:.3f}" for _, h, w in rows]
@@ -99,8 +102,6 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mb-as-mib", action="store_true", help="read the paper's MB as MiB")
     a = ap.parse_args()
-    global MB_AS_MIB
-    MB_AS_MIB = a.mb_as_mib
     t_start = time.perf_counter()
     policies = [p for p in a.policies.split(",") if p]
     weights, weights_note = MODEL_WEIGHTS["llama-3.1-70b"]
@@ -127,7 +128,7 @@ def main() -> int:
         batch = max_batch(params, template, a.tps)
         t0 = time.perf_counter()
         trace = trace_of(a.real_top_k, batch, a.real_steps)
-        res = run_policies(trace, policies, weights, params)
+        res = run_policies(trace, policies, weights, a.mb_as_mib)
         w0 = res[policies[0]][0][2].with_(hit_rate=0.0)
         r0 = model(params, w0)
         print(f"\n1. real batch: top-k {a.real_top_k}, batch {batch} (largest with ideal step "
@@ -135,7 +136,7 @@ def main() -> int:
               f"{r0.step_seconds * 1e3:.2f} ms, ideal {r0.ideal.total_s * 1e3:.2f} ms, "
               f"S(0) = {r0.slowdown:.3f} ({time.perf_counter() - t0:.0f} s)")  # fmt: skip
         implied = [(mb, hit_rate_for_slowdown(params, w0, s)) for mb, s in PAPER.items()]
-        print_policy_table(res, params, implied)
+        print_policy_table(res, params, implied, a.mb_as_mib)
 
     # ---- part 2: the inverse problem
     print("\n2. hit rates the paper's slowdowns imply once S(0) = 1.87 (latency-bound gathers: "
@@ -151,7 +152,7 @@ def main() -> int:
                      g.kv_bytes_per_token, float(g.top_k), 1.0)  # fmt: skip
         try:
             b = max_batch(p, t, a.tps)
-        except Exception as e:  # noqa: BLE001 - out of reach is a result here
+        except DsacacheError as e:  # out of reach is a result here
             print(f"      {hw}: {e}")
             continue
         w = t.with_(batch=b)
@@ -164,7 +165,7 @@ def main() -> int:
         for b in ints(a.batch):
             t0 = time.perf_counter()
             trace = trace_of(k, b, a.steps)
-            res = run_policies(trace, policies, weights, params)
+            res = run_policies(trace, policies, weights, a.mb_as_mib)
             w0 = res[policies[0]][0][2].with_(hit_rate=0.0)
             mlp = mlp_for_slowdown(params, w0, S0)
             foot = b * a.layers * k * geometry(k).kv_bytes_per_token
@@ -188,7 +189,7 @@ def main() -> int:
                   f"= {1 / ideal:.0f} tok/s/user), or at MLP {params.mlp_lines:.0f} "
                   f"{at_default} ({time.perf_counter() - t0:.1f} s)")  # fmt: skip
             implied = [(mb, hit_rate_for_slowdown(cal, w0, s)) for mb, s in PAPER.items()]
-            print_policy_table(res, cal, implied)
+            print_policy_table(res, cal, implied, a.mb_as_mib)
     print(f"\nwall {time.perf_counter() - t_start:.0f} s")
     return 0
 
