@@ -133,7 +133,11 @@ def test_wall_clock_guard_stops_and_saves(tiny_run, tmp_path):
     )
     log = train(args)
     assert log["stop_reason"] == "wall-clock" and log["steps_run"] < 1000
-    assert (tmp_path / "c" / "model.safetensors").is_file()
+    # What it saved is the stopped run: loadable, with this run's shape and step count.
+    saved = json.loads((tmp_path / "c" / "training_log.json").read_text())
+    assert saved["stop_reason"] == "wall-clock" and saved["steps_run"] == log["steps_run"]
+    model, _ = load_backbone(str(tmp_path / "c"))
+    assert (model.config.num_hidden_layers, model.config.hidden_size) == (1, 64)
 
 
 def test_lr_schedule():
