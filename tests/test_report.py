@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from dsacache.analysis import analyze
+from dsacache.analysis import PAPER, analyze
 from dsacache.cli.app import run as cli_run
 from dsacache.report import build_report, new_lookup_matrix
 from dsacache.sim.mrc import mrc
@@ -54,6 +54,51 @@ def test_report_writes_pngs_and_self_contained_html(
     assert '<table class="metrics">' in html and "new_lookup_fraction" in html
     assert "SYNTHETIC" in html
     assert "report.html" in capsys.readouterr().out
+    # The tables' numbers: every results row is a parquet row, the metrics are analyze()'s.
+    tables = _html_tables(html)
+    head, *body = tables["results"]
+    assert len(body) == len(rows)
+    for cells, row in zip(body, rows, strict=True):
+        shown = dict(zip(head, cells, strict=True))
+        assert shown["policy"] == row["policy"]
+        for col in ("hit_rate", "slowdown", "effective_capacity_mib"):
+            assert shown[col] == f"{row[col]:.4g}", col
+    trace = build_trace(json.loads(rows[0]["trace_identity"]), str(swept))
+    result = analyze(trace).to_dict()
+    shown = {name: value for name, value, _paper in tables["metrics"][1:]}
+    assert set(shown) == set(PAPER)
+    for name, value in shown.items():
+        assert value == (f"{result[name]:.4g}" if result[name] is not None else "-"), name
+
+
+def _html_tables(text: str) -> dict[str, list[list[str]]]:
+    """{table class: rows of cell texts} of an HTML page (stdlib parser)."""
+    from html.parser import HTMLParser
+
+    tables: dict[str, list[list[str]]] = {}
+
+    class Cells(HTMLParser):
+        current: str | None = None
+
+        def handle_starttag(self, tag, attrs):  # noqa: ANN001, ANN202
+            if tag == "table":
+                self.current = dict(attrs).get("class")
+                tables[self.current] = []
+            elif tag == "tr" and self.current:
+                tables[self.current].append([])
+            elif tag in ("td", "th") and self.current:
+                tables[self.current][-1].append("")
+
+        def handle_endtag(self, tag):  # noqa: ANN001, ANN202
+            if tag == "table":
+                self.current = None
+
+        def handle_data(self, data):  # noqa: ANN001, ANN202
+            if self.current and tables[self.current] and tables[self.current][-1]:
+                tables[self.current][-1][-1] += data
+
+    Cells().feed(text)
+    return tables
 
 
 @pytest.fixture
