@@ -22,8 +22,9 @@ def _shipped_text_files() -> list[Path]:
         for path in sorted((ROOT / top).rglob("*")):
             if not path.is_file() or path.suffix not in TEXT:
                 continue
-            if SKIP_DIRS & set(path.relative_to(ROOT).parts):
-                continue
+            parts = path.relative_to(ROOT).parts
+            if SKIP_DIRS & set(parts) or any(part.endswith(".egg-info") for part in parts):
+                continue  # caches and build metadata, not shipped text
             if any(path.is_relative_to(tree) for tree in SKIP_TREES):
                 continue
             files.append(path)
