@@ -138,11 +138,12 @@ def test_stack_distance_by_hand():
     slots=st.integers(0, 24),
     pad=st.sampled_from([0.0, 0.2, 0.6]),
     seed=st.integers(0, 1000),
+    backend=st.sampled_from(["torch", "triton"]),
 )
-def test_property_equal_simulator(steps, layers, k, context, slots, pad, seed):
+def test_property_equal_simulator(steps, layers, k, context, slots, pad, seed, backend):
     tr = make_trace(steps, layers=layers, k=k, context=context, requests=len(steps), seed=seed,
                     pad=pad)  # fmt: skip
-    ours, lru = run_parallel(tr, slots)
+    ours, lru = run_parallel(tr, slots, backend)
     np.testing.assert_array_equal(ours, sim_hit_mask(tr, slots))
     _, states = reference_lru(batch_of(tr), slots)
     for layer in range(layers):
@@ -159,3 +160,29 @@ def test_bad_input_is_refused():
         lru.step(torch.zeros(2, 1, 2, dtype=torch.int32))
     with pytest.raises(DsacacheError, match="backend"):
         ParallelTokenLRU(1, 1, 4, 2, backend="cuda")
+
+
+STATE = ("table", "slot_key", "rank_slot", "slot_rank", "size")  # without the scratch column
+
+
+@pytest.mark.parametrize(
+    ("slots", "requests", "k", "pad"),
+    [(0, 2, 6, 0.2), (3, 2, 6, 0.2), (9, 2, 6, 0.0), (100, 2, 6, 0.2), (5, 3, 70, 0.3),
+     (150, 3, 70, 0.1), (300, 1, 200, 0.0)],
+)  # fmt: skip
+def test_triton_kernels_equal_torch_path(slots, requests, k, pad):
+    # k = 70 x 3 requests and k = 200 span several dominance tiles (BI = 128, BJ = 64)
+    tr = make_trace([4] + [3] * (requests - 1), layers=2, k=k, context=2 * k, requests=requests,
+                    seed=2, pad=pad)  # fmt: skip
+    batch = batch_of(tr)
+    ref = ParallelTokenLRU(batch.layers, batch.requests, batch.max_context, slots)
+    tri = ParallelTokenLRU(batch.layers, batch.requests, batch.max_context, slots, backend="triton")
+    hits = []
+    for t in range(batch.steps):
+        idx = torch.from_numpy(batch.indices[t])
+        a, b = ref.step(idx), tri.step(idx)
+        assert torch.equal(a.hit, b.hit) and torch.equal(a.slot, b.slot), (slots, t)
+        for name in STATE:
+            assert torch.equal(getattr(ref, name), getattr(tri, name)), (name, t)
+        hits.append(b.hit.numpy())
+    np.testing.assert_array_equal(np.stack(hits), sim_hit_mask(tr, slots))

@@ -111,6 +111,21 @@ class ParallelTokenLRU:
         self._rank_slot = perm  # all slots free, in order
         self._slot_rank = perm.clone()
         self.size = torch.zeros(layers, dtype=i32, device=device)
+        self._scratch: dict[str, torch.Tensor] = {}
+
+    def scratch(self, n: int) -> dict[str, torch.Tensor]:
+        """Per-step work arrays of the Triton kernels for n accesses per layer (kept)."""
+        import torch
+
+        if "rank" not in self._scratch or self._scratch["rank"].shape[1] != n:
+            L, S, dev = self.layers, self.slots, self.device
+            new = {name: torch.empty((L, n), dtype=torch.int32, device=dev)
+                   for name in ("rank", "cur", "pos")}  # fmt: skip
+            new |= {name: torch.empty((L, S), dtype=torch.int32, device=dev)
+                    for name in ("touch", "free", "order")}  # fmt: skip
+            new["nvalid"] = torch.empty(L, dtype=torch.int32, device=dev)
+            self._scratch = new
+        return self._scratch
 
     # the public views (without the scratch column)
     @property
