@@ -186,3 +186,18 @@ def test_triton_kernels_equal_torch_path(slots, requests, k, pad):
             assert torch.equal(getattr(ref, name), getattr(tri, name)), (name, t)
         hits.append(b.hit.numpy())
     np.testing.assert_array_equal(np.stack(hits), sim_hit_mask(tr, slots))
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(1, 70), layers=st.integers(1, 3), seed=st.integers(0, 1000))
+def test_smaller_before_counts_by_brute_force(m, layers, seed):
+    from dsacache.gpu.parallel_lru import NOT_RESIDENT, _smaller_before
+
+    rng = np.random.default_rng(seed)
+    x = np.stack([rng.permutation(2 * m)[:m] for _ in range(layers)])
+    x[rng.random(x.shape) < 0.3] = NOT_RESIDENT  # non-residents: equal, and above all ranks
+    got = _smaller_before(torch.from_numpy(x)).numpy()
+    for row, cnt in zip(x, got, strict=True):
+        for i in range(m):
+            if row[i] != NOT_RESIDENT:  # the count the hit test reads
+                assert cnt[i] == sum(row[j] < row[i] for j in range(i))
