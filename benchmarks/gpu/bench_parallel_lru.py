@@ -4,8 +4,9 @@
 
 Trace: dsacache.trace.synth at DeepSeek-V3.2 geometry (20 layers x k=2048, 656 B rows, 32768-token
 context), `--steps` steps (the first `--warmup` untimed), for each batch size in `--requests`.
-Capacity: `--slots` per layer (default 1278 = 16 MiB / (20 x 656 B), the prototype's middle
-set-aside). Per step, both LRUs update all layers:
+Capacity: `--slots` per layer, each in turn (default 1278 and 2557 = 16 and 32 MiB / (20 x 656 B),
+the prototype's set-asides; 10000, more than a batch-4 step's 8192 accesses, so batch 4 has hits
+too). Per step, both LRUs update all layers:
 
 - serial: on CUDA the one-warp-per-layer Triton walk (slot_lru_triton.lru_step_triton), on CPU
   the numba walk (SlotLRU.step);
@@ -96,6 +97,34 @@ def launches_per_step(step: Callable, idx: torch.Tensor) -> int:
     return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
 
 
+def compare(batch, idx_all: torch.Tensor, slots: int, a: argparse.Namespace, acc: int) -> bool:  # noqa: ANN001
+    """Time every variant at one capacity; print one line each; True if all hits agree."""
+    dev = idx_all.device
+    names = ["serial", "parallel-torch"]
+    if dev.type == "cuda" or a.interpret:
+        names.append("parallel-triton")
+    results = {name: time_steps(make(name, batch, slots, dev), idx_all, a.warmup) for name in names}
+    base_ms, base_hits = results["serial"]
+    print(f"batch {batch.requests}, {slots} slots per layer: {acc:,} accesses, "
+          f"hit rate {base_hits.sum() / acc:.4f}")  # fmt: skip
+    ok = True
+    for name, (ms, hits) in results.items():
+        same = np.array_equal(hits, base_hits)
+        ok &= same
+        line = f"  {name:16s} {ms:9.3f} ms/step  x{base_ms / ms:7.2f} vs serial"
+        line += "  hits identical" if same else "  HITS DIFFER"
+        if dev.type == "cuda":  # a fresh LRU: its first step, as in the timed run
+            line += f"  {launches_per_step(make(name, batch, slots, dev), idx_all[0])} kernels/step"
+        print(line)
+    return ok
+
+
+def make(name: str, batch, slots: int, dev: torch.device) -> Callable:  # noqa: ANN001
+    if name == "serial":
+        return serial_step(batch, slots, dev)
+    return parallel_step(batch, slots, dev, name.split("-")[1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=20)
@@ -104,40 +133,22 @@ def main() -> int:
     ap.add_argument("--context", type=int, default=32768)
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--warmup", type=int, default=4)
-    ap.add_argument("--slots", type=int, default=16 * (1 << 20) // (20 * 656))
+    ap.add_argument("--slots", default="1278,2557,10000", help="slots per layer, comma-separated")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--interpret", action="store_true", help="CPU: Triton kernels, interpreted")
     a = ap.parse_args()
     dev = torch.device(a.device)
     print(f"device {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'CPU'}), "
-          f"torch {torch.__version__}, {a.layers} layers x k={a.k}, {a.slots} slots per layer, "
+          f"torch {torch.__version__}, {a.layers} layers x k={a.k}, "
           f"{a.steps} steps ({a.warmup} untimed)")  # fmt: skip
     ok = True
     for reqs in [int(r) for r in a.requests.split(",")]:
         g = Geometry(a.layers, a.k, 656, 132, 64)
         batch = batch_of(synthesize(g, a.steps, a.context, seed=0, requests=reqs))
         idx_all = torch.from_numpy(batch.indices).to(dev)
-        variants = {"serial": serial_step(batch, a.slots, dev)}
-        variants["parallel-torch"] = parallel_step(batch, a.slots, dev, "torch")
-        if dev.type == "cuda" or a.interpret:
-            variants["parallel-triton"] = parallel_step(batch, a.slots, dev, "triton")
-        results = {name: time_steps(step, idx_all, a.warmup) for name, step in variants.items()}
-        base_ms, base_hits = results["serial"]
         acc = int((batch.indices >= 0).sum())
-        print(f"batch {reqs}: {acc:,} accesses, hit rate {base_hits.sum() / acc:.4f}")
-        for name, (ms, hits) in results.items():
-            same = np.array_equal(hits, base_hits)
-            ok &= same
-            line = f"  {name:16s} {ms:9.3f} ms/step  x{base_ms / ms:7.2f} vs serial"
-            line += "  hits identical" if same else "  HITS DIFFER"
-            if dev.type == "cuda":
-                fresh = (
-                    serial_step(batch, a.slots, dev)
-                    if name == "serial"
-                    else parallel_step(batch, a.slots, dev, name.split("-")[1])
-                )
-                line += f"  {launches_per_step(fresh, idx_all[0])} kernels/step"
-            print(line)
+        for slots in [int(s) for s in a.slots.split(",")]:
+            ok &= compare(batch, idx_all, slots, a, acc)
     print("PASS: every variant's hits equal the serial walk's" if ok else "FAIL: hits differ")
     return 0 if ok else 1
 
