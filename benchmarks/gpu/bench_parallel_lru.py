@@ -135,11 +135,15 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--slots", default="1278,2557,10000", help="slots per layer, comma-separated")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     ap.add_argument("--interpret", action="store_true", help="CPU: Triton kernels, interpreted")
     a = ap.parse_args()
     dev = torch.device(a.device)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     print(f"device {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'CPU'}), "
-          f"torch {torch.__version__}, {a.layers} layers x k={a.k}, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} CPU threads), "
+          f"{a.layers} layers x k={a.k}, "
           f"{a.steps} steps ({a.warmup} untimed)")  # fmt: skip
     ok = True
     for reqs in [int(r) for r in a.requests.split(",")]:
