@@ -1,8 +1,8 @@
 """The paper's Table 4 through dsacache: real batches, the inverse problem, matching settings.
 
-Levy 2026, Table 4: roofline model, Llama-3.1-70B, 20 layers per GPU, 100 tok/s per user,
-0 / 5 / 10 / 15 / 20 MB of LLC reserved -> slowdown 1.87, 1.67, 1.5, 1.3, 1.15. The paper
-writes MB; we read it as 10**6 B (5 MB = 4.77 MiB) and print the MiB beside it.
+Levy 2026 (arXiv 2603.13430), Table 4: roofline model, Llama-3.1-70B, 20 layers per GPU,
+100 tok/s per user, 0 / 5 / 10 / 15 / 20 MB of LLC reserved -> slowdown 1.87, 1.67, 1.5, 1.3,
+1.15. The paper writes MB; we read it as 10**6 B (5 MB = 4.77 MiB) and print the MiB beside it.
 
 Every trace here is a synthetic trace of Llama-3.1-70B geometry (4096 B KV rows, 132 B index
 keys, 16-token pages) cut to --layers layers, with the paper's access statistics
