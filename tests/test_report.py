@@ -144,6 +144,8 @@ def test_figures_plot_the_parquet_numbers(swept: Path, drawn: dict[str, object])
         want = {}
         for r in rows:
             title = f"{r['trace']}\npartition {r['partition']}, {r['hardware']}"
+            if png == "slowdown.png":  # one slowdown panel per weights setting
+                title += f", weights {r['weights_bytes_per_layer'] / 2**20:,.0f} MiB/layer"
             want.setdefault((title, r["policy"]), []).append(
                 (r["effective_capacity_mib"], scale * r[column])
             )
