@@ -18,8 +18,7 @@ request) group, in access order:
 `source` (instance attribute) says which one is used. The driver sets it from the run's
 explicit choice (SimConfig.near_miss_source, set_source); built directly, the policy defaults to
 `trace` when the trace carries near-miss rows, else `layer-below`. A trace with near-miss arrays
-of width 0
-(m = 0) uses source `trace` with nothing to prefetch: exactly token-lru. Prefetches count
+of width 0 (m = 0) under source `trace` has nothing to prefetch: exactly token-lru. Prefetches count
 tokens actually inserted: none into a region of capacity 0 or for a layer that bypasses the
 reservation (of_layer == -1, every access a miss). Demand counters (hits, misses) never
 include prefetches.
