@@ -123,9 +123,18 @@ class DecodeStream:
     """The buffers of one configuration (cache, index keys, weights, q) and its step.
 
     cache: a KVCache of the gather layout ('ds' or 'gqa'); its slots (0: no hot buffer) decide
-    whether the copy kernel runs and the gathers read slots."""
+    whether the copy kernel runs and the gathers read slots. weights: the layers' bf16
+    [n_out, HIDDEN] matrices of an earlier stream of the same shape (built here when None)."""
 
-    def __init__(self, cache: KVCache, keys: torch.Tensor, s: StreamShape, *, seed: int = 0):
+    def __init__(
+        self,
+        cache: KVCache,
+        keys: torch.Tensor,
+        s: StreamShape,
+        *,
+        weights: list[torch.Tensor] | None = None,
+        seed: int = 0,
+    ) -> None:
         import torch
 
         dev = cache.kv.device
@@ -138,7 +147,9 @@ class DecodeStream:
         self.q = torch.randn(s.layers, s.requests, s.heads, d, generator=gen).to(dev)
         self.work = GatherWork(s.requests, s.heads, dv, s.nsplit, str(dev))
         n_out = max(1, s.weights_bytes // (2 * HIDDEN))
-        self.weights = [
+        if weights is not None and (len(weights) != s.layers or weights[0].shape[0] != n_out):
+            raise DsacacheError("decode stream: shared weights of another shape")
+        self.weights = weights or [
             (torch.randn(n_out, HIDDEN, generator=gen) * 0.01).to(torch.bfloat16).to(dev)
             if dev.type == "cpu"
             else torch.randn(n_out, HIDDEN, device=dev, dtype=torch.bfloat16) * 0.01
@@ -194,9 +205,7 @@ class DecodeStream:
             )  # fmt: skip
             mark()
             pool[append_at[layer]] = self.new_rows
-            self.keys[layer, torch.arange(c.requests, device=idx.device), n_tok - 1] = (
-                self.new_keys
-            )
+            self.keys[layer, torch.arange(c.requests, device=idx.device), n_tok - 1] = self.new_keys
             mark()
 
 
