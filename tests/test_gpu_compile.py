@@ -88,6 +88,7 @@ def _capture_launches(jits: dict) -> list:
     from dsacache.gpu import bench, slot_lru_triton
     from dsacache.gpu.kernels import GatherWork, gather_ds
     from dsacache.gpu.layouts import DS_LATENT, DS_ROPE, build_cache
+    from dsacache.gpu.parallel_lru import ParallelTokenLRU
     from dsacache.gpu.slot_lru import SlotLRU
 
     a = _run_gpu_defaults()
@@ -121,6 +122,8 @@ def _capture_launches(jits: dict) -> list:
         out = torch.full((1, reqs, k), -1, dtype=torch.int32)
         slot_lru_triton.lru_step_triton(lru, torch.from_numpy(np.ascontiguousarray(idx[None])),
                                         hit, out)  # fmt: skip
+        # the parallel LRU's three kernels, slots = k (the variant the device run compiles)
+        ParallelTokenLRU(1, reqs, ctx, k, backend="triton").step(idx[None].contiguous())
     finally:
         for mod, name, fn in saved:
             setattr(mod, name, fn)
@@ -251,6 +254,7 @@ def test_every_gpu_kernel_compiles_for_sm90():
         assert {(name, True), (name, False)} <= kinds, kinds
     names = {r["kernel"] for r in rep["compiled"]}
     assert {"_copy_kernel", "_combine_kernel", "_lru_kernel"} <= names, names
+    assert {"_plru_lookup_kernel", "_plru_hit_kernel", "_plru_update_kernel"} <= names, names
     assert "_row_offsets" in rep["helpers"]
     for r in rep["compiled"]:
         assert r["shared_bytes"] <= SM90_MAX_SHARED, r
