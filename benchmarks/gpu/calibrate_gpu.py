@@ -356,31 +356,53 @@ def run_config(a: argparse.Namespace, ctx: dict, cfg: Any, pred: dict) -> dict: 
 
 
 def lru_phase(a: argparse.Namespace, ctx: dict, cfg: Any) -> dict:  # noqa: ANN401
-    """The token LRU's time per step beside the gathers it serves (batch 1, this model)."""
-    from dsacache.gpu import bench
+    """The token LRU's time per step beside the gathers it serves (batch 1, this model): the
+    serial LRU and the gathers timed together by bench.run_mode, then the parallel LRU
+    (gpu.parallel_lru) stepped over the same trace, its hits checked against the serial walk."""
+    import torch
 
+    from dsacache.gpu import bench
+    from dsacache.gpu.parallel_lru import ParallelTokenLRU
+
+    cuda = ctx["cuda"]
     cache = ctx["buffers"]["cache"]
     slots = cfg.slots()
     cache = dataclasses.replace(
         cache, requests=1, block_table=cache.block_table[:, :1].contiguous(), slots=slots
     )
     batch = bench.batch_of(cfg.trace())
+    pad = int(10 * ctx.get("cycles_per_ms", 0))  # > the host's enqueue time of one step
     res = bench.run_mode(
         cache, batch, bench.ModeSpec("lru", slots), layout=cache.layout.name,
         heads=HEADS_OF[cache.layout.name], nsplit=a.nsplit, warmup=cfg.warmup,
-        precision=a.precision, deadline=ctx["deadline"],
-        sleep_cycles=int(10 * ctx.get("cycles_per_ms", 0)),  # > the host's enqueue of a step
+        precision=a.precision, deadline=ctx["deadline"], sleep_cycles=pad,
     )  # fmt: skip
     s = bench.summarize(res["rows"])
-    impl = "serial slot-table LRU (slot_lru_triton)" if ctx["cuda"] else "serial CPU walk"
+    truth = bench.cpu_lru(batch, slots)["hits"]
+    plru = ParallelTokenLRU(batch.layers, 1, batch.max_context, slots, device=ctx["dev"])
+    idx = torch.from_numpy(batch.indices).to(ctx["dev"])
+    times, same = [], True
+    for t in range(batch.steps):
+        if cuda and pad:
+            torch.cuda._sleep(pad)
+        tm = bench.Timer(cuda)
+        tm.mark()
+        hit = plru.step(idx[t]).hit
+        tm.mark()
+        same &= int(hit.sum()) == int(truth[t])
+        if t >= cfg.warmup:
+            times.append(tm.deltas_ms()[0])
     return {
         "gather_ms_per_step": s["gather_ms_median"],
-        "lru_ms_per_step": s["lru_ms_median"],
+        "lru_ms_per_step": float(np.median(times)) if times else None,
+        "lru_impl": f"parallel token LRU (gpu.parallel_lru, backend {plru.backend})",
+        "parallel_hits_equal_serial": bool(same),
+        "serial_lru_ms_per_step": s["lru_ms_median"],
+        "serial_lru_impl": "slot_lru_triton (one warp per layer)" if cuda else "numba CPU walk",
         "copy_ms_per_step": s["copy_ms_median"],
-        "lru_impl": impl,
         "config": cfg.name,
         "slots": slots,
-        "timed_steps": s["timed_steps"],
+        "timed_steps": len(times),
     }
 
 
