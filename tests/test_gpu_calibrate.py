@@ -311,3 +311,47 @@ def test_cpu_smoke_writes_the_calibration_json(tmp_path):
     lru = d["lru"]
     assert lru["gather_ms_per_step"] > 0 and lru["lru_ms_per_step"] > 0
     assert lru["parallel_hits_equal_serial"] is True
+
+
+def _plot_module():
+    sys.path.insert(0, str(ROOT / "benchmarks/gpu"))
+    try:
+        import plot_calibration
+    finally:
+        sys.path.pop(0)
+    return plot_calibration
+
+
+def test_plot_calibration_tables_and_figure(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    pc = _plot_module()
+    d = {
+        "env": {"gpu": "test"},
+        "l2_sweep": {"sizes_kib": [4096, 8192, 65536, 163840], "measured_gb_per_s": [9, 9, 5, 3],
+                     "measured_hit_rate": [1.0, 0.98, 0.4, 0.0],
+                     "model_hit_rate": [1.0, 1.0, 0.5, 0.3]},
+        "decode": [
+            {"name": "m/b1/baseline", "slots": 0, "predicted_step_ms": 9.0,
+             "measured_step_ms": 10.0, "predicted_kv_hit_rate": 0.0, "measured_kv_hit_rate": 0.1},
+            {"name": "m/b1/reserve-32", "slots": 409, "predicted_step_ms": 13.0,
+             "measured_step_ms": 10.0, "predicted_kv_hit_rate": 0.2, "measured_kv_hit_rate": None},
+            {"name": "m/b8/baseline", "slots": 0, "predicted_step_ms": 10.0,
+             "measured_step_ms": 10.0, "predicted_kv_hit_rate": 0.0},
+        ],
+        "lru": {"gather_ms_per_step": 0.6, "lru_ms_per_step": 0.06, "lru_impl": "x"},
+    }  # fmt: skip
+    _, worst = pc.l2_table(d["l2_sweep"])
+    assert worst == pytest.approx(0.1)  # 8 and 64 MiB are in 8..100; 4 and 160 are not
+    _, summary = pc.decode_table(d["decode"])
+    assert summary["median_abs_error"] == pytest.approx(0.1)
+    assert summary["worst_abs_error"] == pytest.approx(0.3)
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps(d))
+    png = tmp_path / "c.png"
+    assert pc.main([str(f), "--figure", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "median 10.0%, worst 30.0%" in out and "10 % of the gathers" in out
+    assert png.stat().st_size > 10_000
+    f.write_text("{}")
+    assert pc.main([str(f)]) == 2
+    assert "not a calibration result" in capsys.readouterr().err

@@ -163,30 +163,36 @@ def l2_sizes_kib(sizes_mib: str, chunk_kib: int) -> list[int]:
 # ---------------------------------------------------------------- phases
 
 
-def predict_all(cfgs: list, jobs: int, deadline: float) -> dict[str, Any]:
-    """Every configuration's prediction, in worker processes (spawned: no CUDA state)."""
+def predict_all(
+    cfgs: list, l2: tuple[str, list[int], int, int | None], jobs: int, deadline: float
+) -> dict[str, Any]:
+    """Every configuration's prediction and the GPU L2 model's sweep (l2 = hardware, sizes KiB,
+    chunk KiB, SMs), in worker processes (spawned: no CUDA state) or inline with jobs = 1."""
     from dsacache.gpu.predict import predict
-
-    out: dict[str, Any] = {}
-    if jobs <= 1:
-        for c in cfgs:
-            out[c.name] = predict(c)
-        return out
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as ex:
-        futs = {c.name: ex.submit(predict, c) for c in cfgs}
-        for name, f in futs.items():
-            try:
-                out[name] = f.result(timeout=max(deadline - time.monotonic(), 1.0))
-            except Exception as e:  # noqa: BLE001 - one failed prediction must not lose the rest
-                out[name] = {"error": f"{type(e).__name__}: {e}"}
-    return out
-
-
-def l2_model(a: argparse.Namespace, hw: str, sizes_kib: list[int], sms: int | None) -> dict:
     from dsacache.sim.llc.gpu_l2 import l2_sweep_hit_rates
 
-    rates = l2_sweep_hit_rates(hw, sizes_kib, chunk_kib=a.l2_chunk_kib, sms=sms)
-    return {"sizes_kib": sizes_kib, "model_hit_rate": [float(x) for x in rates]}
+    hw, sizes, chunk, sms = l2
+    out: dict[str, Any] = {"configs": {}, "l2_model_hit_rate": None}
+    if jobs <= 1:
+        out["l2_model_hit_rate"] = l2_sweep_hit_rates(hw, sizes, chunk_kib=chunk, sms=sms)
+        out["configs"] = {c.name: predict(c) for c in cfgs}
+    else:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as ex:
+            l2_fut = ex.submit(l2_sweep_hit_rates, hw, sizes, chunk_kib=chunk, sms=sms)
+            futs = {c.name: ex.submit(predict, c) for c in cfgs}
+            for name, f in [*futs.items(), ("l2 model", l2_fut)]:
+                try:
+                    val = f.result(timeout=max(deadline - time.monotonic(), 1.0))
+                except Exception as e:  # noqa: BLE001 - one failure must not lose the rest
+                    val = {"error": f"{type(e).__name__}: {e}"}
+                if name == "l2 model":
+                    out["l2_model_hit_rate"] = val if isinstance(val, list) else None
+                    out["l2_model_error"] = None if isinstance(val, list) else val["error"]
+                else:
+                    out["configs"][name] = val
+    if out["l2_model_hit_rate"] is not None:
+        out["l2_model_hit_rate"] = [float(x) for x in out["l2_model_hit_rate"]]
+    return out
 
 
 def l2_measure(a: argparse.Namespace, ctx: dict, sizes_kib: list[int]) -> dict:
@@ -274,7 +280,10 @@ def run_config(a: argparse.Namespace, ctx: dict, cfg: Any, pred: dict) -> dict: 
             rec[k if k != "error" else "prediction_error"] = pred[k]
     shape = StreamShape(L, B, cache.max_context, cfg.top_k, HEADS_OF[cache.layout.name],
                         cfg.weights_bytes, a.nsplit, a.precision)  # fmt: skip
-    trace = cfg.trace()
+    key = (cfg.model, B)
+    if key not in ctx["traces"]:  # the baseline and the reservation run the same trace
+        ctx["traces"] = {key: cfg.trace()}
+    trace = ctx["traces"][key]
     batch = bench.batch_of(trace)
     stream = DecodeStream(cache, keys, shape, weights=buf["weights"])
     buf["weights"] = stream.weights  # the next configuration of this model reuses them
@@ -420,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     R = PhaseLog(a.out, f"calibration-{tag}.json")
     deadline = R.t0 + a.budget_s
     ctx: dict[str, Any] = {"cuda": cuda, "dev": "cuda" if cuda else "cpu", "env": env,
-                           "deadline": deadline, "decode": [], "brackets": {}}  # fmt: skip
+                           "deadline": deadline, "decode": [], "brackets": {},
+                           "traces": {}}  # fmt: skip
     R.data.update({"args": {k: str(v) for k, v in vars(a).items()}, "env": env,
                    "model_hardware": hw, "errors": {}})  # fmt: skip
     R.data["l2_sweep"] = {"sizes_kib": [], "measured_hit_rate": [], "model_hit_rate": []}
@@ -434,10 +444,12 @@ def main(argv: list[str] | None = None) -> int:
     cfgs = configs(a, hw, env.get("max_persisting_l2_bytes"))
     sizes_kib = l2_sizes_kib(a.l2_sizes_mib, a.l2_chunk_kib)
     # 1. predictions, before anything is timed
-    preds = R.phase("predict", predict_all, cfgs, a.jobs, R.t0 + 0.5 * a.budget_s) or {}
+    l2 = (hw, sizes_kib, a.l2_chunk_kib, env.get("sms"))
+    pred = R.phase("predict", predict_all, cfgs, l2, a.jobs, R.t0 + 0.5 * a.budget_s) or {}
+    preds = pred.get("configs", {})
     R.data["predictions"] = preds
-    mod = R.phase("l2_model", l2_model, a, hw, sizes_kib, env.get("sms")) or {}
-    R.data["l2_sweep"]["model_hit_rate"] = mod.get("model_hit_rate", [])
+    R.data["phases"]["predict"].pop("configs", None)  # kept once, under "predictions"
+    R.data["l2_sweep"]["model_hit_rate"] = pred.get("l2_model_hit_rate") or []
     # 2. the footprint sweep
     meas = R.phase("l2_sweep", l2_measure, a, ctx, sizes_kib) or {}
     R.data["l2_sweep"].update(meas)
