@@ -1,7 +1,7 @@
 """The paper's Table 4 setting through dsacache.perf, next to the paper's numbers.
 
-Levy 2026 (DESIGN.md): roofline model, Llama-3.1-70B, 20 layers per GPU, 100 tok/s per user,
-0/5/10/15/20 MB of LLC reserved -> slowdown 1.87, 1.67, 1.5, 1.3, 1.15.
+Levy 2026 (arXiv 2603.13430, Table 4): roofline model, Llama-3.1-70B, 20 layers per GPU,
+100 tok/s per user, 0/5/10/15/20 MB of LLC reserved -> slowdown 1.87, 1.67, 1.5, 1.3, 1.15.
 
 Here: a calibrated synthetic trace of Llama-3.1-70B geometry (preset `llama-3.1-70b`: 4096 B KV
 per token per layer, 132 B index key, 16-token pages, top-k 2048) cut to 20 layers, with the

@@ -1,4 +1,4 @@
-"""The per-step stream: runs in DESIGN.md's order, with addresses from the layout."""
+"""The per-step stream: runs in docs/architecture.md's order, with addresses from the layout."""
 
 from __future__ import annotations
 

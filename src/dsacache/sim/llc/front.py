@@ -1,7 +1,8 @@
 """The `token` reservation: a token-level region in front of the shared LLC.
 
-This is the paper's architecture (DESIGN.md "Cache engines and policies": a fully-associative
-store of whole tokens, checked before the shared LLC) inside the whole-LLC model of run.py.
+This is the paper's architecture (docs/architecture.md "Cache engines and policy semantics": a
+fully-associative store of whole tokens, checked before the shared LLC) inside the whole-LLC
+model of run.py.
 
 - Capacity. The reserved X MiB are carved out of the LLC as whole ways, rounded UP (the region
   is at least what was asked for): r = ceil(X x 2**20 / (sets x 128 B)) ways, effective size

@@ -1,6 +1,6 @@
 """The memory stream of decode steps, as runs of consecutive 128-byte lines.
 
-Per step, per layer, in order (DESIGN.md "The memory stream of one decode step"):
+Per step, per layer, in order (docs/architecture.md "The memory stream of one decode step"):
 
 1. weights:    the layer's weights, one run (streaming, once per step, shared by the batch);
 2. index-scan: per request, the index keys of all context_len tokens, one run per KV block,
