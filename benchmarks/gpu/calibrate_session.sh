@@ -4,8 +4,9 @@
 #     bash benchmarks/gpu/calibrate_session.sh OUTDIR
 # Needs nothing prepared: the traces are synthesized in the run (fixed seeds). The script budgets
 # itself (--budget-s 510: it skips what would not finish and writes its JSON after every phase);
-# `timeout 560` is the backstop (with the figure, under 600 s). The Llama-3.1-70B set (the default, 6 configurations) runs first,
-# the DeepSeek-V3.2 set (ds rows, 656 B) only if the budget still allows.
+# `timeout 560` is the backstop (with the figure, under 600 s). The Llama-3.1-70B set (the
+# default, 6 configurations) runs first, the DeepSeek-V3.2 set (ds rows, 656 B) only if the
+# budget still allows.
 # OUTDIR receives calibration-<gpu>.json, session.log and, where matplotlib is installed, the
 # figure calibration-<gpu>.png (else draw it afterwards on any machine:
 # python benchmarks/gpu/plot_calibration.py OUTDIR/calibration-h200.json --figure PNG).
