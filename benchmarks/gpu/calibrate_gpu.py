@@ -177,19 +177,25 @@ def predict_all(
         out["l2_model_hit_rate"] = l2_sweep_hit_rates(hw, sizes, chunk_kib=chunk, sms=sms)
         out["configs"] = {c.name: predict(c) for c in cfgs}
     else:
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as ex:
-            l2_fut = ex.submit(l2_sweep_hit_rates, hw, sizes, chunk_kib=chunk, sms=sms)
-            futs = {c.name: ex.submit(predict, c) for c in cfgs}
-            for name, f in [*futs.items(), ("l2 model", l2_fut)]:
-                try:
-                    val = f.result(timeout=max(deadline - time.monotonic(), 1.0))
-                except Exception as e:  # noqa: BLE001 - one failure must not lose the rest
-                    val = {"error": f"{type(e).__name__}: {e}"}
-                if name == "l2 model":
-                    out["l2_model_hit_rate"] = val if isinstance(val, list) else None
-                    out["l2_model_error"] = None if isinstance(val, list) else val["error"]
-                else:
-                    out["configs"][name] = val
+        ex = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"))
+        l2_fut = ex.submit(l2_sweep_hit_rates, hw, sizes, chunk_kib=chunk, sms=sms)
+        futs = {c.name: ex.submit(predict, c) for c in cfgs}
+        for name, f in [*futs.items(), ("l2 model", l2_fut)]:
+            try:
+                val = f.result(timeout=max(deadline - time.monotonic(), 1.0))
+            except Exception as e:  # noqa: BLE001 - one failure must not lose the rest
+                val = {"error": f"{type(e).__name__}: {e}"}
+            if name == "l2 model":
+                out["l2_model_hit_rate"] = val if isinstance(val, list) else None
+                out["l2_model_error"] = None if isinstance(val, list) else val["error"]
+            else:
+                out["configs"][name] = val
+        # a prediction past its deadline must not hold up the measurements (or the exit)
+        procs = list(getattr(ex, "_processes", {}).values())
+        ex.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
     if out["l2_model_hit_rate"] is not None:
         out["l2_model_hit_rate"] = [float(x) for x in out["l2_model_hit_rate"]]
     return out
