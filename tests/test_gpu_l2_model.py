@@ -40,7 +40,7 @@ class RefRng:
         return x
 
 
-def ref_stream(run, iters, n_blocks, slots, sms):
+def ref_stream(run, iters, n_blocks, slots, sms, seed):
     """(block, sm, line) in replay order: rolling start ticks, line-by-line interleave."""
     out = []
     last_tick = (n_blocks - 1) * iters // slots + iters
@@ -51,7 +51,8 @@ def ref_stream(run, iters, n_blocks, slots, sms):
         for o in range(128):
             for b in running:
                 i = tick - b * iters // slots
-                out.append((b, b % sms, (run * i + b % run) * 128 + o))
+                sm = ref_mix64(b ^ (seed << 40)) % sms
+                out.append((b, sm, (run * i + b % run) * 128 + o))
     return out
 
 
@@ -194,7 +195,10 @@ def reference_outcomes(
 ):
     ref = RefL2(parts, sets, ways, policy, hmode, rep_q, rep_low, res_ways, seed)
     return np.array(
-        [ref.access(sm, line) for _, sm, line in ref_stream(run, iters, n_blocks, slots, sms)],
+        [
+            ref.access(sm, line)
+            for _, sm, line in ref_stream(run, iters, n_blocks, slots, sms, seed)
+        ],
         np.int8,
     )
 
@@ -295,8 +299,9 @@ def test_geometry_from_documented_capacity():
 
 
 def test_public_function_small_data_set_hits():
+    # far below capacity: (almost) every request hits; a few hashed sets overflow at 8 MiB
     rates = l2_sweep_hit_rates("a100-80gb", [4096, 8192], chunk_kib=512, sms=16)
-    assert rates == [1.0, 1.0]
+    assert rates[0] == 1.0 and 0.999 < rates[1] <= 1.0
 
 
 # ---- the measured curves ----
