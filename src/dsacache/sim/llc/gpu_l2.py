@@ -199,12 +199,13 @@ def sweep(
             )
         run = size // chunk_kib
         warm = warm_sweeps * run + slots
-        n_blocks = warm + max(measured_sweeps * run, slots)
+        stop = warm + max(measured_sweeps * run, slots)
         counts = gk.replay_sweep(
             run,
             chunk_kib // PIECE_KIB,
-            n_blocks,
+            stop + slots,  # the last `slots` blocks run but are not counted: they drain
             warm,
+            stop,
             slots,
             sms,
             geo.partitions,

@@ -21,7 +21,11 @@ i (0..iters-1; 32 in the benchmark) reads the 16 KiB piece run * i + c, i.e. lin
 (run * i + c) * 128 + 0..127. `slots` blocks run at once and blocks start in a rolling schedule:
 block b starts at tick b * iters // slots and reads iteration i at tick start + i; within a
 tick the running blocks interleave line by line (block order), so every SM streams at once.
-Block b runs on SM b % sms. Counters cover the blocks b >= warm only (steady state).
+Block b runs on SM mix64(b ^ seed << 40) % sms: the hardware's block scheduler gives a block
+whichever SM frees first, which we model as a uniform pseudo-random SM (a fixed b % sms would
+make every chunk's readers sit in one partition whenever the chunk count is even).
+Counters cover blocks warm <= b < stop only: the steady state,
+after the warm-up and before the last blocks drain (fewer blocks running: shorter reuse).
 """
 
 from __future__ import annotations
@@ -135,6 +139,7 @@ def replay_sweep(
     iters: int,
     n_blocks: int,
     warm: int,
+    stop: int,
     slots: int,
     sms: int,
     parts: int,
@@ -149,11 +154,12 @@ def replay_sweep(
     outcome: np.ndarray,
 ) -> np.ndarray:
     """Replay blocks 0..n_blocks-1 of the sweep over `run` chunks; returns the counters
-    [accesses, near hits, far hits, misses] of blocks >= warm. outcome (int8, size 0 to skip):
+    [accesses, near hits, far hits, misses] of blocks warm..stop-1. outcome (int8, size 0 to skip):
     MISS / NEAR_HIT / FAR_HIT of every access in replay order."""
     tags = np.full((parts * sets, ways), -1, np.int64)
     meta = np.zeros((parts * sets, ways), np.int64)
     rng = np.full(1, np.uint64(seed) * np.uint64(2) + np.uint64(1), np.uint64)
+    sched = np.int64(seed) << 40  # the block -> SM placement differs per seed
     counts = np.zeros(4, np.int64)
     record = outcome.size > 0
     n_out = 0
@@ -170,7 +176,7 @@ def replay_sweep(
             for b in range(first, end):
                 i = tick - b * iters // slots
                 line = ((run * i + b % run) * PIECE_LINES) + o
-                near = (b % sms) % parts
+                near = np.int64(mix64(b ^ sched) % np.uint64(sms)) % parts
                 if hmode == HASH_MODULO:
                     home = line % parts
                     s = (line // parts) % sets
@@ -208,7 +214,7 @@ def replay_sweep(
                 if record:
                     outcome[n_out] = res
                     n_out += 1
-                if b >= warm:
+                if warm <= b < stop:
                     counts[K_ACCESSES] += 1
                     if res == NEAR_HIT:
                         counts[K_NEAR] += 1
