@@ -36,8 +36,9 @@ from dsacache.gpu.decode_stream import (  # noqa: E402
 from dsacache.gpu.l2_sweep import (  # noqa: E402
     KIB,
     SWEEP_BLOCK,
-    hit_rates_from_bandwidth,
+    SweepPoint,
     measure_sweep,
+    sweep_hit_rates,
     sweep_read,
 )
 from dsacache.gpu.layouts import build_cache  # noqa: E402
@@ -48,34 +49,32 @@ ROOT = Path(__file__).parents[1]
 # ---------------------------------------------------------------- L2 sweep
 
 
+def _points(bw, sizes_mib=(8, 16, 30, 60, 120, 160)):
+    return [SweepPoint(int(m * 1024), 1.0, float(b)) for m, b in zip(sizes_mib, bw, strict=True)]
+
+
 def test_hit_rate_conversion_hand_computed():
-    # B_l2 = 10, B_dram = 2: a size read half from L2 costs 0.5/10 + 0.5/2 = 0.3 per byte
-    sizes = [1, 2, 3, 4, 5]
-    bw = [10.0, 10.0, 1 / 0.3, 2.0, 2.0]
-    hr = hit_rates_from_bandwidth(sizes, bw, plateau_max_kib=2, tail_min_kib=4)
-    assert hr.b_l2 == 10.0 and hr.b_dram == 2.0
-    assert hr.hit_rate == pytest.approx([1.0, 1.0, 0.5, 0.0, 0.0])
-    assert hr.plateau_kib == [1, 2] and hr.tail_kib == [4, 5]
-    # medians of plateau and tail; values beyond them are clipped to [0, 1]
-    hr = hit_rates_from_bandwidth([1, 2, 3, 4, 5], [12, 10, 8, 3, 1], plateau_max_kib=2,
-                                  tail_min_kib=4)  # fmt: skip
-    assert (hr.b_l2, hr.b_dram) == (11.0, 2.0)
+    # L2 60 MiB: B_l2 = median of 8..30 MiB, B_dram = median from 120 MiB. Plateau 10, tail 2:
+    # a size read half from L2 costs 0.5/10 + 0.5/2 = 0.3 per byte
+    out = sweep_hit_rates(_points([10, 10, 10, 1 / 0.3, 2, 2]), 60 << 20)
+    assert (out["b_l2_gb_per_s"], out["b_dram_gb_per_s"]) == (10.0, 2.0)
+    assert out["measured_hit_rate"] == pytest.approx([1, 1, 1, 0.5, 0, 0])
+    # medians, and values beyond plateau and tail clipped (the raw ones are kept)
+    out = sweep_hit_rates(_points([12, 10, 9, 8, 3, 1]), 60 << 20)
+    assert (out["b_l2_gb_per_s"], out["b_dram_gb_per_s"]) == (10.0, 2.0)
 
     def h(b):
-        return (1 / 2 - 1 / b) / (1 / 2 - 1 / 11)
+        return (1 / 2 - 1 / b) / (1 / 2 - 1 / 10)
 
-    assert hr.hit_rate == pytest.approx([1.0, h(10), h(8), h(3), 0.0])  # 12 and 1 clipped
+    assert out["measured_hit_rate"] == pytest.approx([1.0, 1.0, h(9), h(8), h(3), 0.0])
+    assert out["measured_hit_rate_raw"] == pytest.approx([h(12), 1.0, h(9), h(8), h(3), h(1)])
 
 
-@pytest.mark.parametrize(
-    ("bw", "msg"),
-    [([2.0, 2.0, 10.0], "not above"), ([5.0, -1.0, 1.0], "positive"), ([1.0, 2.0], "one per")],
-)
-def test_hit_rate_conversion_rejects(bw, msg):
-    with pytest.raises(DsacacheError, match=msg):
-        hit_rates_from_bandwidth([1, 2, 3], bw, plateau_max_kib=1, tail_min_kib=3)
-    with pytest.raises(DsacacheError, match="plateau"):
-        hit_rates_from_bandwidth([5, 6], [3.0, 1.0], plateau_max_kib=1, tail_min_kib=6)
+def test_hit_rate_conversion_rejects():
+    with pytest.raises(DsacacheError, match="not above"):
+        sweep_hit_rates(_points([2, 2, 2, 2, 10, 10]), 60 << 20)
+    with pytest.raises(DsacacheError, match="8 MiB"):  # no point beyond 2 x L2
+        sweep_hit_rates(_points([10, 10, 10, 5], (8, 16, 30, 60)), 60 << 20)
 
 
 def test_sweep_read_sums_chunk_b_mod_n():
@@ -114,7 +113,7 @@ def test_measure_sweep_sizes_and_bandwidth():
 
 def test_index_scan_equals_reference_and_leaves_the_tail():
     keys = random_index_keys(2, 3, 100, 132, device="cpu", seed=3)
-    q = torch.randn(3, 128)
+    q = torch.randn(3, 128, generator=torch.Generator().manual_seed(4))
     out = torch.full((3, 100), 7.0)
     index_scan(keys[1], q, out, 77)
     torch.testing.assert_close(out[:, :77], index_scan_ref(keys[1], q, 77), rtol=1e-4, atol=1e-3)
@@ -122,8 +121,8 @@ def test_index_scan_equals_reference_and_leaves_the_tail():
     # the reference itself, by hand for one token
     k = keys[1, 2, 5, :128].view(torch.float8_e4m3fn).float()
     sc = keys[1, 2, 5, 128:].view(torch.float32)[0]
-    assert float(index_scan_ref(keys[1], q, 77)[2, 5]) == pytest.approx(float(k @ q[2] * sc),
-                                                                      rel=1e-5)  # fmt: skip
+    hand = float(k @ q[2] * sc)
+    assert float(index_scan_ref(keys[1], q, 77)[2, 5]) == pytest.approx(hand, rel=1e-5, abs=1e-4)
     with pytest.raises(DsacacheError):
         index_scan(keys[1], torch.randn(3, 64), out, 77)
 

@@ -13,7 +13,8 @@ error is recorded under "errors" and the run goes on), inside a wall-clock budge
    synthetic trace the GPU then runs (worker processes, one per configuration); the GPU L2
    model (dsacache.sim.llc.gpu_l2) predicts the footprint sweep's hit rates.
 3. l2_sweep: the RRZE gpu-l2-cache pattern on this GPU (dsacache.gpu.l2_sweep): bandwidth per
-   data set size -> hit rate, plateau and tail from the sweep itself.
+   data set size -> hit rate (plateau 8 MiB .. L2/2 and tail >= 2 x L2 of the sweep itself,
+   as for the public curves).
 4. decode: per model, batch and reservation, the whole decode stream of `--layers` layers
    (dsacache.gpu.decode_stream: weights GEMV, index-key scan, copy, top-k gathers, appends),
    timed per phase; the reservation = a hot buffer (the slot LRU's decisions, computed on the
@@ -56,6 +57,8 @@ from dsacache.gpu.session import (  # noqa: E402
 
 stub_zarr()
 
+from dsacache.sim.llc.gpu_l2 import gpu_l2_preset  # noqa: E402
+
 ROOT = Path(__file__).parents[2]
 MIB = 1 << 20
 DEFAULT_L2_SIZES_MIB = [*range(8, 65, 4), *range(72, 161, 8)]
@@ -88,8 +91,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--l2-chunk-kib", type=int, default=512)
     p.add_argument("--l2-blocks", type=int, default=100_000)
     p.add_argument("--l2-repeats", type=int, default=3)
-    p.add_argument("--plateau-max-mib", type=float, default=16.0, help="B_l2: sizes <= this")
-    p.add_argument("--tail-min-mib", type=float, default=128.0, help="B_dram: sizes >= this")
     p.add_argument("--hardware", default=None,
                    help="model preset (default: from the GPU's name; h200 on CPU)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1),
@@ -102,7 +103,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.nsplit, a.precision, a.bracket_launches = 1, "ieee", 1
         a.l2_sizes_mib = "0.03125,0.0625,0.09375,0.125,0.1875,0.25"  # 32 .. 256 KiB
         a.l2_chunk_kib, a.l2_blocks, a.l2_repeats = 16, 8, 1
-        a.plateau_max_mib, a.tail_min_mib = 0.0625, 0.1875
         a.jobs = 1
     return a
 
@@ -203,7 +203,7 @@ def predict_all(
 
 def l2_measure(a: argparse.Namespace, ctx: dict, sizes_kib: list[int]) -> dict:
     from dsacache.errors import DsacacheError
-    from dsacache.gpu.l2_sweep import hit_rates_from_bandwidth, measure_sweep
+    from dsacache.gpu.l2_sweep import measure_sweep, sweep_hit_rates
 
     pts = measure_sweep(
         sizes_kib, chunk_kib=a.l2_chunk_kib, blocks=a.l2_blocks, repeats=a.l2_repeats,
@@ -219,18 +219,10 @@ def l2_measure(a: argparse.Namespace, ctx: dict, sizes_kib: list[int]) -> dict:
         "repeats": a.l2_repeats,
     }
     try:
-        hr = hit_rates_from_bandwidth(
-            out["sizes_kib"], bw, plateau_max_kib=int(a.plateau_max_mib * 1024),
-            tail_min_kib=int(a.tail_min_mib * 1024),
-        )  # fmt: skip
+        out.update(sweep_hit_rates(pts, ctx["l2_bytes"]))
     except DsacacheError as e:  # no plateau above the tail (CPU timings): keep the bandwidths
         out["measured_hit_rate"] = [None] * len(bw)
         out["hit_rate_error"] = str(e)
-        return out
-    out.update({
-        "measured_hit_rate": hr.hit_rate, "b_l2_gb_per_s": hr.b_l2, "b_dram_gb_per_s": hr.b_dram,
-        "plateau_sizes_kib": hr.plateau_kib, "tail_sizes_kib": hr.tail_kib,
-    })  # fmt: skip
     return out
 
 
@@ -448,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx["cycles_per_ms"] = cal.get("cycles_per_ms", 0)
     ctx["timer"] = lambda fn: time_ms(fn, cuda, ctx["cycles_per_ms"])
     cfgs = configs(a, hw, env.get("max_persisting_l2_bytes"))
+    ctx["l2_bytes"] = env.get("l2_bytes") or gpu_l2_preset(hw).l2_bytes  # the sweep's B_l2, B_dram
     sizes_kib = l2_sizes_kib(a.l2_sizes_mib, a.l2_chunk_kib)
     # 1. predictions, before anything is timed
     l2 = (hw, sizes_kib, a.l2_chunk_kib, env.get("sms"))

@@ -9,7 +9,8 @@ reads L2 served is
 
     h = (1/B_dram - 1/B) / (1/B_dram - 1/B_l2)
 
-(each byte costs 1/B_l2 on a hit and 1/B_dram on a miss; B is their h-weighted harmonic mean).
+(each byte costs 1/B_l2 on a hit and 1/B_dram on a miss; B is their h-weighted harmonic mean),
+with the plateau and tail chosen as for the bundled public curves (sweep_hit_rates).
 """
 
 # Triton kernel arguments stay unannotated: Triton reads annotations as type specialisations.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import triton
@@ -97,44 +98,21 @@ def measure_sweep(
     return points
 
 
-@dataclass(frozen=True)
-class HitRates:
-    hit_rate: list[float]  # per size, clipped to [0, 1]
-    b_l2: float  # the plateau bandwidth used
-    b_dram: float  # the tail bandwidth used
-    plateau_kib: list[int]  # the sizes whose median is b_l2
-    tail_kib: list[int]  # the sizes whose median is b_dram
+def sweep_hit_rates(points: Sequence[SweepPoint], l2_bytes: int) -> dict[str, Any]:
+    """The measured sweep as hit rates, with the same plateau and tail as the bundled public
+    curves (dsacache.sim.llc.l2_measured: B_l2 the median from 8 MiB to half the L2, B_dram the
+    median from twice the L2): `measured_hit_rate` clipped to [0, 1], `_raw` not."""
+    from dsacache.sim.llc.l2_measured import hit_rates
 
-
-def hit_rates_from_bandwidth(
-    sizes_kib: Sequence[int],
-    gb_per_s: Sequence[float],
-    *,
-    plateau_max_kib: int,
-    tail_min_kib: int,
-) -> HitRates:
-    """h per size from the formula of the module docstring; B_l2 = median bandwidth of the sizes
-    <= plateau_max_kib, B_dram = median of the sizes >= tail_min_kib."""
-    s = np.asarray(sizes_kib, dtype=np.float64)
-    b = np.asarray(gb_per_s, dtype=np.float64)
-    if s.shape != b.shape or s.size == 0 or not np.all(np.isfinite(b)) or np.any(b <= 0):
-        raise DsacacheError("L2 sweep: sizes and positive finite bandwidths, one per size")
-    plateau, tail = s <= plateau_max_kib, s >= tail_min_kib
-    if not plateau.any() or not tail.any():
-        raise DsacacheError(
-            f"L2 sweep: need sizes <= {plateau_max_kib} KiB (plateau) and >= {tail_min_kib} KiB "
-            "(tail) in the sweep"
-        )
-    b_l2, b_dram = float(np.median(b[plateau])), float(np.median(b[tail]))
-    if b_l2 <= b_dram:
-        raise DsacacheError(
-            f"L2 sweep: plateau {b_l2:.4g} GB/s is not above the tail {b_dram:.4g} GB/s"
-        )
-    h = (1.0 / b_dram - 1.0 / b) / (1.0 / b_dram - 1.0 / b_l2)
-    return HitRates(
-        [float(x) for x in np.clip(h, 0.0, 1.0)],
-        b_l2,
-        b_dram,
-        [int(x) for x in s[plateau]],
-        [int(x) for x in s[tail]],
-    )
+    sizes = np.array([p.size_kib for p in points], np.int64)
+    bw = np.array([p.gb_per_s for p in points], np.float64)
+    b_l2, b_dram, h = hit_rates(sizes, bw, l2_bytes / KIB)
+    if not b_l2 > b_dram:
+        raise DsacacheError(f"L2 sweep: plateau {b_l2:.4g} GB/s is not above the tail {b_dram:.4g}")
+    return {
+        "measured_hit_rate": [float(x) for x in np.clip(h, 0.0, 1.0)],
+        "measured_hit_rate_raw": [float(x) for x in h],
+        "b_l2_gb_per_s": b_l2,
+        "b_dram_gb_per_s": b_dram,
+        "l2_bytes": int(l2_bytes),
+    }
