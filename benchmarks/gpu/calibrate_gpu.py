@@ -168,17 +168,16 @@ def predict_all(
 ) -> dict[str, Any]:
     """Every configuration's prediction and the GPU L2 model's sweep (l2 = hardware, sizes KiB,
     chunk KiB, SMs), in worker processes (spawned: no CUDA state) or inline with jobs = 1."""
-    from dsacache.gpu.predict import predict
-    from dsacache.sim.llc.gpu_l2 import l2_sweep_hit_rates
+    from dsacache.gpu.predict import l2_model, predict
 
     hw, sizes, chunk, sms = l2
     out: dict[str, Any] = {"configs": {}, "l2_model_hit_rate": None}
     if jobs <= 1:
-        out["l2_model_hit_rate"] = l2_sweep_hit_rates(hw, sizes, chunk_kib=chunk, sms=sms)
+        out["l2_model_hit_rate"] = l2_model(hw, sizes, chunk, sms)
         out["configs"] = {c.name: predict(c) for c in cfgs}
     else:
         ex = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"))
-        l2_fut = ex.submit(l2_sweep_hit_rates, hw, sizes, chunk_kib=chunk, sms=sms)
+        l2_fut = ex.submit(l2_model, hw, sizes, chunk, sms)
         futs = {c.name: ex.submit(predict, c) for c in cfgs}
         for name, f in [*futs.items(), ("l2 model", l2_fut)]:
             try:
@@ -196,8 +195,6 @@ def predict_all(
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()
-    if out["l2_model_hit_rate"] is not None:
-        out["l2_model_hit_rate"] = [float(x) for x in out["l2_model_hit_rate"]]
     return out
 
 

@@ -8,8 +8,9 @@ none). The LLC model (dsacache.sim.llc, the hardware preset's L2; the reservatio
 stream and gives the KV gathers' hit rate over the timed steps (after `warmup`); the perf model
 (dsacache.perf) turns that hit rate into a step time.
 
-`predict` takes only small, picklable arguments and builds its trace itself, so the device
-script can run the configurations in parallel worker processes.
+`predict` (and `l2_model`, the GPU L2 model's footprint sweep) take only small, picklable
+arguments and build their inputs themselves, so the device script can run them in parallel
+worker processes.
 """
 
 from __future__ import annotations
@@ -114,3 +115,15 @@ def predict(cfg: DecodeConfig) -> dict[str, Any]:
         out["region_token_hit_rate"] = float(fr.hits / max(fr.hits + fr.misses, 1))
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
+
+
+def l2_model(hardware: str, sizes_kib: list[int], chunk_kib: int, sms: int | None) -> list[float]:
+    """The GPU L2 model's hit rates of the footprint sweep (dsacache.sim.llc.gpu_l2), callable in
+    a fresh worker process (it stubs zarr first, as the device machine may lack it)."""
+    from dsacache.gpu.session import stub_zarr
+
+    stub_zarr()
+    from dsacache.sim.llc.gpu_l2 import l2_sweep_hit_rates
+
+    rates = l2_sweep_hit_rates(hardware, sizes_kib, chunk_kib=chunk_kib, sms=sms)
+    return [float(x) for x in rates]
