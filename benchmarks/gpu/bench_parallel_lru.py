@@ -13,10 +13,12 @@ too). Per step, both LRUs update all layers:
 - parallel: ParallelTokenLRU, on CUDA its three Triton kernels and its torch-op path, on CPU the
   torch-op path (add `--interpret` to also run the Triton kernels under the interpreter: slow).
 
-Every access's hit of every variant must equal the serial walk's (the run fails otherwise). On CUDA
-a step is timed with CUDA events (median over timed steps) and the kernels one step launches are
-counted with torch.profiler; on CPU with perf_counter. The target on an H200 (issue 12): the
-parallel LRU at <= 10 % of the gather time, about 0.06 ms per step at batch 1.
+Every access's hit of every variant must equal the serial walk's (the run fails otherwise). On
+CUDA a step is timed with CUDA events after a GPU spin (--spin-cycles: the host enqueues the whole
+step first, so the events time GPU work, not Python's launches; median over timed steps) and the
+kernels one step launches are counted with torch.profiler; on CPU with perf_counter. The target
+on an H200 (issue 12): the parallel LRU at <= 10 % of the gather time, about 0.06 ms per step at
+batch 1.
 """
 
 from __future__ import annotations
@@ -65,12 +67,17 @@ def parallel_step(batch, slots: int, dev: torch.device, backend: str) -> Callabl
     return lambda idx: lru.step(idx).hit
 
 
-def time_steps(step: Callable, idx_all: torch.Tensor, warmup: int) -> tuple[float, np.ndarray]:
-    """Median ms per step over the steps after `warmup`, and every step's hit mask."""
+def time_steps(
+    step: Callable, idx_all: torch.Tensor, warmup: int, spin: int = 0
+) -> tuple[float, np.ndarray]:
+    """Median ms per step over the steps after `warmup`, and every step's hit mask. On CUDA a
+    spin of `spin` cycles first lets the host enqueue the whole step, so the events time the
+    GPU, not Python's launches."""
     cuda = idx_all.device.type == "cuda"
     times, hits = [], []
     for t in range(idx_all.shape[0]):
         if cuda:
+            torch.cuda._sleep(spin)
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
             hit = step(idx_all[t])
@@ -103,7 +110,10 @@ def compare(batch, idx_all: torch.Tensor, slots: int, a: argparse.Namespace, acc
     names = ["serial", "parallel-torch"]
     if dev.type == "cuda" or a.interpret:
         names.append("parallel-triton")
-    results = {name: time_steps(make(name, batch, slots, dev), idx_all, a.warmup) for name in names}
+    results = {
+        name: time_steps(make(name, batch, slots, dev), idx_all, a.warmup, a.spin_cycles)
+        for name in names
+    }
     base_ms, base_hits = results["serial"]
     print(f"batch {batch.requests}, {slots} slots per layer: {acc:,} accesses, "
           f"hit rate {base_hits.sum() / acc:.4f}")  # fmt: skip
@@ -135,11 +145,21 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--slots", default="1278,2557,10000", help="slots per layer, comma-separated")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument(
+        "--spin-cycles",
+        type=int,
+        default=10_000_000,
+        help="CUDA: GPU spin before each step (> the host's enqueue time of a step)",
+    )
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     ap.add_argument("--interpret", action="store_true", help="CPU: Triton kernels, interpreted")
     a = ap.parse_args()
     dev = torch.device(a.device)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     print(f"device {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'CPU'}), "
-          f"torch {torch.__version__}, {a.layers} layers x k={a.k}, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} CPU threads), "
+          f"{a.layers} layers x k={a.k}, "
           f"{a.steps} steps ({a.warmup} untimed)")  # fmt: skip
     ok = True
     for reqs in [int(r) for r in a.requests.split(",")]:

@@ -69,8 +69,6 @@ class ParallelTokenLRU:
     under TRITON_INTERPRET=1), "auto" = triton on CUDA, torch otherwise.
     """
 
-    check = SlotLRU.check  # the same shape and range checks as the serial LRU
-
     def __init__(
         self,
         layers: int,
@@ -148,6 +146,17 @@ class ParallelTokenLRU:
         """The layer's resident keys, most recently used first (host list; for tests)."""
         n = int(self.size[layer])
         return self.slot_key[layer, self.rank_slot[layer, :n].long()].tolist()
+
+    def check(self, indices: torch.Tensor) -> None:
+        """SlotLRU's shape and token-range checks; on a GPU the shape only (the range check
+        would make the host wait for the device every step; check the trace once instead)."""
+        if indices.device.type == "cpu":
+            SlotLRU.check(self, indices)  # the same attribute names
+        elif tuple(indices.shape[:2]) != (self.layers, self.requests):
+            raise DsacacheError(
+                f"parallel LRU: indices shape {tuple(indices.shape)} is not "
+                f"[{self.layers}, {self.requests}, k]"
+            )
 
     def step(self, indices: torch.Tensor) -> StepResult:
         """One decode step of every layer: indices int32 [layers, requests, k] (-1 = empty)."""

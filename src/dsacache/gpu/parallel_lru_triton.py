@@ -110,13 +110,13 @@ def _plru_hit_kernel(
     ri = tl.load(rank_ptr + oi, mask=ini, other=NOT_RES)
     pi = tl.load(pos_ptr + oi, mask=ini, other=S)
     live = tl.load(pos_ptr + first) < S  # positions only grow: else the whole block misses
-    cnt = tl.zeros((BI,), tl.int32)
+    acc = tl.zeros((BJ, BI), tl.int32)  # reduced once after the loop, not per tile
     for j0 in range(0, N, BJ):
         if live & (j0 < first + BI):
             oj = j0 + tl.arange(0, BJ)
             rj = tl.load(rank_ptr + oj, mask=oj < N, other=NOT_RES)
-            lower = (rj[:, None] < ri[None, :]) & (oj[:, None] < oi[None, :])
-            cnt += tl.sum(lower.to(tl.int32), 0)
+            acc += ((rj[:, None] < ri[None, :]) & (oj[:, None] < oi[None, :])).to(tl.int32)
+    cnt = tl.sum(acc, 0)
     hit = (ri < S) & (pi + ri - cnt < S)
     tl.store(hit_ptr + layer * N + oi, hit.to(tl.uint8), mask=ini)
 
