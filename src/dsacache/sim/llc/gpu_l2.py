@@ -47,8 +47,9 @@ class L2Structure:
             raise DsacacheError(f"replicate must be in [0, 1], got {self.replicate}")
 
 
-# Fitted jointly on the H200 and A100-80GB curves (benchmarks/calibrate_l2.py).
-FITTED = L2Structure()
+# Fitted jointly on the H200 and A100-80GB curves (benchmarks/calibrate_l2.py --grid,
+# docs/gpu-l2-model.md): 28 ways, LRU, a quarter of far accesses leave a most-recent copy.
+FITTED = L2Structure(ways=28, policy="lru", replicate=0.25, replica_low=False)
 
 
 @dataclass(frozen=True)
