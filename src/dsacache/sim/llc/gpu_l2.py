@@ -34,6 +34,7 @@ class L2Structure:
     policy: str = "lru"
     replicate: float = 1.0  # probability that a far access leaves a copy in the near partition
     replica_low: bool = True  # replicas enter at the lowest replacement priority
+    replicate_misses: bool = True  # a far miss (filled from DRAM) also leaves a near copy
     set_hash: str = "mix"
 
     def __post_init__(self) -> None:
@@ -216,6 +217,7 @@ def sweep(
             HASHES[structure.set_hash],
             int(round(structure.replicate * gk.REP_ONE)),
             int(structure.replica_low),
+            int(structure.replicate_misses),
             geo.reserved_ways,
             seed,
             np.zeros(0, np.int8),
