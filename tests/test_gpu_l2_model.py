@@ -57,10 +57,10 @@ def ref_stream(run, iters, n_blocks, slots, sms, seed):
 
 
 class RefL2:
-    def __init__(self, parts, sets, ways, policy, hmode, rep_q, rep_low, res_ways, seed):
+    def __init__(self, parts, sets, ways, policy, hmode, rep_q, rep_low, rep_miss, res_ways, seed):
         self.parts, self.sets, self.ways = parts, sets, ways
         self.policy, self.hmode = policy, hmode
-        self.rep_q, self.rep_low, self.res = rep_q, rep_low, res_ways
+        self.rep_q, self.rep_low, self.rep_miss, self.res = rep_q, rep_low, rep_miss, res_ways
         self.rng = RefRng(seed)
         # one list of [line, meta] (or None) per (partition, set)
         self.rows = [[None] * ways for _ in range(parts * sets)]
@@ -130,8 +130,9 @@ class RefL2:
         else:
             self._fill(hrow, line, False)
             res = gk.MISS
-        if self.rep_q >= gk.REP_ONE or (
-            self.rep_q > 0 and self.rng.next() % gk.REP_ONE < self.rep_q
+        if (res == gk.FAR_HIT or self.rep_miss) and (
+            self.rep_q >= gk.REP_ONE
+            or (self.rep_q > 0 and self.rng.next() % gk.REP_ONE < self.rep_q)
         ):
             self._fill(nrow, line, self.rep_low)
         return res
@@ -150,6 +151,7 @@ def kernel_outcomes(
     hmode,
     rep_q,
     rep_low,
+    rep_miss,
     res_ways,
     seed,
 ):
@@ -170,6 +172,7 @@ def kernel_outcomes(
         g.HASHES[hmode],
         rep_q,
         rep_low,
+        rep_miss,
         res_ways,
         seed,
         out,
@@ -190,10 +193,11 @@ def reference_outcomes(
     hmode,
     rep_q,
     rep_low,
+    rep_miss,
     res_ways,
     seed,
 ):
-    ref = RefL2(parts, sets, ways, policy, hmode, rep_q, rep_low, res_ways, seed)
+    ref = RefL2(parts, sets, ways, policy, hmode, rep_q, rep_low, rep_miss, res_ways, seed)
     return np.array(
         [
             ref.access(sm, line)
@@ -216,11 +220,12 @@ def reference_outcomes(
     hmode=st.sampled_from(list(g.HASHES)),
     rep_q=st.sampled_from([0, 1 << 14, gk.REP_ONE]),
     rep_low=st.integers(0, 1),
+    rep_miss=st.integers(0, 1),
     res=st.integers(0, 2),
     seed=st.integers(0, 1000),
 )
 def test_kernel_equals_reference_access_by_access(
-    run, iters, n_blocks, sms, parts, sets, ways, policy, hmode, rep_q, rep_low, res, seed
+    run, iters, n_blocks, sms, parts, sets, ways, policy, hmode, rep_q, rep_low, rep_miss, res, seed
 ):
     res_ways = min(res, ways - 1)
     args = (
@@ -236,6 +241,7 @@ def test_kernel_equals_reference_access_by_access(
         hmode,
         rep_q,
         rep_low,
+        rep_miss,
         res_ways,
         seed,
     )

@@ -34,6 +34,7 @@ class L2Structure:
     policy: str = "lru"
     replicate: float = 1.0  # probability that a far access leaves a copy in the near partition
     replica_low: bool = True  # replicas enter at the lowest replacement priority
+    replicate_misses: bool = True  # a far miss (filled from DRAM) also leaves a near copy
     set_hash: str = "mix"
 
     def __post_init__(self) -> None:
@@ -47,8 +48,9 @@ class L2Structure:
             raise DsacacheError(f"replicate must be in [0, 1], got {self.replicate}")
 
 
-# Fitted jointly on the H200 and A100-80GB curves (benchmarks/calibrate_l2.py).
-FITTED = L2Structure()
+# Fitted jointly on the H200 and A100-80GB curves (benchmarks/calibrate_l2.py --grid,
+# docs/gpu-l2-model.md): 28 ways, LRU, a quarter of far accesses leave a most-recent copy.
+FITTED = L2Structure(ways=28, policy="lru", replicate=0.25, replica_low=False)
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,7 @@ def sweep(
             HASHES[structure.set_hash],
             int(round(structure.replicate * gk.REP_ONE)),
             int(structure.replica_low),
+            int(structure.replicate_misses),
             geo.reserved_ways,
             seed,
             np.zeros(0, np.int8),

@@ -8,7 +8,8 @@ The model (gpu_l2.py has the parameters and their sources):
 - SM m is near partition m % parts. A near access looks up the home partition: a hit is a near
   hit, a miss fills the home partition from DRAM. A far access first looks for a replica in the
   near partition (near hit), then the home partition (far hit; a miss fills home from DRAM);
-  then, with probability `rep_q` / 2**16, a copy is filled into the near partition (at the
+  then (after a far hit, or any far access when `rep_miss`), with probability `rep_q` / 2**16,
+  a copy is filled into the near partition (at the
   lowest priority when `rep_low`: least recent for LRU/FIFO, RRPV 3 for SRRIP).
 - A fill may use ways [res_ways, ways) only: the first res_ways ways of every set are the
   persisting set-aside, which streaming data never fills.
@@ -149,6 +150,7 @@ def replay_sweep(
     hmode: int,
     rep_q: int,
     rep_low: int,
+    rep_miss: int,
     res_ways: int,
     seed: int,
     outcome: np.ndarray,
@@ -200,8 +202,9 @@ def replay_sweep(
                             res = FAR_HIT
                         else:
                             _fill(hrow, line, False, policy, res_ways, now, tags, meta, rng)
-                        if rep_q >= REP_ONE or (
-                            rep_q > 0 and np.int64(xorshift(rng) % np.uint64(REP_ONE)) < rep_q
+                        if (res == FAR_HIT or rep_miss != 0) and (
+                            rep_q >= REP_ONE
+                            or (rep_q > 0 and np.int64(xorshift(rng) % np.uint64(REP_ONE)) < rep_q)
                         ):
                             _fill(nrow, line, rep_low != 0, policy, res_ways, now, tags, meta, rng)
                 else:
