@@ -97,7 +97,7 @@ def report() -> None:
         mib = np.array(e["sizes_kib"]) / 1024
         ax.plot(mib, e["measured"], "o", color=color, ms=4, label=f"{name} measured")
         ax.plot(mib, e["model"], "-", color=color, label=f"{name} model")
-        print(f"{name}: max |model - measured| = {e['max_err']:.3f} at {e['worst_kib']} KiB")
+        print(f"{name}: max |model - measured| = {e['max_err']:.4f} at {e['worst_kib']} KiB")
     h100 = evaluate(FITTED, "h100", rows["h200"]["sizes_kib"])
     ax.plot(
         np.array(h100["sizes_kib"]) / 1024,
