@@ -50,3 +50,11 @@ def test_bad_input_is_one_line_exit_2(capsys, extra, msg):
 def test_help_lists_the_command(capsys):
     assert run(["calibrate", "--help"]) == 0
     assert "l2-sweep" in capsys.readouterr().out
+    assert run(["calibrate"]) == 0  # a bare group shows its help
+    assert "l2-sweep" in capsys.readouterr().out
+
+
+def test_missing_required_option_is_one_line(capsys):
+    assert run(["calibrate", "l2-sweep", "--sizes-kib", "512"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--hardware" in err

@@ -330,3 +330,20 @@ def test_bundled_measured_sweeps():
     assert h200.at(8192) > 0.98 and h200.at(100352) < 0.02 and h200.at(1000) is None
     with pytest.raises(DsacacheError, match="no measured"):
         measured_sweep("h100", 50 * 2**20)
+
+
+# ---- the fitted structure against the bundled curves ----
+
+
+@pytest.mark.parametrize(
+    "name, l2_bytes, sizes",
+    [
+        ("h200", 62_914_560, [48128, 52736, 63488]),
+        ("a100-80gb", 40 * 2**20, [30720, 36864, 57856]),
+    ],
+)
+def test_fitted_model_within_005_of_measured(name, l2_bytes, sizes):
+    ref = measured_sweep(name, l2_bytes)
+    model = l2_sweep_hit_rates(name, sizes)
+    for s, m in zip(sizes, model, strict=True):
+        assert abs(m - ref.at(s)) <= 0.05, (name, s, m, ref.at(s))

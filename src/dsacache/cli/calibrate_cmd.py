@@ -78,8 +78,8 @@ def l2_sweep_command(
         return
     table = Table(title=f"{preset.label}: L2 hit rate of the gpu-l2-cache sweep (model)")
     table.add_column("data set KiB", justify="right")
-    table.add_column("model", justify="right")
-    table.add_column("near", justify="right")
+    table.add_column("model hit rate", justify="right")
+    table.add_column("near hits", justify="right")  # of all requests, served near
     if ref is not None:
         table.add_column("measured", justify="right")
     for i, s in enumerate(sizes):

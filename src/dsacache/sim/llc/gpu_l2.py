@@ -9,7 +9,7 @@ fitted jointly on the public H200 and A100-80GB curves (docs/gpu-l2-model.md).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,12 +28,13 @@ HASHES = {"mix": gk.HASH_MIX, "modulo": gk.HASH_MODULO}
 
 @dataclass(frozen=True)
 class L2Structure:
-    """The structural (not per-GPU) parameters of the model."""
+    """The structural (not per-GPU) parameters of the model; the defaults are the fitted values
+    (benchmarks/calibrate_l2.py --grid, docs/gpu-l2-model.md)."""
 
-    ways: int = 16
+    ways: int = 28
     policy: str = "lru"
-    replicate: float = 1.0  # probability that a far access leaves a copy in the near partition
-    replica_low: bool = True  # replicas enter at the lowest replacement priority
+    replicate: float = 0.25  # probability that a far access leaves a copy in the near partition
+    replica_low: bool = False  # replicas enter at the lowest replacement priority
     replicate_misses: bool = True  # a far miss (filled from DRAM) also leaves a near copy
     set_hash: str = "mix"
 
@@ -48,9 +49,9 @@ class L2Structure:
             raise DsacacheError(f"replicate must be in [0, 1], got {self.replicate}")
 
 
-# Fitted jointly on the H200 and A100-80GB curves (benchmarks/calibrate_l2.py --grid,
-# docs/gpu-l2-model.md): 28 ways, LRU, a quarter of far accesses leave a most-recent copy.
-FITTED = L2Structure(ways=28, policy="lru", replicate=0.25, replica_low=False)
+# Fitted jointly on the H200 and A100-80GB curves: 28 ways, LRU, a quarter of far accesses
+# (hits and misses) leave a most-recent copy in the near partition.
+FITTED = L2Structure()
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
             int(37.5 * MIB),
             {
                 "l2_bytes": "measured: cudaDeviceProp.l2CacheSize = 62,914,560 B (60 MiB)",
-                "partitions": "documented: two L2 partitions on GH100 (Hopper whitepaper)",
+                "partitions": "public microbenchmark studies: two L2 partitions (GH100)",
                 "sms": "documented: 132 SMs (H200 SXM, same GH100 configuration as H100 SXM)",
                 "set_aside_max_bytes": "measured: persistingL2CacheMaxSize = 37.5 MiB",
             },
@@ -91,8 +92,8 @@ GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
             132,
             int(0.75 * 50 * MIB),
             {
-                "l2_bytes": "documented: 50 MB L2, 2 x 25 MB partitions (Hopper whitepaper)",
-                "partitions": "documented: two L2 partitions (Hopper whitepaper)",
+                "l2_bytes": "documented: 50 MB L2 (Hopper whitepaper), read as MiB like the H200",
+                "partitions": "public microbenchmark studies: 2 x 25 MB partitions",
                 "sms": "documented: 132 SMs (H100 SXM5)",
                 "set_aside_max_bytes": "documented: at most 75 % of L2 (CUDA programming guide)",
             },
@@ -105,8 +106,8 @@ GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
             108,
             int(0.75 * 40 * MIB),
             {
-                "l2_bytes": "documented: 40 MB L2, 2 x 20 MB partitions (Ampere whitepaper)",
-                "partitions": "documented: two L2 partitions (Ampere whitepaper)",
+                "l2_bytes": "documented: 40 MB L2 (Ampere whitepaper), read as MiB like the H200",
+                "partitions": "documented: L2 divided into two partitions (Ampere whitepaper)",
                 "sms": "documented: 108 SMs (A100)",
                 "set_aside_max_bytes": "documented: at most 75 % of L2 (CUDA programming guide)",
             },
@@ -237,7 +238,3 @@ def l2_sweep_hit_rates(
     p = gpu_l2_preset(hardware)
     geo = geometry(p.l2_bytes, p.partitions, FITTED.ways)
     return sweep(geo, p.sms if sms is None else sms, sizes_kib, chunk_kib, FITTED).hit_rate
-
-
-def with_structure(base: L2Structure, **changes: object) -> L2Structure:
-    return replace(base, **changes)
