@@ -110,7 +110,8 @@ def main() -> int:
     print(f"hardware {params.name}: HBM {params.hbm_bytes_per_s / 1e12:g} TB/s, LLC hit "
           f"{params.llc_hit_ns:.1f} ns, HBM {params.hbm_ns:.1f} ns, MLP {params.mlp_lines:.0f}; "
           f"weights {weights / 2**20:,.0f} MiB/layer ({weights_note})")  # fmt: skip
-    print(f"{a.layers} layers, {a.steps} steps from context {a.context}; paper MB = 10^6 B")
+    reading = "2^20 B (--mb-as-mib)" if a.mb_as_mib else "10^6 B"
+    print(f"{a.layers} layers, {a.steps} steps from context {a.context}; paper MB = {reading}")
 
     def geometry(k: int):  # noqa: ANN202
         return preset("llama-3.1-70b").with_overrides(layers=a.layers, top_k=k)
@@ -141,7 +142,8 @@ def main() -> int:
     # ---- part 2: the inverse problem
     print("\n2. hit rates the paper's slowdowns imply once S(0) = 1.87 (latency-bound gathers: "
           "h = 1 - (S - 1) / 0.87):")  # fmt: skip
-    print("    " + ", ".join(f"{mb} MB ({mb_to_mib(mb):.2f} MiB): {1 - (s - 1) / (S0 - 1):.3f}"
+    print("    " + ", ".join(f"{mb} MB ({reserved_mib(mb, a.mb_as_mib):.2f} MiB): "
+                             f"{1 - (s - 1) / (S0 - 1):.3f}"
                              for mb, s in PAPER.items()))  # fmt: skip
     print(f"    largest all-miss slowdown within {budget_ms:g} ms per step (batch at the budget, "
           f"top-k {a.real_top_k}, context {a.context}):")  # fmt: skip

@@ -121,11 +121,16 @@ def test_workload_from_sim_ragged_batch_by_hand():
     assert s.gather_bandwidth_s == pytest.approx(60 * 0.8 * 128 / 1e9)
 
 
-def test_workload_from_sim_line_hits():
-    tr = ragged_trace()
+def test_workload_from_sim_line_hits_by_hand():
+    # 192 B rows straddle lines: A0 = lines 0-1, A1 = 1-2, A2 = 3-4 (B in its own block).
+    # t0: A0 miss miss, A1 hit (line 1) miss, B0 miss miss; t1: A1 hit hit, A2 miss miss.
+    # Lines: 3 hits of 10; tokens (all lines hit): only A1 at t1, 1 of 5.
+    a, b = ragged_trace().requests
+    tr = Trace([a, b], Geometry(1, 2, 192, 4, 16))
     sim = simulate(tr, SimConfig("line-lru", capacity_tokens=10))
+    assert (sim.line_hits, sim.line_misses, sim.hits, sim.accesses) == (3, 7, 1, 5)
     w = workload_from_sim(tr, sim, weights_bytes_per_layer=0)
-    assert w.hit_rate == pytest.approx(sim.line_hits / (sim.line_hits + sim.line_misses))
+    assert w.hit_rate == pytest.approx(0.3)  # the line hit rate, not the token one (0.2)
 
 
 def test_check_batch():

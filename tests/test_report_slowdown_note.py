@@ -33,3 +33,40 @@ def test_facet_numbers_by_hand():
 def test_implied_hit_rates_are_the_paper_s_slowdowns_inverted():
     paper = (1.67, 1.5, 1.3, 1.15)
     assert IMPLIED_HIT_RATES == tuple(round(1 - (s - 1) / 0.87, 2) for s in paper)
+
+
+@pytest.mark.slow
+def test_the_quoted_table4_setting_is_what_the_pipeline_gives():
+    """The note quotes benchmarks/table4.py's 21 MB-footprint setting (Llama-3.1-70B geometry,
+    20 layers, top-k 256, one request, 64 steps from 8,192 tokens): recompute it."""
+    from dataclasses import replace
+
+    from dsacache.perf import mlp_for_slowdown, model, perf_params, workload_from_sim
+    from dsacache.sim import SimConfig, simulate
+    from dsacache.sim.config import mb_to_mib
+    from dsacache.sim.llc.run import MODEL_WEIGHTS
+    from dsacache.trace.geometry import preset
+    from dsacache.trace.synth import PAPER_TARGETS, synthesize
+
+    geometry = preset("llama-3.1-70b").with_overrides(layers=20, top_k=256)
+    trace = synthesize(geometry, 64, 8192, PAPER_TARGETS, seed=0, requests=1)
+    weights = MODEL_WEIGHTS["llama-3.1-70b"][0]
+    text = slowdown_note([row(0.0, 1.5, 0)])
+    hit_rates = {}
+    for policy in ("min", "keep-previous", "token-lru"):
+        hit_rates[policy] = []
+        for mb in (5, 10, 15, 20):
+            sim = simulate(trace, SimConfig(policy, capacity_mib=mb_to_mib(mb)))
+            w = workload_from_sim(trace, sim, weights_bytes_per_layer=weights)
+            hit_rates[policy].append(w.hit_rate)
+    quoted = {"min": "MIN then reaches", "keep-previous": "keep-previous"}
+    for policy, words in quoted.items():
+        assert f"{words} {' / '.join(f'{h:.2f}' for h in hit_rates[policy])}," in text
+    assert max(hit_rates["token-lru"]) < 0.005 and "token-LRU 0." in text
+    # "about 2 gather loads in flight, at 52 tok/s per user"
+    w0 = w.with_(hit_rate=0.0)
+    h200 = perf_params("h200")
+    mlp = mlp_for_slowdown(h200, w0, 1.87)
+    assert round(mlp) == 2 and "about 2 gather loads in flight" in text
+    per_user = 1 / model(replace(h200, mlp_lines=mlp), w0).ideal.total_s
+    assert round(per_user) == 52 and "at 52 tok/s per user" in text

@@ -150,6 +150,8 @@ def test_file_trace_identity_tracks_content(tmp_path: Path) -> None:
          'policies = ["min"]\ncapacities = [1]\nrequests = [4]', "give one of them"),
         ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
          'policies = ["min"]\ncapacities = [1]\nrequests = [0]', "requests must be integers >= 1"),
+        ('traces = ["t.zarr"]\npolicies = ["min"]\ncapacities = [1]\nrequests = [2]',
+         "applies to synth traces only"),
         ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
          'policies = ["near-miss"]\ncapacities = [1]', "near_miss_source"),
         ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'

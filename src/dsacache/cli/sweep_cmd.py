@@ -20,7 +20,8 @@ HELP = "\n\n".join(
         "OUT/results.parquet (and OUT/sweep.toml, the config).",
         "The batch is each trace's requests, simulated together: a synth trace's `requests`, "
         "or the grid's `requests` axis (a list; it generates each synth trace once per "
-        "count), or a trace file's own. There is no `batch` key.",
+        "count; a grid of trace files only has no use for it and is an error), or a trace "
+        "file's own. There is no `batch` key.",
         "CONFIG keys: `traces` (paths, relative to CONFIG, or synth tables such as "
         '{synth = "deepseek-v3.2", steps = 50, context = 4096, layers = 4, top_k = 256, '
         'seed = 0, requests = 4}), `policies`, `capacities` (a number = MiB, "20 MiB", '

@@ -53,7 +53,7 @@ def slowdown_note(rows: list[dict[str, Any]]) -> str:
         "MiB). Our model gets there only with a footprint of about 21 MB per step (top-k 256 "
         "and one request on 20 Llama-3.1-70B layers) and about 2 gather loads in flight, at "
         "52 tok/s per user; Belady's MIN then reaches 0.23 / 0.43 / 0.56 / 0.67, "
-        "keep-previous 0.12 / 0.22 / 0.33 / 0.43, token-LRU 0. At the batch an H200 can serve "
+        "keep-previous 0.12 / 0.22 / 0.32 / 0.43, token-LRU 0. At the batch an H200 can serve "
         "at 100 tok/s per user the weights dominate and no reservation moves the slowdown "
         "from about 1.2 (benchmarks/table4.py)."
     )

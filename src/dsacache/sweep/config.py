@@ -157,6 +157,12 @@ def _policy(p: Any, source: str) -> str:
 def _with_requests(traces: list, values: list, source: str) -> list:
     """Each synth trace once per request count (a file trace keeps its own requests)."""
     counts = [_pos_int(n, "requests", source) for n in values]
+    if not any(isinstance(t, dict) and "synth" in t for t in traces):
+        # the axis would change nothing: a file's batch is the requests it was recorded with
+        raise DsacacheError(
+            f"{source}: the `requests` axis applies to synth traces only and this grid has "
+            "none (a trace file's batch is its own requests)"
+        )
     out = []
     for t in traces:
         if not (isinstance(t, dict) and "synth" in t):
