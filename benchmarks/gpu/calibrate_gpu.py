@@ -74,8 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", default="llama-3.1-70b",
                    help="geometry presets, comma separated (llama-3.1-70b: gqa rows; "
                         "deepseek-v3.2: ds rows)")  # fmt: skip
-    p.add_argument("--weights-mb", type=float, default=None,
-                   help="weights per layer, MB (default: the model's)")  # fmt: skip
+    p.add_argument("--weights-mib", type=float, default=None,
+                   help="weights per layer, MiB (default: the model's)")  # fmt: skip
     p.add_argument("--layers", type=int, default=20, help="layers on this GPU")
     p.add_argument("--batches", default="1,8,32")
     p.add_argument("--context", type=int, default=16384, help="tokens cached per request")
@@ -98,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.cpu_smoke:
         a.layers, a.batches, a.context, a.steps, a.warmup, a.top_k = 2, "1,2", 256, 3, 1, 32
-        a.weights_mb = a.weights_mb or 0.25
+        a.weights_mib = a.weights_mib or 0.25
         a.reserve_mib = 2.0  # one way of the model's h200 L2: its token region = the GPU's slots
         a.nsplit, a.precision, a.bracket_launches = 1, "ieee", 1
         a.l2_sizes_mib = "0.03125,0.0625,0.09375,0.125,0.1875,0.25"  # 32 .. 256 KiB
@@ -110,11 +110,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- configurations
 
 
-def weights_bytes(model: str, weights_mb: float | None) -> int:
+def weights_bytes(model: str, weights_mib: float | None) -> int:
     from dsacache.sim.llc.run import MODEL_WEIGHTS
 
-    if weights_mb is not None:
-        return int(weights_mb * 1e6)
+    if weights_mib is not None:
+        return int(weights_mib * (1 << 20))
     return int(MODEL_WEIGHTS[model][0])
 
 
@@ -142,7 +142,7 @@ def configs(a: argparse.Namespace, hw: str, max_aside: int | None) -> list:
                         a.steps,
                         a.warmup,
                         a.top_k,
-                        weights_bytes(model, a.weights_mb),
+                        weights_bytes(model, a.weights_mib),
                         res,
                         hw,
                     )  # fmt: skip

@@ -60,7 +60,7 @@ def _kv_counts(trace: Any, cfg: DecodeConfig, steps: int) -> tuple[np.ndarray, A
 
     res = "token" if cfg.reserve_bytes else "none"
     llc = LLCConfig(
-        hardware=cfg.hardware, reservation=res, reserve_mb=cfg.reserve_bytes / (1 << 20),
+        hardware=cfg.hardware, reservation=res, reserve_mib=cfg.reserve_bytes / (1 << 20),
         sectors=True, weights_bytes=cfg.weights_bytes, front_partition="per-layer",
     )  # fmt: skip
     r = simulate_llc(trace, llc, steps=steps)
