@@ -199,6 +199,6 @@ def test_cli(tmp_path, trace, capsys):
     assert sum(d["token_region"]["misses_per_step"]) == d["token_region"]["misses"]
     assert run(args) == 0
     assert "token region: token-lru" in capsys.readouterr().out
-    assert run(args + ["--front-policy", "keep-previous"]) == 2
+    assert run(args + ["--front-policy", "min"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "keep-previous" in err and "\n" not in err
+    assert "min" in err and "\n" not in err

@@ -207,6 +207,8 @@ def line_areas(max_context: np.ndarray, layers: int, kv: int) -> tuple[np.ndarra
 class LineLRU(TokenPolicy):
     name = "line-lru"
     summary = "LRU over 128-byte lines of the paged KV rows (a token hits iff all its lines hit)"
+    online = True
+    prefetches = False  # fetches only lines of requested tokens (see the module doc)
     counts_lines = True
 
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:

@@ -148,6 +148,8 @@ class NearMiss(TokenPolicy):
         "token LRU that prefetches the indexer's near-miss tokens (trace), else what the "
         "layer below selected at the same step"
     )
+    online = True  # the trace's near-miss rows are the indexer's output at that step
+    prefetches = True
     uses_near_miss = True
 
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
