@@ -1,10 +1,11 @@
 """The shared replay driver (sim/policies/driver.py) against the hand-written kernels it replaced.
 
-For token-lru, fifo, keep-previous and min, both versions replay the same in-memory traces in
-this run, alternately, and the best engine seconds (SimResult.engine_seconds' definition: the
-policy's own calls, backward pass included) of each are compared; hit and miss counts must be
-identical. The old kernels are the files of a git revision (--baseline; default f0f1036, the
-last commit before the driver), copied into a temporary directory and imported from there.
+For token-lru, fifo, keep-previous and min (now hooks in the shared driver) and line-lru and
+near-miss (own kernels, now with the shared list moves), both versions replay the same in-memory
+traces in this run, alternately, and the best engine seconds (SimResult.engine_seconds'
+definition: the policy's own calls, backward pass included) of each are compared; hit and miss
+counts must be identical. The old kernels are the files of a git revision (--baseline; default
+f0f1036, the last commit before the driver), copied into a temporary directory and imported.
 
 Traces (synthesized in memory at the paper's statistics):
 - bench_token_lru.py's: 10 layers, k = 2048, 1000 steps, 32K context (20.5 M accesses);
@@ -36,11 +37,11 @@ from dsacache.trace.synth import synthesize
 TARGET = 1.10
 BASELINE = "f0f1036"  # the last commit with the hand-written kernels
 ROOT = Path(__file__).resolve().parents[1]
-OLD_FILES = ("lru", "keep_previous", "belady")
+OLD_FILES = ("lru", "keep_previous", "belady", "line_lru", "near_miss")
 
 
 def load_old(rev: str, tmp: Path) -> dict[str, type]:
-    """The policy classes of revision `rev` (lru.py, keep_previous.py, belady.py), unregistered."""
+    """The policy classes of revision `rev` (its OLD_FILES), not registered."""
     classes: dict[str, type] = {}
     mods = {}
     for name in OLD_FILES:
@@ -66,6 +67,8 @@ def load_old(rev: str, tmp: Path) -> dict[str, type]:
     classes["fifo"] = OldFIFO
     classes["keep-previous"] = mods["keep_previous"].KeepPrevious
     classes["min"] = mods["belady"].Belady
+    classes["line-lru"] = mods["line_lru"].LineLRU
+    classes["near-miss"] = mods["near_miss"].NearMiss
     return classes
 
 
@@ -73,7 +76,7 @@ def run_once(cls: type, blocks: StepBlocks, spec: str, cap: int) -> tuple[float,
     """(engine seconds, hits, misses) of one replay."""
     layers = blocks.layers
     policy = cls(blocks, parse_partition(spec, layers, cap), blocks.trace.geometry)
-    counters = Counters.zeros(layers)
+    counters = Counters.zeros(layers, lines=cls.counts_lines)
     engine = replay(policy, blocks, counters)
     return engine, int(counters.hits.sum()), int(counters.misses.sum())
 
@@ -82,10 +85,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default=BASELINE, help="git revision of the old kernels")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--policy", action="append", help="default: token-lru fifo keep-previous min")
+    ap.add_argument("--policy", action="append", help="default: all six (repeatable)")
     ap.add_argument("--trace", action="append", choices=["bench", "deepseek"])
     args = ap.parse_args()
-    policies = args.policy or ["token-lru", "fifo", "keep-previous", "min"]
+    policies = args.policy or ["token-lru", "fifo", "keep-previous", "min", "line-lru", "near-miss"]
     traces = {
         "bench": (Geometry(10, 2048, 656, 132, 64), 1000),
         "deepseek": (Geometry(61, 2048, 656, 132, 64), 300),
@@ -100,10 +103,11 @@ def main() -> None:
             geometry, steps = traces[tname]
             t0 = time.perf_counter()
             trace = synthesize(geometry, steps, 32768)
-            blocks = StepBlocks(trace)
+            plain, near = StepBlocks(trace), StepBlocks(trace, near_miss=True)
             print(f"{tname}: {trace!r} ({time.perf_counter() - t0:.1f} s to synthesize)")
             footprint = geometry.layers * geometry.top_k
             for name in policies:
+                blocks = near if POLICIES[name].uses_near_miss else plain
                 for cap in (footprint // 2, 2 * footprint):
                     best = {"old": np.inf, "new": np.inf}
                     counts = {}

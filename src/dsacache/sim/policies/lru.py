@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from dsacache.sim.partition import Partition
-from dsacache.sim.policies import list_moves as lm
+from dsacache.sim.policies import list_moves as moves
 from dsacache.sim.policies.base import register
 from dsacache.sim.policies.driver import DrivenPolicy, Hooks, make_replay, same_g
 from dsacache.trace.blocks import StepBlock, StepBlocks
@@ -42,7 +42,7 @@ def _find(st: tuple, key: int, g: tuple) -> bool:
 @njit(inline="always")
 def _hit(st: tuple, key: int, g: tuple, i: int) -> tuple:
     if st[3]:
-        lm.to_front(st[0], key, g[2])
+        moves.to_front(st[0], key, g[2])
     return g
 
 
@@ -51,10 +51,10 @@ def _miss(st: tuple, key: int, g: tuple, i: int) -> tuple:
     link = st[0]
     sz, c, head = g
     if sz >= c:  # evict the LRU (or oldest) token
-        link[2 * lm.pop_back(link, head)] = -1
+        link[2 * moves.pop_back(link, head)] = -1
     else:
         sz += 1
-    lm.push_front(link, key, head)
+    moves.push_front(link, key, head)
     return sz, c, head
 
 
@@ -76,7 +76,7 @@ class ListPolicy(DrivenPolicy):
         super().__init__(blocks, partition, geometry)
         n, regions = blocks.keys.size, partition.regions
         self.sent0 = n
-        self.link = lm.new_lists(n, regions, n + regions < 2**31)
+        self.link = moves.new_lists(n, regions, n + regions < 2**31)
         self.size = np.zeros(regions, np.int64)
 
     def state(self, block: StepBlock) -> tuple:
@@ -87,7 +87,7 @@ class ListPolicy(DrivenPolicy):
         super().warmup()
         for mask in (None, np.zeros((1, 1, 1, 2), np.uint8)):  # int64 links (2**31 keys and up)
             block, one = np.array([[[[0, 1]]]], np.int32), np.ones(1, np.int64)
-            st = (lm.new_lists(2, 1, small=False), np.zeros(1, np.int64), 2, cls.promote)
+            st = (moves.new_lists(2, 1, small=False), np.zeros(1, np.int64), 2, cls.promote)
             z = np.zeros(1, np.int64), np.zeros(1, np.int64)
             list_replay(block, 0, one - 1, one * 2, np.zeros(1, np.int32), one, st, *z, mask)
 
