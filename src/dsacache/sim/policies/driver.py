@@ -1,12 +1,12 @@
 """The one replay walk of the token policies: a kernel factory over small per-policy hooks.
 
-`make_replay(hooks)` returns a compiled kernel that owns everything the policies share: the walk
-step -> layer -> request -> slot over an interleaved block, skipping empty (-1) slots, the range
-check of every index, bypass (a layer with of_layer == -1 or a region of capacity 0: every valid
-slot a miss), the per-layer hit / miss counters, the per-access hit mask and the running access
-number. The policy supplies only what it decides, as functions compiled with
-`@njit(inline="always")` (numba pastes them into the kernel before optimisation, so the kernel is
-as fast as one written out by hand; see benchmarks/bench_policy_driver.py):
+`make_replay(name, hooks)` returns a compiled kernel that owns everything the policies share: the
+walk step -> layer -> request -> slot over an interleaved block, skipping empty (-1) slots, the
+range check of every index, bypass (a layer with of_layer == -1 or a region of capacity 0: every
+valid slot a miss), the per-layer hit / miss counters, the per-access hit mask and the running
+access number. The policy supplies only what it decides (in the spirit of libCacheSim's
+find / hit / miss / evict and ChampSim's find_victim / update_replacement_state), as functions
+compiled with `@njit(inline="always")`, which numba pastes into the kernel before optimisation:
 
     begin(st, t, step, layer, p, c) -> g   before the accesses of (step, layer) to region p,
                                            whose capacity is c tokens (c > 0)
@@ -22,11 +22,21 @@ replayed: a number or a tuple (the region's fill level, its capacity, ...); writ
 in `end` keeps per-access loads and stores of the state arrays out of the hot loop. `t` is the
 row in the block, `step` = the block's first step + t, `key` the dense key id of (request,
 layer, token) and `i` the access's number within the block (every valid slot counts, bypassed
-ones too), for a policy that precomputed something per access (MIN's next uses).
+ones too), for a policy that precomputed something per access (MIN's next uses). A policy whose
+hit and miss do the same thing (keep-previous) sets Hooks.same_update: the kernel then counts
+hits without branching on the lookup (a mispredicted branch per access cost keep-previous 2x).
 
-Adding a policy: subclass `DrivenPolicy` in a new module of this package (it is imported, and so
-registered, automatically), write its hooks, build its state in `state()` and its kernel with
-`make_replay` at module level; see fifo.py (the smallest) and lru.py.
+Speed. The kernel is compiled without numba's reference counting (_nrt=False): with it, every
+read of an array out of `st` inside the loop paid an atomic increment and decrement (the kernels
+ran 2.5-4x slower). So hooks must not allocate arrays. With it off, the driven token-lru, fifo,
+keep-previous and min run as fast as the hand-written kernels they replaced
+(benchmarks/bench_policy_driver.py).
+
+Adding a policy: subclass `DrivenPolicy` in a new module of this package (every module is
+imported, so @register is all it takes), write its hooks, build its state in `state()` and its
+kernel with `make_replay` at module level; lru.py (with list_moves.py) and keep_previous.py are
+short examples. A policy that needs more than one lookup per access (line-lru) or accesses that
+are not demand (near-miss's prefetches) implements run_block with its own kernel instead.
 """
 
 from __future__ import annotations
@@ -138,10 +148,12 @@ def _replay_block(
     return -1
 
 
-def make_replay(name: str, hooks: Hooks) -> Callable:
+def make_replay(name: str, hooks: Hooks, cache: bool = True) -> Callable:
     """A compiled replay kernel specialised to `hooks` (call once per policy, at import).
 
-    `name` (a Python identifier, unique among the kernels) names the kernel in numba's cache."""
+    `name` (a Python identifier, unique among the kernels) names the kernel in numba's cache.
+    cache=False for hooks defined outside this package (tests): the cache is keyed by the
+    package's source only, so a kernel of hooks from elsewhere could outlive an edit of them."""
     if not name.isidentifier() or _KERNELS.get(name, hooks) != hooks:
         raise ValueError(f"replay kernel name {name!r} is not a fresh identifier")
     _KERNELS[name] = hooks
@@ -149,7 +161,7 @@ def make_replay(name: str, hooks: Hooks) -> Callable:
     fn = types.FunctionType(_replay_block.__code__, scope, f"replay_{name}")
     fn.__qualname__ = fn.__name__
     fn.__doc__ = _replay_block.__doc__
-    return njit(cache=True, boundscheck=False, _nrt=False)(fn)
+    return njit(cache=cache, boundscheck=False, _nrt=False)(fn)
 
 
 class DrivenPolicy(TokenPolicy):
