@@ -40,7 +40,7 @@ def token_cfg(ways: float, **kw) -> LLCConfig:
     return LLCConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("policy", ["token-lru", "fifo"])
+@pytest.mark.parametrize("policy", ["token-lru", "fifo", "keep-previous"])
 @pytest.mark.parametrize("partition", ["global", "per-layer", "pinned:0,2"])
 @pytest.mark.parametrize("ways", [1, 3])
 def test_region_equals_token_simulator(trace, policy, partition, ways):

@@ -28,7 +28,7 @@ hits without branching on the lookup (a mispredicted branch per access cost keep
 
 Speed. The kernel is compiled without numba's reference counting (_nrt=False): with it, every
 read of an array out of `st` inside the loop paid an atomic increment and decrement (the kernels
-ran 2.5-4x slower). So hooks must not allocate arrays. With it off, the driven token-lru, fifo,
+ran 1.7-4x slower). So hooks must not allocate arrays. With it off, the driven token-lru, fifo,
 keep-previous and min run as fast as the hand-written kernels they replaced
 (benchmarks/bench_policy_driver.py).
 
