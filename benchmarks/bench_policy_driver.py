@@ -10,7 +10,8 @@ f0f1036, the last commit before the driver), copied into a temporary directory a
 Traces (synthesized in memory at the paper's statistics):
 - bench_token_lru.py's: 10 layers, k = 2048, 1000 steps, 32K context (20.5 M accesses);
 - DeepSeek-V3.2 geometry: 61 layers, k = 2048, 300 steps, 32K context (37.5 M accesses).
-Capacities: 0.5x and 2x one step's footprint (layers x k tokens). Target: new / old <= 1.10.
+Capacities: 0.5x one step's footprint (layers x k tokens) on both, bench_token_lru.py's 65536
+and 262144 on the first, 2x the footprint on DeepSeek's. Target: new / old <= 1.10.
 
     .venv/bin/python benchmarks/bench_policy_driver.py [--baseline REV] [--repeats 3]
 """
@@ -89,9 +90,9 @@ def main() -> None:
     ap.add_argument("--trace", action="append", choices=["bench", "deepseek"])
     args = ap.parse_args()
     policies = args.policy or ["token-lru", "fifo", "keep-previous", "min", "line-lru", "near-miss"]
-    traces = {
-        "bench": (Geometry(10, 2048, 656, 132, 64), 1000),
-        "deepseek": (Geometry(61, 2048, 656, 132, 64), 300),
+    traces = {  # geometry, steps, capacities (tokens)
+        "bench": (Geometry(10, 2048, 656, 132, 64), 1000, (10240, 65536, 262144)),
+        "deepseek": (Geometry(61, 2048, 656, 132, 64), 300, (62464, 249856)),
     }
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,15 +101,14 @@ def main() -> None:
             POLICIES[name].warmup()
             old[name].warmup()
         for tname in args.trace or list(traces):
-            geometry, steps = traces[tname]
+            geometry, steps, capacities = traces[tname]
             t0 = time.perf_counter()
             trace = synthesize(geometry, steps, 32768)
             plain, near = StepBlocks(trace), StepBlocks(trace, near_miss=True)
             print(f"{tname}: {trace!r} ({time.perf_counter() - t0:.1f} s to synthesize)")
-            footprint = geometry.layers * geometry.top_k
             for name in policies:
                 blocks = near if POLICIES[name].uses_near_miss else plain
-                for cap in (footprint // 2, 2 * footprint):
+                for cap in capacities:
                     best = {"old": np.inf, "new": np.inf}
                     counts = {}
                     for _ in range(args.repeats):
