@@ -158,7 +158,9 @@ def make_replay(name: str, hooks: Hooks, cache: bool = True) -> Callable:
         raise ValueError(f"replay kernel name {name!r} is not a fresh identifier")
     _KERNELS[name] = hooks
     scope = dict(globals(), **hooks._asdict())
-    fn = types.FunctionType(_replay_block.__code__, scope, f"replay_{name}")
+    fn = types.FunctionType(
+        _replay_block.__code__, scope, f"replay_{name}", _replay_block.__defaults__
+    )
     fn.__qualname__ = fn.__name__
     fn.__doc__ = _replay_block.__doc__
     return njit(cache=cache, boundscheck=False, _nrt=False)(fn)
@@ -185,8 +187,8 @@ class DrivenPolicy(TokenPolicy):
             block.start,
             keys.key_offset,
             keys.max_context,
-            self.partition.of_layer,
-            self.partition.capacity,
+            np.ascontiguousarray(self.partition.of_layer, np.int32),  # no copy when it is
+            np.ascontiguousarray(self.partition.capacity, np.int64),
             self.state(block),
             counters.hits,
             counters.misses,
