@@ -362,3 +362,28 @@ def test_simulate_without_trace_or_policy_is_one_line(capsys, args, message):
     assert run(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_driven_kernels_load_from_numba_cache(tmp_path):
+    """A kernel made by make_replay is found in numba's on-disk cache by the next process (a
+    closure over the hooks would not be: its cache key differs in every process)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from dsacache.sim.policies import POLICIES, lru, keep_previous as kp\n"
+        "POLICIES['token-lru'].warmup(); POLICIES['keep-previous'].warmup()\n"
+        "s = [lru.list_replay.stats, kp.keep_previous_replay.stats]\n"
+        "print(sum(sum(x.cache_misses.values()) for x in s), "
+        "sum(sum(x.cache_hits.values()) for x in s))"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        for _ in range(2)
+    ]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+    (miss1, hit1), (miss2, hit2) = (map(int, r.stdout.split()) for r in runs)
+    assert miss1 > 0 and hit1 == 0  # compiled the first time
+    assert miss2 == 0 and hit2 == miss1  # loaded the second time
