@@ -40,7 +40,7 @@ def token_cfg(ways: float, **kw) -> LLCConfig:
     return LLCConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("policy", ["token-lru", "fifo"])
+@pytest.mark.parametrize("policy", ["token-lru", "fifo", "keep-previous"])
 @pytest.mark.parametrize("partition", ["global", "per-layer", "pinned:0,2"])
 @pytest.mark.parametrize("ways", [1, 3])
 def test_region_equals_token_simulator(trace, policy, partition, ways):
@@ -210,6 +210,6 @@ def test_cli(tmp_path, trace, capsys):
     assert sum(d["token_region"]["misses_per_step"]) == d["token_region"]["misses"]
     assert run(args) == 0
     assert "token region: token-lru" in capsys.readouterr().out
-    assert run(args + ["--front-policy", "keep-previous"]) == 2
+    assert run(args + ["--front-policy", "min"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "keep-previous" in err and "\n" not in err
+    assert "min" in err and "\n" not in err

@@ -57,7 +57,7 @@ def llc_command(
         "token-lru",
         "--front-policy",
         help="token reservation: the region's policy (one that reports per-access hits: "
-        "token-lru, fifo).",
+        "token-lru, fifo, keep-previous).",
     ),
     front_partition: str = typer.Option(
         "global",

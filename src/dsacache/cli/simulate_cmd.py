@@ -18,11 +18,16 @@ from dsacache.cli.options import (
     KV_BYTES,
     NEAR_MISS_SOURCE,
     PARTITION,
-    TRACE_ARG,
     load_trace_arg,
 )
 from dsacache.cli.progress import progress_bar
+from dsacache.errors import DsacacheError
 from dsacache.sim import POLICIES, SimConfig, SimResult, simulate
+
+# Optional here (unlike the other commands' TRACE) so that --list-policies needs no trace.
+TRACE = typer.Argument(
+    None, help="A trace store (dsacache synth/record) or a plain .npz with an `indices` array."
+)
 
 
 def _help() -> str:
@@ -46,6 +51,9 @@ def _help() -> str:
             "line hits / misses x 128 B, with line_hits and line_misses), the effective "
             "capacity (per-layer: floor(N / layers) x layers) next to the requested one "
             "(requested_capacity_mib, capacity_tokens), near_miss_source and per-layer counts.",
+            "--list-policies prints every policy with its description and two flags: online "
+            "(decides from the past only) and prefetches (may fetch tokens no access asked for); "
+            "with --json, a list of objects with keys name, description, online, prefetches.",
             "Example: dsacache simulate t.zarr --policy token-lru --capacity-mib 20 --json",
         ]
     )
@@ -57,8 +65,10 @@ def _help() -> str:
     short_help="Hits and misses of a token-level reserved LLC region, per policy.",
 )
 def simulate_command(
-    trace: Path = TRACE_ARG,
-    policy: str = typer.Option(..., "--policy", "-P", help="Replacement policy (see above)."),
+    trace: Path | None = TRACE,
+    policy: str | None = typer.Option(
+        None, "--policy", "-P", help="Replacement policy (see above; required)."
+    ),
     capacity_tokens: int | None = CAPACITY_TOKENS,
     capacity_mib: float | None = CAPACITY_MIB,
     partition: str = PARTITION,
@@ -67,8 +77,19 @@ def simulate_command(
     kv_bytes: int | None = KV_BYTES,
     index_bytes: int | None = INDEX_BYTES,
     block_tokens: int | None = BLOCK_TOKENS,
+    list_policies: bool = typer.Option(
+        False, "--list-policies", help="List the policies (with --json: as JSON) and exit."
+    ),
 ) -> None:
     """Replay TRACE against a reserved LLC region (help text: _help above)."""
+    if list_policies:
+        print_policies(json_out)
+        return
+    if trace is None:
+        raise DsacacheError("missing argument TRACE (or give --list-policies)")
+    if policy is None:
+        raise DsacacheError("missing option --policy (see --list-policies)")
+    # fail before reading
     cfg = SimConfig(policy, capacity_tokens, capacity_mib, partition, near_miss_source)
     tr = load_trace_arg(trace, kv_bytes, index_bytes, block_tokens)
     with progress_bar(f"simulate {policy}", tr.steps) as advance:
@@ -77,6 +98,31 @@ def simulate_command(
         print(json.dumps(result.to_dict(), allow_nan=False))
     else:
         print_result_table(tr.source, result)
+
+
+def policy_list() -> list[dict[str, object]]:
+    """Every registered token policy: name, description, online, prefetches (sorted by name)."""
+    return [
+        {
+            "name": name,
+            "description": cls.summary,
+            "online": bool(cls.online),
+            "prefetches": bool(cls.prefetches),
+        }
+        for name, cls in sorted(POLICIES.items())
+    ]
+
+
+def print_policies(json_out: bool) -> None:
+    rows = policy_list()
+    if json_out:
+        print(json.dumps(rows))
+        return
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'policy':<{width}}  online  prefetches  description")
+    for r in rows:
+        online, pre = ("yes" if r[f] else "no" for f in ("online", "prefetches"))
+        print(f"{r['name']:<{width}}  {online:<6}  {pre:<10}  {r['description']}")
 
 
 def print_result_table(source: str, r: SimResult) -> None:

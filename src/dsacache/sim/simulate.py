@@ -9,7 +9,6 @@ decompressing / interleaving the blocks are excluded.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +17,9 @@ import numpy as np
 
 from dsacache.sim.config import MIB, SimConfig
 from dsacache.sim.partition import parse_partition
-from dsacache.sim.policies import POLICIES, Counters, TokenPolicy
+from dsacache.sim.policies import POLICIES, Counters
 from dsacache.sim.policies.base import LINE_BYTES
+from dsacache.sim.policies.driver import replay
 from dsacache.sim.policies.near_miss import NearMiss
 from dsacache.trace.blocks import StepBlocks
 from dsacache.trace.model import Trace
@@ -128,32 +128,6 @@ class SimResult:
             out["per_layer"]["line_hits"] = [int(x) for x in self.per_layer_line_hits]
             out["per_layer"]["line_misses"] = [int(x) for x in self.per_layer_line_misses]
         return out
-
-
-def replay(
-    policy: TokenPolicy,
-    blocks: StepBlocks,
-    counters: Counters,
-    progress: Callable[[int], None] | None = None,
-) -> float:
-    """Run `policy` over `blocks` (its backward pass first, when it needs one); return the
-    engine seconds: the policy's calls only, never the reading of a block."""
-    engine = 0.0
-    if policy.needs_backward_pass:
-        for block in blocks.reversed():
-            t0 = time.perf_counter()
-            policy.prepare_block(block)
-            engine += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    policy.prepare()
-    engine += time.perf_counter() - t0
-    for block in blocks:
-        t0 = time.perf_counter()
-        policy.run_block(block, counters)
-        engine += time.perf_counter() - t0
-        if progress is not None:
-            progress(block.stop - block.start)
-    return engine
 
 
 def simulate(

@@ -36,7 +36,8 @@ model of run.py.
   misses per step. Blocking misses per step = kv-gather line misses of the shared LLC, the same
   unit as the other modes.
 
-A front policy must report per-access hits (TokenPolicy.emits_hit_mask: token-lru, fifo).
+A front policy must report per-access hits (TokenPolicy.emits_hit_mask: token-lru, fifo,
+keep-previous; not min, whose backward pass this driver does not run).
 """
 
 from __future__ import annotations

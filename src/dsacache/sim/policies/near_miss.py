@@ -31,6 +31,7 @@ from numba import njit
 
 from dsacache.errors import DsacacheError
 from dsacache.sim.partition import Partition
+from dsacache.sim.policies import list_moves as moves
 from dsacache.sim.policies.base import Counters, TokenPolicy, register
 from dsacache.sim.policies.belady import region_keys
 from dsacache.sim.policies.line_lru import SlotLRU
@@ -41,7 +42,7 @@ SOURCE_TRACE = 0
 SOURCE_LAYER_BELOW = 1
 
 
-@njit(cache=True, boundscheck=False)
+@njit(cache=True, boundscheck=False, _nrt=False)
 def near_miss_block(
     block: np.ndarray,
     near: np.ndarray,
@@ -103,16 +104,7 @@ def near_miss_block(
                         if sl >= 0:
                             if demand:
                                 h += 1
-                                a = link[2 * sl]
-                                if a != head:  # move to the MRU end
-                                    b = link[2 * sl + 1]
-                                    link[2 * a + 1] = b
-                                    link[2 * b] = a
-                                    f = link[2 * head + 1]
-                                    link[2 * sl] = head
-                                    link[2 * sl + 1] = f
-                                    link[2 * f] = sl
-                                    link[2 * head + 1] = sl
+                                moves.to_front(link, sl, head)  # move to the MRU end
                             continue  # a resident prefetch is not touched
                         if demand:
                             m += 1
@@ -124,18 +116,11 @@ def near_miss_block(
                             sl = o + u
                             u += 1
                         else:  # evict the LRU token
-                            sl = link[2 * head]
-                            a = link[2 * sl]
-                            link[2 * a + 1] = head
-                            link[2 * head] = a
+                            sl = moves.pop_back(link, head)
                             slot_of[ids[sl]] = -1
                         ids[sl] = x
                         slot_of[x] = sl
-                        f = link[2 * head + 1]
-                        link[2 * sl] = head
-                        link[2 * sl + 1] = f
-                        link[2 * f] = sl
-                        link[2 * head + 1] = sl
+                        moves.push_front(link, sl, head)
             if p >= 0:
                 used[p] = u
             hits[layer] += h
@@ -151,6 +136,8 @@ class NearMiss(TokenPolicy):
         "token LRU that prefetches the indexer's near-miss tokens (trace), else what the "
         "layer below selected at the same step"
     )
+    online = True  # the trace's near-miss rows are the indexer's output at that step
+    prefetches = True
     uses_near_miss = True
 
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
