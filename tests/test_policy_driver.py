@@ -110,12 +110,18 @@ def online_violation(cls: type[TokenPolicy], trace: Trace, cap: int, spec: str) 
 # ------------------------------------------------------------------ every registered policy
 
 
+def config(name: str, cap: int, spec: str) -> SimConfig:
+    """The policy's SimConfig; near-miss must name its source (these traces carry none)."""
+    source = "layer-below" if name == "near-miss" else None
+    return SimConfig(name, capacity_tokens=cap, partition=spec, near_miss_source=source)
+
+
 @pytest.mark.parametrize("name", ALL)
 @FEW
 @given(p=trace_params, cap=st.integers(0, 40), spec=st.sampled_from(SPECS))
 def test_hits_plus_misses_is_accesses(name, p, cap, spec):
     trace = random_trace(p)
-    res = simulate(trace, SimConfig(name, capacity_tokens=cap, partition=spec))
+    res = simulate(trace, config(name, cap, spec))
     assert res.hits + res.misses == res.accesses == trace.count_accesses()
     assert ((res.per_layer_hits >= 0) & (res.per_layer_misses >= 0)).all()
     assert res.per_layer_hits.sum() + res.per_layer_misses.sum() == res.accesses
@@ -132,8 +138,8 @@ def test_min_bounds_every_demand_policy_at_every_capacity(name, p, spec):
     g = trace.geometry
     for cap in range(0, g.layers * g.top_k * 2 + 2):
         of_layer = parse_partition(spec, g.layers, cap).of_layer
-        best = simulate(trace, SimConfig("min", capacity_tokens=cap, partition=spec))
-        res = simulate(trace, SimConfig(name, capacity_tokens=cap, partition=spec))
+        best = simulate(trace, config("min", cap, spec))
+        res = simulate(trace, config(name, cap, spec))
         for region in set(of_layer.tolist()):
             layers = of_layer == region
             mine, bound = res.per_layer_misses[layers].sum(), best.per_layer_misses[layers].sum()
