@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/calibrate_l2.py            # the fitted structure: table + figure
     .venv/bin/python benchmarks/calibrate_l2.py --grid     # the fit: every structure of the grid
+    .venv/bin/python benchmarks/calibrate_l2.py --try '{"ways": 28, "victim_pool": 2}' ...
+                                                  # given structures at the knee and tail sizes
 
 The error of a structure is max |model - measured| on each curve (H200, A100 80GB) over the
 measured sizes up to 100 MiB: from 8 MiB for the fitted structure, from 0.6 x L2 in the grid
@@ -27,6 +29,11 @@ from dsacache.sim.llc.l2_measured import measured_sweep
 
 CURVES = ("h200", "a100-80gb")
 LO_KIB, HI_KIB = 8 * 1024, 100 * 1024 + 512
+# the measured sizes where every structure tried misses most (knee to tail), ~15-30 s per structure
+KNEE_TAIL_KIB = {
+    "h200": [40448, 44032, 48128, 52736, 57856, 63488, 69632, 76288, 83456],
+    "a100-80gb": [28160, 30720, 33792, 36864, 40448, 44032, 48128, 52736, 57856],
+}
 FIGURE = Path(__file__).parents[1] / "docs" / "gpu-l2-model.png"
 
 
@@ -82,6 +89,20 @@ def grid() -> None:
     print("best:", best)
 
 
+def try_structures(specs: list[str]) -> None:
+    """Max error and signed errors (model - measured) at KNEE_TAIL_KIB of each structure, given
+    as JSON keyword arguments of L2Structure."""
+    for spec in specs:
+        s = L2Structure(**json.loads(spec))
+        row = {}
+        for name, sizes in KNEE_TAIL_KIB.items():
+            ref = measured_sweep(name, gpu_l2_preset(name).l2_bytes)
+            e = evaluate(s, name, sizes)
+            d = np.array(e["model"]) - np.array([ref.at(x) for x in sizes])
+            row[name] = {"max_err": round(float(np.abs(d).max()), 4), "err": d.round(3).tolist()}
+        print(json.dumps({"structure": json.loads(spec)} | row), flush=True)
+
+
 def report() -> None:
     import matplotlib
 
@@ -133,8 +154,12 @@ def report() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", action="store_true", help="evaluate the fit's grid")
+    ap.add_argument("--try", dest="specs", nargs="+", metavar="JSON", help="structures to try")
     args = ap.parse_args()
-    grid() if args.grid else report()
+    if args.specs:
+        try_structures(args.specs)
+    else:
+        grid() if args.grid else report()
 
 
 if __name__ == "__main__":

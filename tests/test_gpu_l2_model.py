@@ -57,10 +57,13 @@ def ref_stream(run, iters, n_blocks, slots, sms, seed):
 
 
 class RefL2:
-    def __init__(self, parts, sets, ways, policy, hmode, rep_q, rep_low, rep_miss, res_ways, seed):
+    def __init__(
+        self, parts, sets, ways, policy, pool, hmode, rep_q, rep_low, rep_miss, rep_line, res, seed
+    ):
         self.parts, self.sets, self.ways = parts, sets, ways
-        self.policy, self.hmode = policy, hmode
-        self.rep_q, self.rep_low, self.rep_miss, self.res = rep_q, rep_low, rep_miss, res_ways
+        self.policy, self.pool, self.hmode = policy, pool, hmode
+        self.rep_q, self.rep_low, self.rep_miss, self.res = rep_q, rep_low, rep_miss, res
+        self.rep_line = rep_line
         self.rng = RefRng(seed)
         # one list of [line, meta] (or None) per (partition, set)
         self.rows = [[None] * ways for _ in range(parts * sets)]
@@ -91,8 +94,10 @@ class RefL2:
             for w in ways:
                 r[w][1] += 3 - top
             v = next(w for w in ways if r[w][1] == 3)
-        else:
-            v = min(ways, key=lambda w: (r[w][1], w))
+        else:  # LRU / FIFO: a uniform pick among the `pool` oldest (stamp, way)
+            oldest = sorted(ways, key=lambda w: (r[w][1], w))
+            pick = self.rng.next() % min(self.pool, len(oldest)) if self.pool > 1 else 0
+            v = oldest[pick]
         if self.policy == "srrip":
             meta = 3 if low else 2
         elif self.policy in ("lru", "fifo") and low:
@@ -130,10 +135,15 @@ class RefL2:
         else:
             self._fill(hrow, line, False)
             res = gk.MISS
-        if (res == gk.FAR_HIT or self.rep_miss) and (
-            self.rep_q >= gk.REP_ONE
-            or (self.rep_q > 0 and self.rng.next() % gk.REP_ONE < self.rep_q)
-        ):
+        if not (res == gk.FAR_HIT or self.rep_miss):
+            copy = False
+        elif self.rep_line:  # a fixed share of lines, chosen by address
+            copy = ref_mix64(line ^ 0x5EED) % gk.REP_ONE < self.rep_q
+        else:
+            copy = self.rep_q >= gk.REP_ONE or (
+                self.rep_q > 0 and self.rng.next() % gk.REP_ONE < self.rep_q
+            )
+        if copy:
             self._fill(nrow, line, self.rep_low)
         return res
 
@@ -148,10 +158,12 @@ def kernel_outcomes(
     sets,
     ways,
     policy,
+    pool,
     hmode,
     rep_q,
     rep_low,
     rep_miss,
+    rep_line,
     res_ways,
     seed,
 ):
@@ -169,10 +181,12 @@ def kernel_outcomes(
         sets,
         ways,
         g.POLICIES[policy],
+        pool,
         g.HASHES[hmode],
         rep_q,
         rep_low,
         rep_miss,
+        rep_line,
         res_ways,
         seed,
         out,
@@ -190,14 +204,18 @@ def reference_outcomes(
     sets,
     ways,
     policy,
+    pool,
     hmode,
     rep_q,
     rep_low,
     rep_miss,
+    rep_line,
     res_ways,
     seed,
 ):
-    ref = RefL2(parts, sets, ways, policy, hmode, rep_q, rep_low, rep_miss, res_ways, seed)
+    ref = RefL2(
+        parts, sets, ways, policy, pool, hmode, rep_q, rep_low, rep_miss, rep_line, res_ways, seed
+    )
     return np.array(
         [
             ref.access(sm, line)
@@ -217,15 +235,32 @@ def reference_outcomes(
     sets=st.sampled_from([1, 2, 3, 8]),
     ways=st.integers(1, 6),
     policy=st.sampled_from(list(g.POLICIES)),
+    pool=st.integers(1, 4),
     hmode=st.sampled_from(list(g.HASHES)),
     rep_q=st.sampled_from([0, 1 << 14, gk.REP_ONE]),
     rep_low=st.integers(0, 1),
     rep_miss=st.integers(0, 1),
+    rep_line=st.integers(0, 1),
     res=st.integers(0, 2),
     seed=st.integers(0, 1000),
 )
 def test_kernel_equals_reference_access_by_access(
-    run, iters, n_blocks, sms, parts, sets, ways, policy, hmode, rep_q, rep_low, rep_miss, res, seed
+    run,
+    iters,
+    n_blocks,
+    sms,
+    parts,
+    sets,
+    ways,
+    policy,
+    pool,
+    hmode,
+    rep_q,
+    rep_low,
+    rep_miss,
+    rep_line,
+    res,
+    seed,
 ):
     res_ways = min(res, ways - 1)
     args = (
@@ -238,10 +273,12 @@ def test_kernel_equals_reference_access_by_access(
         sets,
         ways,
         policy,
+        pool,
         hmode,
         rep_q,
         rep_low,
         rep_miss,
+        rep_line,
         res_ways,
         seed,
     )
@@ -268,6 +305,16 @@ def test_lru_cyclic_sweep_is_a_cliff_at_capacity():
     assert r.hit_rate == [1.0, 1.0, 0.0, 0.0]
 
 
+def test_victim_pool_keeps_part_of_a_thrashing_sweep():
+    # 48 KiB swept cyclically through 32 KiB: LRU (pool 1) evicts every line before its reuse;
+    # a victim drawn among the 2 oldest ways sometimes spares the oldest line, which then hits
+    lru = hand(1, 4, 64, [48], replicate=0.0)
+    pool = hand(1, 4, 64, [48], replicate=0.0, victim_pool=2)
+    assert lru.hit_rate == [0.0] and 0.05 < pool.hit_rate[0] < 0.9
+    with pytest.raises(DsacacheError, match="victim_pool"):
+        L2Structure(ways=4, victim_pool=5)
+
+
 def test_replication_costs_the_near_partition_capacity():
     # 2 partitions x 4 sets x 64 ways (64 KiB); 48 KiB = 384 lines, 192 homed in each partition.
     # One SM, near partition 0: without replicas every line fits (48 per set <= 64): all hits,
@@ -282,6 +329,22 @@ def test_replication_costs_the_near_partition_capacity():
     assert (none.hit_rate, none.near_fraction) == ([1.0], [0.5])
     assert (mru.hit_rate, mru.near_fraction) == ([0.5], [0.0])
     assert (low.hit_rate, low.near_fraction) == ([1.0], [(192 + 4 * 15) / 384])
+
+
+def test_replication_by_line_copies_exactly_the_chosen_lines():
+    # as above, one SM near partition 0, 48 KiB = lines 0..383 (modulo: odd lines homed in
+    # partition 1). With replicate_by_line only the far lines whose address hash is below the
+    # share leave a copy; they fit beside the 48 home lines per set, so every access hits and
+    # exactly those lines hit near after the warm-up.
+    q = int(round(0.15 * gk.REP_ONE))
+    chosen = [ln for ln in range(1, 384, 2) if ref_mix64(ln ^ gk.REP_SALT) % gk.REP_ONE < q]
+    per_set = [sum((ln // 2) % 4 == s for ln in chosen) for s in range(4)]
+    assert 0 < len(chosen) < 192 and 48 + max(per_set) <= 64  # the case is what it claims
+    r = hand(2, 4, 64, [48], replicate=0.15, replicate_by_line=True)
+    assert r.hit_rate == [1.0] and r.near_fraction == [(192 + len(chosen)) / 384]
+    # all lines chosen: the same as a copy after every far access
+    every = hand(2, 4, 64, [48], replicate=1.0, replicate_by_line=True)
+    assert every == hand(2, 4, 64, [48], replicate=1.0)
 
 
 def test_set_aside_ways_shrink_the_streaming_capacity():

@@ -37,6 +37,8 @@ class L2Structure:
     replica_low: bool = False  # replicas enter at the lowest replacement priority
     replicate_misses: bool = True  # a far miss (filled from DRAM) also leaves a near copy
     set_hash: str = "mix"
+    replicate_by_line: bool = False  # a fixed `replicate` share of lines (by address) replicate
+    victim_pool: int = 1  # LRU/FIFO: the victim is a uniform pick among this many oldest ways
 
     def __post_init__(self) -> None:
         if not 1 <= self.ways <= 1024:
@@ -45,6 +47,8 @@ class L2Structure:
             raise DsacacheError(f"unknown policy {self.policy!r} (known: {', '.join(POLICIES)})")
         if self.set_hash not in HASHES:
             raise DsacacheError(f"unknown set hash {self.set_hash!r} (known: mix, modulo)")
+        if not 1 <= self.victim_pool <= self.ways:
+            raise DsacacheError(f"victim_pool must be in 1..ways, got {self.victim_pool}")
         if not 0.0 <= self.replicate <= 1.0:
             raise DsacacheError(f"replicate must be in [0, 1], got {self.replicate}")
 
@@ -215,10 +219,12 @@ def sweep(
             geo.sets,
             geo.ways,
             POLICIES[structure.policy],
+            structure.victim_pool,
             HASHES[structure.set_hash],
             int(round(structure.replicate * gk.REP_ONE)),
             int(structure.replica_low),
             int(structure.replicate_misses),
+            int(structure.replicate_by_line),
             geo.reserved_ways,
             seed,
             np.zeros(0, np.int8),

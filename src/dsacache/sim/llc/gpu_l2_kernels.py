@@ -10,12 +10,15 @@ The model (gpu_l2.py has the parameters and their sources):
   near partition (near hit), then the home partition (far hit; a miss fills home from DRAM);
   then (after a far hit, or any far access when `rep_miss`), with probability `rep_q` / 2**16,
   a copy is filled into the near partition (at the
-  lowest priority when `rep_low`: least recent for LRU/FIFO, RRPV 3 for SRRIP).
+  lowest priority when `rep_low`: least recent for LRU/FIFO, RRPV 3 for SRRIP). With `rep_line`
+  the copy is not drawn per access: a fixed share rep_q / 2**16 of lines, those with
+  mix64(line ^ REP_SALT) % 2**16 < rep_q, always leave a copy and the others never do.
 - A fill may use ways [res_ways, ways) only: the first res_ways ways of every set are the
   persisting set-aside, which streaming data never fills.
 - Replacement per set: an invalid way first (lowest), else LRU (least recent use), FIFO (oldest
-  fill), SRRIP (2-bit RRPV, insert 2, hit 0; first way at 3 after ageing) or RANDOM (a uniform
-  way from a xorshift64 generator seeded per run, so runs reproduce).
+  fill; with `pool` > 1 both take a uniform pick among the `pool` oldest (stamp, way)), SRRIP
+  (2-bit RRPV, insert 2, hit 0; first way at 3 after ageing) or RANDOM (a uniform way from a
+  xorshift64 generator seeded per run, so runs reproduce).
 
 The stream (RRZE gpu-benches `gpu-l2-cache`): block b reads chunk c = b % run; its iteration
 i (0..iters-1; 32 in the benchmark) reads the 16 KiB piece run * i + c, i.e. lines
@@ -40,6 +43,7 @@ MISS, NEAR_HIT, FAR_HIT = 0, 1, 2
 ITERS = 32  # iterations per block in the benchmark (N / 2 with N = 64): 512 KiB chunks
 PIECE_LINES = 128  # 16 KiB per block iteration: two 8 KiB reads of 1024 doubles
 REP_ONE = 1 << 16  # rep_q is a probability in units of 2**-16
+REP_SALT = 0x5EED  # with rep_line, mix64(line ^ REP_SALT) picks the replicable lines
 RRPV_MAX, RRPV_LONG = 3, 2
 # counters
 K_ACCESSES, K_NEAR, K_FAR, K_MISSES = 0, 1, 2, 3
@@ -88,6 +92,7 @@ def _fill(
     line: int,
     low: bool,
     policy: int,
+    pool: int,
     lo: int,
     now: int,
     tags: np.ndarray,
@@ -113,13 +118,20 @@ def _fill(
                 meta[row, w] += bump
                 if v < 0 and meta[row, w] == RRPV_MAX:
                     v = w
-        else:  # LRU, FIFO: the smallest stamp
-            best = meta[row, lo]
-            v = lo
-            for w in range(lo + 1, W):
-                if meta[row, w] < best:
-                    best = meta[row, w]
-                    v = w
+        else:  # LRU, FIFO: the r-th smallest (stamp, way), r uniform below `pool`
+            r = 0
+            if pool > 1:
+                r = np.int64(xorshift(rng) % np.uint64(min(pool, W - lo)))
+            prev_s, prev_w = np.int64(-(1 << 62)), -1
+            for _ in range(r + 1):
+                best, v = np.int64(1 << 62), -1
+                for w in range(lo, W):
+                    m = meta[row, w]
+                    if (m > prev_s or (m == prev_s and w > prev_w)) and (
+                        m < best or (m == best and w < v)
+                    ):
+                        best, v = m, w
+                prev_s, prev_w = best, v
     tags[row, v] = line
     if policy == SRRIP:
         meta[row, v] = RRPV_MAX if low else RRPV_LONG
@@ -147,10 +159,12 @@ def replay_sweep(
     sets: int,
     ways: int,
     policy: int,
+    pool: int,
     hmode: int,
     rep_q: int,
     rep_low: int,
     rep_miss: int,
+    rep_line: int,
     res_ways: int,
     seed: int,
     outcome: np.ndarray,
@@ -201,19 +215,34 @@ def replay_sweep(
                             _touch(hrow, w, policy, now, meta)
                             res = FAR_HIT
                         else:
-                            _fill(hrow, line, False, policy, res_ways, now, tags, meta, rng)
-                        if (res == FAR_HIT or rep_miss != 0) and (
-                            rep_q >= REP_ONE
-                            or (rep_q > 0 and np.int64(xorshift(rng) % np.uint64(REP_ONE)) < rep_q)
-                        ):
-                            _fill(nrow, line, rep_low != 0, policy, res_ways, now, tags, meta, rng)
+                            _fill(hrow, line, False, policy, pool, res_ways, now, tags, meta, rng)
+                        copy = res == FAR_HIT or rep_miss != 0
+                        if copy and rep_line != 0:  # the line's address decides, not a draw
+                            copy = np.int64(mix64(line ^ REP_SALT) % np.uint64(REP_ONE)) < rep_q
+                        elif copy:
+                            copy = rep_q >= REP_ONE or (
+                                rep_q > 0 and np.int64(xorshift(rng) % np.uint64(REP_ONE)) < rep_q
+                            )
+                        if copy:
+                            _fill(
+                                nrow,
+                                line,
+                                rep_low != 0,
+                                policy,
+                                pool,
+                                res_ways,
+                                now,
+                                tags,
+                                meta,
+                                rng,
+                            )
                 else:
                     w = _find(hrow, line, tags)
                     if w >= 0:
                         _touch(hrow, w, policy, now, meta)
                         res = NEAR_HIT
                     else:
-                        _fill(hrow, line, False, policy, res_ways, now, tags, meta, rng)
+                        _fill(hrow, line, False, policy, pool, res_ways, now, tags, meta, rng)
                 if record:
                     outcome[n_out] = res
                     n_out += 1
