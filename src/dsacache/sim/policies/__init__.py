@@ -6,6 +6,7 @@ POLICIES maps each policy's name to its class (see base.py for the interface).
 from dsacache.sim.policies import (  # noqa: F401  (imported to register)
     belady,
     fifo,
+    hazard,
     keep_previous,
     line_lru,
     lru,

@@ -1,0 +1,348 @@
+"""`hazard`: keep the tokens most likely to be re-selected soon, learned online from the trace.
+
+Idea. A token's chance of being picked again by its (request, layer) at the next step depends
+mostly on two things a controller can track beside the token's index key: its *streak* s (how
+many consecutive steps it has been selected, up to its last selection) and its *age* a (steps
+since that last selection: a = 1 right after it was picked). The policy estimates the hazard
+h(s, a) = P(selected at the next opportunity | s, a) from the trace's own past (counts of
+selections over exposures, a Laplace prior), per layer, and ranks every resident token by
+P(re-selected within the next `horizon` opportunities) = 1 - prod_j (1 - h(s, a + j)). On a
+miss with the region full, the lowest-ranked resident is evicted if it ranks strictly below the
+incoming token (whose age is 1 and streak its new streak); otherwise the incoming token BYPASSES
+the region (as MIN does). Below one step's footprint this keeps the persistent part of each
+selection (long streaks), as keep-previous does but chosen by evidence; above it, it keeps
+recently-selected tokens as LRU does, ranked by how often their kind comes back.
+
+Online: every decision uses counts of steps already replayed and the current (step, layer)
+selection only. Tokens of the (step, layer) being replayed are never victims (their gathers
+are in flight: in hardware the whole top-k is known before they start).
+
+Statistics, exact and cheap: for each (request, layer) a population table pop[s, a] counts the
+tokens in state (s, a) (all tokens ever selected, resident or not; streak and age are capped at
+STREAKS and AGES, the last bucket open-ended). When the row (step, layer, request) is replayed,
+each selected token adds one "selection" to its previous state's bucket; every bucket's
+population adds its size to the exposures; then the population ages by one step and the row's
+tokens enter (new streak, age 1). h = (selections + 1) / (exposures + 2).
+
+Eviction order: residents sit in one LRU list per (region, streak bucket), ordered by their last
+selection; the oldest of each list is its candidate (within a bucket, an older token has a lower
+hazard in every trace we measured), so a victim costs STREAKS comparisons.
+
+Hardware cost: per cached token (slot): the key, the list links (or a timestamp for an
+approximate oldest-of-bucket search) and a 3-bit streak bucket. Per token of the context,
+beside its index key (which the indexer scans every step anyway): the step of its last selection
+(8-16 bits, wrapping, only its age up to AGES matters) and a 3-bit streak. Per layer: two tables
+of STREAKS x AGES = 128 counters and the priority table (recomputed once per (step, layer)).
+Work per access: one metadata read-modify-write, a table lookup; per miss with the region full,
+STREAKS candidate comparisons. The controller must be told the (step, layer) of each gather
+and the indexer's selection of the row (to update the per-token metadata).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from dsacache.errors import DsacacheError
+from dsacache.sim.partition import Partition
+from dsacache.sim.policies.base import Counters, TokenPolicy, register
+from dsacache.sim.policies.common import count_bypassed
+from dsacache.trace.blocks import StepBlock, StepBlocks
+from dsacache.trace.geometry import Geometry
+
+STREAKS = 8  # streak buckets: 1, 2, ..., 7, >= 8
+AGES = 16  # age buckets: 1, 2, ..., 15, >= 16
+HORIZON = 1  # opportunities ahead the priority looks (1 measured best on the tune traces)
+
+
+@njit(cache=True, boundscheck=False)
+def priorities(sel: np.ndarray, exp: np.ndarray, prio: np.ndarray, tab: int, horizon: int) -> None:
+    """prio[tab, s, a] = P(selected within the next `horizon` opportunities | s, a), from the
+    hazard h = (sel + 1) / (exp + 2) made non-increasing in age (a running minimum: an old
+    bucket with few samples must not outrank a younger, well-measured one)."""
+    ns, na = sel.shape[1], sel.shape[2]
+    haz = np.empty(na)
+    for s in range(ns):
+        for a in range(na):
+            haz[a] = (sel[tab, s, a] + 1.0) / (exp[tab, s, a] + 2.0)
+            if a > 0 and haz[a] > haz[a - 1]:
+                haz[a] = haz[a - 1]
+        for a in range(na):
+            miss = 1.0
+            for j in range(horizon):
+                miss *= 1.0 - haz[min(a + j, na - 1)]
+            prio[tab, s, a] = 1.0 - miss
+
+
+@njit(cache=True, boundscheck=False)
+def hazard_block(
+    block: np.ndarray,
+    step0: int,
+    key_off: np.ndarray,
+    max_ctx: np.ndarray,
+    of_layer: np.ndarray,
+    tab_of: np.ndarray,
+    cap: np.ndarray,
+    size: np.ndarray,
+    link: np.ndarray,
+    sent0: int,
+    last: np.ndarray,
+    streak: np.ndarray,
+    cls: np.ndarray,
+    n_streak: int,
+    rank_of: np.ndarray,
+    pop: np.ndarray,
+    sel: np.ndarray,
+    exp: np.ndarray,
+    prio: np.ndarray,
+    horizon: int,
+    hits: np.ndarray,
+    misses: np.ndarray,
+    mask: np.ndarray | None = None,
+) -> int:
+    """Replay block [steps, layers, requests, k] whose row 0 is step `step0`; return -1, or the
+    block row of an index out of range. last[key]: step * layers + layer of the key's last
+    selection (-1: never); streak[key]: its streak then. link: the per-(region, streak bucket)
+    circular lists as in lru.py (node sent0 + p * STREAKS + b is a sentinel; sentinel.prev is the
+    oldest). pop [requests, layers, STREAKS, AGES]; sel / exp / prio [tables, STREAKS, AGES]."""
+    nb, nl, nr, k = block.shape
+    ns, na = sel.shape[1], sel.shape[2]
+    nq = ns // n_streak
+    xrow = np.zeros((ns, na), np.int64)
+    nsel = np.zeros(ns, np.int64)
+    for t in range(nb):
+        step = step0 + t
+        for layer in range(nl):
+            now = step * nl + layer
+            p = of_layer[layer]
+            if p < 0 or cap[p] == 0:  # bypass: nothing cached, nothing learned
+                m = count_bypassed(block, t, layer, max_ctx)
+                if m < 0:
+                    return t
+                misses[layer] += m
+                continue
+            c = cap[p]
+            tb = tab_of[layer]
+            h = 0
+            m = 0
+            for r in range(nr):
+                lim = max_ctx[r]
+                base = key_off[r] + layer * lim
+                xrow[:, :] = 0
+                nsel[:] = 0
+                valid = 0
+                for s in range(k):  # pass 1: the row's selection updates the metadata
+                    tok = block[t, layer, r, s]
+                    if tok < 0:
+                        continue
+                    if tok >= lim:
+                        return t
+                    valid += 1
+                    key = base + tok
+                    tl = last[key]
+                    sn = 1
+                    if tl >= 0:
+                        a = step - tl // nl
+                        xrow[cls[key], min(a, na) - 1] += 1
+                        if a == 1:
+                            sn = min(np.int64(streak[key]) + 1, 255)
+                    last[key] = now
+                    streak[key] = sn
+                    b = (min(sn, n_streak) - 1) * nq + rank_of[s]
+                    cls[key] = b
+                    nsel[b] += 1
+                    pv = link[2 * key]
+                    if pv >= 0:  # resident (a hit): to the front of its new streak bucket
+                        nx = link[2 * key + 1]
+                        link[2 * pv + 1] = nx
+                        link[2 * nx] = pv
+                        head = sent0 + p * ns + b
+                        first = link[2 * head + 1]
+                        link[2 * key] = head
+                        link[2 * key + 1] = first
+                        link[2 * first] = key
+                        link[2 * head + 1] = key
+                # pass 2: the gathers. Victims are never tokens of this row (last == now), so a
+                # token resident at the start of the row is still resident: a hit.
+                for s in range(k):
+                    tok = block[t, layer, r, s]
+                    if tok < 0:
+                        continue
+                    key = base + tok
+                    if link[2 * key] >= 0:
+                        h += 1
+                        if mask is not None:
+                            mask[t, layer, r, s] = 1
+                        continue
+                    m += 1
+                    b = np.int64(cls[key])
+                    head = sent0 + p * ns + b
+                    if size[p] >= c:
+                        best = prio[tb, b, 0]  # the incoming token must rank above it
+                        victim = -1
+                        for vb in range(ns):
+                            vh = sent0 + p * ns + vb
+                            v = link[2 * vh]
+                            if v == vh:
+                                continue
+                            tv = last[v]
+                            if tv == now:  # its (step, layer) is being gathered
+                                continue
+                            av = min((now - tv) // nl + 1, na)
+                            pr = prio[tab_of[tv % nl], vb, av - 1]
+                            if pr < best:
+                                best = pr
+                                victim = v
+                        if victim < 0:
+                            continue  # bypass
+                        vp = link[2 * victim]
+                        vn = link[2 * victim + 1]
+                        link[2 * vp + 1] = vn
+                        link[2 * vn] = vp
+                        link[2 * victim] = -1
+                    else:
+                        size[p] += 1
+                    first = link[2 * head + 1]  # link at the front of bucket b
+                    link[2 * key] = head
+                    link[2 * key + 1] = first
+                    link[2 * first] = key
+                    link[2 * head + 1] = key
+                if valid == 0:  # a finished request: no opportunity, nothing ages
+                    continue
+                for sb in range(ns):  # exposures, then the population ages one step
+                    for a in range(na):
+                        exp[tb, sb, a] += pop[r, layer, sb, a]
+                        sel[tb, sb, a] += xrow[sb, a]
+                    tail = pop[r, layer, sb, na - 1] - xrow[sb, na - 1]
+                    for a in range(na - 1, 0, -1):
+                        pop[r, layer, sb, a] = pop[r, layer, sb, a - 1] - xrow[sb, a - 1]
+                    pop[r, layer, sb, na - 1] += tail
+                    pop[r, layer, sb, 0] = nsel[sb]
+                priorities(sel, exp, prio, tb, horizon)
+            hits[layer] += h
+            misses[layer] += m
+    return -1
+
+
+class Hazard(TokenPolicy):
+    """Shared body of `hazard` and `hazard-rank` (they differ in the token classes)."""
+
+    emits_hit_mask = True
+    online = True
+    prefetches = False
+    horizon: int = HORIZON
+    streaks: int = STREAKS
+    ages: int = AGES
+    rank_edges: tuple[float, ...] = ()  # slot-order (indexer rank) buckets, fractions of k
+    per_layer_tables: bool = False  # one table per layer (measured: no better than one)
+
+    def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
+        super().__init__(blocks, partition, geometry)
+        n, regions, nl, k = blocks.keys.size, partition.regions, blocks.layers, blocks.k
+        if (blocks.steps + 1) * nl >= 2**31:
+            raise DsacacheError(f"{self.name}: steps x layers must stay below 2**31")
+        edges = np.array([round(f * k) for f in self.rank_edges], np.int64)
+        self.rank_of = np.searchsorted(edges, np.arange(k), side="right").astype(np.int64)
+        nc, na = self.streaks * (len(edges) + 1), self.ages  # classes: streak x rank bucket
+        dtype = np.int32 if n + regions * nc < 2**31 else np.int64
+        self.sent0 = n
+        self.link = np.full(2 * (n + regions * nc), -1, dtype=dtype)
+        sentinels = np.arange(n, n + regions * nc)
+        self.link[2 * sentinels] = sentinels  # empty circular lists
+        self.link[2 * sentinels + 1] = sentinels
+        self.size = np.zeros(regions, np.int64)
+        self.cap = np.ascontiguousarray(partition.capacity, dtype=np.int64)
+        self.of_layer = np.ascontiguousarray(partition.of_layer, dtype=np.int32)
+        self.last = np.full(n, -1, np.int32)
+        self.streak = np.zeros(n, np.uint8)
+        self.cls = np.zeros(n, np.uint8)
+        tables = nl if self.per_layer_tables else 1
+        self.tab_of = np.arange(nl, dtype=np.int64) % tables
+        self.pop = np.zeros((blocks.requests, nl, nc, na), np.int64)
+        self.sel = np.zeros((tables, nc, na), np.float64)
+        self.exp = np.zeros((tables, nc, na), np.float64)
+        self.prio = np.zeros((tables, nc, na), np.float64)
+        for tb in range(tables):
+            priorities(self.sel, self.exp, self.prio, tb, self.horizon)
+
+    def run_block(self, block: StepBlock, counters: Counters) -> None:
+        keys = self.blocks.keys
+        bad = hazard_block(
+            block.indices,
+            block.start,
+            keys.key_offset,
+            keys.max_context,
+            self.of_layer,
+            self.tab_of,
+            self.cap,
+            self.size,
+            self.link,
+            self.sent0,
+            self.last,
+            self.streak,
+            self.cls,
+            self.streaks,
+            self.rank_of,
+            self.pop,
+            self.sel,
+            self.exp,
+            self.prio,
+            self.horizon,
+            counters.hits,
+            counters.misses,
+            counters.hit_mask,
+        )
+        if bad >= 0:
+            raise self.index_error(block.start + bad)
+
+    @classmethod
+    def warmup(cls) -> None:
+        block = np.array([[[[0, 1, -1, 2]]], [[[1, 3, 0, -1]]], [[[2, 0, 3, 1]]]], np.int32)
+        priorities(np.zeros((1, 2, 3)), np.zeros((1, 2, 3)), np.zeros((1, 2, 3)), 0, 1)
+        for dtype in (np.int32, np.int64):
+            for mask in (None, np.zeros(block.shape, np.uint8)):
+                link = np.full(2 * (4 + STREAKS), -1, dtype)
+                sn = np.arange(4, 4 + STREAKS)
+                link[2 * sn] = sn
+                link[2 * sn + 1] = sn
+                sel = np.zeros((1, STREAKS, AGES))
+                hazard_block(
+                    block,
+                    0,
+                    np.zeros(1, np.int64),
+                    np.full(1, 4, np.int64),
+                    np.zeros(1, np.int32),
+                    np.zeros(1, np.int64),
+                    np.full(1, 2, np.int64),
+                    np.zeros(1, np.int64),
+                    link,
+                    4,
+                    np.full(4, -1, np.int32),
+                    np.zeros(4, np.uint8),
+                    np.zeros(4, np.uint8),
+                    STREAKS,
+                    np.zeros(4, np.int64),
+                    np.zeros((1, 1, STREAKS, AGES), np.int64),
+                    sel,
+                    sel.copy(),
+                    sel.copy(),
+                    2,
+                    np.zeros(1, np.int64),
+                    np.zeros(1, np.int64),
+                    mask,
+                )
+
+
+@register
+class HazardPolicy(Hazard):
+    name = "hazard"
+    summary = (
+        "online: keeps the tokens most likely re-selected next (learned streak x age), bypasses"
+    )
+
+
+@register
+class HazardRank(Hazard):
+    name = "hazard-rank"
+    summary = "hazard with the indexer's rank (slot order) as a third feature"
+    rank_edges = (0.125, 0.25, 0.5)
