@@ -34,6 +34,17 @@ class Spec:
     passages: tuple[float, ...] = ()  # where each prompt starts, as a fraction of heldout.txt
 
 
+def ds(*extra: str) -> tuple[str, ...]:
+    """DeepSeek-V3.2 geometry (61 layers, k=2048), 40 steps from a 32K context."""
+    return ("--preset", "deepseek-v3.2", "--steps", "40", *extra)
+
+
+def llama(*extra: str) -> tuple[str, ...]:
+    """Llama-3.1-70B geometry as the paper's roofline (20 layers per GPU), k=256, 200 steps."""
+    return ("--preset", "llama-3.1-70b", "--steps", "200", "--layers", "20", "--top-k", "256",
+            *extra)  # fmt: skip
+
+
 SPECS = (
     Spec("tiny-k64-p10", "tune", (), 64, (0.10,)),
     Spec("tiny-k32-p25", "eval", (), 32, (0.25,)),
@@ -42,13 +53,13 @@ SPECS = (
     Spec("tiny-k32-p70", "eval", (), 32, (0.70,)),
     Spec("tiny-k128-p85", "eval", (), 128, (0.85,)),
     Spec("tiny-k64-batch4", "eval", (), 64, (0.05, 0.33, 0.62, 0.92)),
-    Spec("ds32-paper", "tune", ("--preset", "deepseek-v3.2", "--steps", "40")),
-    Spec("ds32-nl0.3", "eval", ("--preset", "deepseek-v3.2", "--steps", "40", "--new-lookup", "0.3")),
-    Spec("ds32-nl0.7", "eval", ("--preset", "deepseek-v3.2", "--steps", "40", "--new-lookup", "0.7")),
-    Spec("llama70-paper", "eval", ("--preset", "llama-3.1-70b", "--steps", "200", "--layers", "20", "--top-k", "256")),
-    Spec("llama70-nl0.3", "eval", ("--preset", "llama-3.1-70b", "--steps", "200", "--layers", "20", "--top-k", "256", "--new-lookup", "0.3")),
-    Spec("llama70-nl0.5", "eval", ("--preset", "llama-3.1-70b", "--steps", "200", "--layers", "20", "--top-k", "256", "--new-lookup", "0.5", "--requests", "2")),
-    Spec("llama70-nl0.7", "eval", ("--preset", "llama-3.1-70b", "--steps", "200", "--layers", "20", "--top-k", "256", "--new-lookup", "0.7")),
+    Spec("ds32-paper", "tune", ds()),
+    Spec("ds32-nl0.3", "eval", ds("--new-lookup", "0.3")),
+    Spec("ds32-nl0.7", "eval", ds("--new-lookup", "0.7")),
+    Spec("llama70-paper", "eval", llama()),
+    Spec("llama70-nl0.3", "eval", llama("--new-lookup", "0.3")),
+    Spec("llama70-nl0.5", "eval", llama("--new-lookup", "0.5", "--requests", "2")),
+    Spec("llama70-nl0.7", "eval", llama("--new-lookup", "0.7")),
 )
 
 
