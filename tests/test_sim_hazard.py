@@ -325,3 +325,37 @@ def test_out_of_range_index_is_an_error():
     blk.indices[1, 0, 0, 0] = 10_000
     with pytest.raises(TraceError, match="step 1"):
         pol.run_block(blk, Counters.zeros(2))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("partition", ["global", "per-layer"])
+def test_llc_token_front_equals_token_simulator(name, partition):
+    """`dsacache llc --reservation token --front-policy hazard`: the region in front of the
+    shared LLC hits exactly where the token simulator does."""
+    from dsacache.sim.llc import LLCConfig, simulate_llc
+
+    sets, ways = 64, 8
+    trace = persistent_trace(14, 3, 16, 60, requests=2, keep=0.5, seed=4, core=0.25)
+    cfg = LLCConfig(hardware="h100", sets=sets, ways=ways, weights_bytes=20_000,
+                    reservation="token", reserve_mb=2 * sets * 128 / 2**20,
+                    front_policy=name, front_partition=partition)  # fmt: skip
+    res = simulate_llc(trace, cfg, block_elements=100)
+    tokens = 2 * sets * 128 // trace.geometry.kv_bytes_per_token
+    ref = simulate(trace, SimConfig(name, capacity_tokens=tokens, partition=partition))
+    assert 0 < res.token_region.hits == ref.hits
+    assert res.token_region.misses == ref.misses
+
+
+def test_cli_simulate_and_llc_accept_hazard(tmp_path, capsys):
+    from dsacache.cli.app import run
+
+    trace = persistent_trace(10, 2, 8, 30, seed=1)
+    store = tmp_path / "t.zarr"
+    trace.save(store)
+    assert run(["simulate", str(store), "--policy", "hazard", "--capacity-tokens", "8",
+                "--json"]) == 0  # fmt: skip
+    assert '"policy": "hazard"' in capsys.readouterr().out
+    args = ["llc", str(store), "--sets", "64", "--ways", "8", "--weights-mb", "0.02",
+            "--reservation", "token", "--front-policy", "hazard-rank",
+            "--reserve-mb", "0.01"]  # fmt: skip
+    assert run(args) == 0
