@@ -17,7 +17,7 @@ from dsacache.sim import SimConfig, simulate
 from dsacache.trace import preset
 from dsacache.trace.synth import synthesize
 
-POLICIES = ("token-lru", "keep-previous", "hazard", "hazard-rank", "min")
+POLICIES = ("token-lru", "keep-previous", "hazard", "hazard-plus", "min")
 FRACTIONS = (0.25, 1.0, 4.0)
 
 

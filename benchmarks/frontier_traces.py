@@ -47,7 +47,7 @@ def llama(*extra: str) -> tuple[str, ...]:
 
 SPECS = (
     Spec("tiny-k64-p10", "tune", (), 64, (0.10,)),
-    Spec("tiny-k32-p25", "eval", (), 32, (0.25,)),
+    Spec("tiny-k32-p25", "tune", (), 32, (0.25,)),
     Spec("tiny-k64-p40", "eval", (), 64, (0.40,)),
     Spec("tiny-k128-p55", "eval", (), 128, (0.55,)),
     Spec("tiny-k32-p70", "eval", (), 32, (0.70,)),

@@ -5,8 +5,9 @@ Traces (benchmarks/frontier_traces.py, built once into --cache with the real CLI
 recordings of the bundled `tiny` backbone (k = 32, 64, 128; 1024-token prompts from different
 held-out passages; one batch of 4 requests) and synthetic DeepSeek-V3.2 (61 layers, k=2048) and
 Llama-3.1-70B (20 layers, k=256) traces at the paper's statistics and at new-lookup 0.3 / 0.5 /
-0.7. The "tune" traces (tiny-k64-p10, ds32-paper) are the ones the new policies' constants were
-chosen on; every other trace is "eval", and the summary is over the eval traces only.
+0.7. The "tune" traces (tiny-k64-p10, tiny-k32-p25, ds32-paper) are the ones the new policies'
+constants were chosen on; every other trace is "eval", and the summary is over the eval traces
+only.
 
 References: dsacache's own token-lru / fifo / keep-previous / min, and libCacheSim's policies
 (dev dependency) on the same access stream through `dsacache export libcachesim` (object size =
@@ -41,8 +42,8 @@ from frontier_traces import SPECS, build, shown  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
 TARGET_FRACTIONS = (0.25, 4.0)  # the target range: >= 90 % of MIN from 0.25x to 4x
-OURS = ("token-lru", "fifo", "keep-previous", "hazard", "hazard-rank", "min")
-CANDIDATES = ("hazard", "hazard-rank")
+OURS = ("token-lru", "fifo", "keep-previous", "hazard", "hazard-plus", "min")
+CANDIDATES = ("hazard", "hazard-plus")
 LCS = ("LRU", "ARC", "LIRS", "S3FIFO", "WTinyLFU", "LHD", "Sieve", "TwoQ", "LeCaR", "Cacheus")
 # libCacheSim replays ~1-5 M requests/s here, 8 capacities x 10 policies each: traces above this
 # many accesses (the DeepSeek-V3.2 ones) get no libCacheSim references, to keep the run short.

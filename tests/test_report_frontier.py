@@ -14,7 +14,7 @@ from dsacache.sweep import parse_config, run_sweep
 PNG = b"\x89PNG\r\n\x1a\n"
 GRID = """
 traces = [{synth = "deepseek-v3.2", steps = 12, context = 512, layers = 2, top_k = 32}]
-policies = ["min", "token-lru", "keep-previous", "hazard", "hazard-rank"]
+policies = ["min", "token-lru", "keep-previous", "hazard", "hazard-plus"]
 capacities = [0.02, 0.05, 0.2]
 """
 
@@ -53,4 +53,4 @@ def test_sweep_with_new_policies_reports_fraction_of_min(tmp_path: Path):
     assert cli_run(["report", str(out)]) == 0
     assert (out / "fraction_of_min.png").read_bytes()[:8] == PNG
     html = (out / "report.html").read_text()
-    assert "fraction of MIN" in html and "hazard-rank" in html
+    assert "fraction of MIN" in html and "hazard-plus" in html

@@ -1,4 +1,4 @@
-"""The online learned policies `hazard` and `hazard-rank` (sim/policies/hazard.py)."""
+"""The online learned policies `hazard` and `hazard-plus` (sim/policies/hazard.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dsacache.sim.simulate import replay
 from dsacache.trace import Geometry, RequestTrace, Trace
 from dsacache.trace.blocks import StepBlocks
 
-NAMES = ["hazard", "hazard-rank"]
+NAMES = ["hazard", "hazard-plus"]
 PARTITIONS = ["global", "per-layer", "pinned:0,2"]
 
 # ------------------------------------------------------------------ plain-Python reference
@@ -31,7 +31,7 @@ def reference(trace: Trace, cls: type[Hazard], capacity: int, partition: str) ->
     nl, k = g.layers, g.top_k
     part = parse_partition(partition, nl, capacity)
     edges = [round(f * k) for f in cls.rank_edges]
-    nq = len(edges) + 1
+    nq = (len(edges) + 1) * (2 if cls.use_below else 1)
     ns, na, hz = cls.streaks * nq, cls.ages, cls.horizon
     nt = nl if cls.per_layer_tables else 1
     sel = [[[0.0] * na for _ in range(ns)] for _ in range(nt)]
@@ -85,6 +85,8 @@ def reference(trace: Trace, cls: type[Hazard], capacity: int, partition: str) ->
                         if a == 1:
                             sn = min(streak[key] + 1, 255)
                     q = sum(s >= e for e in edges)
+                    if cls.use_below and last.get((r, layer - 1, tok)) == now - 1:
+                        q += nq // 2  # the layer below picked it at this step
                     b = (min(sn, cls.streaks) - 1) * nq + q
                     last[key], streak[key], klass[key] = now, sn, b
                     nsel[b] += 1
@@ -226,6 +228,7 @@ class _PerLayerHorizon(Hazard):
     streaks = 3
     ages = 4
     rank_edges = (0.5,)
+    use_below = False
 
 
 def test_variant_knobs_equal_python_reference():
@@ -356,6 +359,6 @@ def test_cli_simulate_and_llc_accept_hazard(tmp_path, capsys):
                 "--json"]) == 0  # fmt: skip
     assert '"policy": "hazard"' in capsys.readouterr().out
     args = ["llc", str(store), "--sets", "64", "--ways", "8", "--weights-mb", "0.02",
-            "--reservation", "token", "--front-policy", "hazard-rank",
+            "--reservation", "token", "--front-policy", "hazard-plus",
             "--reserve-mb", "0.01"]  # fmt: skip
     assert run(args) == 0
