@@ -62,9 +62,9 @@ def reference(trace: Trace, cls: type[Hazard], capacity: int, partition: str) ->
     pop: dict = {}
     flags = []
     steps = max(r.steps for r in trace.requests)
+    nreq = len(trace.requests)
     for t in range(steps):
         for layer in range(nl):
-            now = t * nl + layer
             p = int(part.of_layer[layer])
             rows = [r.indices[t, layer] for r in trace.requests if t < r.steps]
             rids = [i for i, r in enumerate(trace.requests) if t < r.steps]
@@ -73,6 +73,7 @@ def reference(trace: Trace, cls: type[Hazard], capacity: int, partition: str) ->
                 continue
             tb = layer if cls.per_layer_tables else 0
             for r, row in zip(rids, rows, strict=True):
+                now = (t * nl + layer) * nreq + r
                 xrow = [[0] * na for _ in range(ns)]
                 nsel = [0] * ns
                 toks = [(s, int(x)) for s, x in enumerate(row) if x >= 0]
@@ -80,12 +81,12 @@ def reference(trace: Trace, cls: type[Hazard], capacity: int, partition: str) ->
                     key = (r, layer, tok)
                     sn = 1
                     if key in last:
-                        a = t - last[key] // nl
+                        a = (now - last[key]) // (nl * nreq)
                         xrow[klass[key]][min(a, na) - 1] += 1
                         if a == 1:
                             sn = min(streak[key] + 1, 255)
                     q = sum(s >= e for e in edges)
-                    if cls.use_below and last.get((r, layer - 1, tok)) == now - 1:
+                    if cls.use_below and last.get((r, layer - 1, tok)) == now - nreq:
                         q += nq // 2  # the layer below picked it at this step
                     b = (min(sn, cls.streaks) - 1) * nq + q
                     last[key], streak[key], klass[key] = now, sn, b
@@ -109,7 +110,7 @@ def reference(trace: Trace, cls: type[Hazard], capacity: int, partition: str) ->
                             v = order[p][vb][0]
                             if last[v] == now:
                                 continue
-                            av = min((now - last[v]) // nl + 1, na)
+                            av = min((now - last[v]) // (nl * nreq) + 1, na)
                             pv = pr[v[1] if cls.per_layer_tables else 0][vb][av - 1]
                             if pv < best:
                                 best, victim = pv, v
@@ -316,7 +317,7 @@ def test_too_long_trace_is_refused(monkeypatch):
     trace = make_trace(3, 2, 4, 8)
     blocks = StepBlocks(trace)
     monkeypatch.setattr(blocks, "steps", 2**30)
-    with pytest.raises(DsacacheError, match="steps x layers"):
+    with pytest.raises(DsacacheError, match="steps x layers x requests"):
         POLICIES["hazard"](blocks, parse_partition("global", 2, 4), trace.geometry)
 
 
