@@ -135,6 +135,12 @@ def hazard_block(
     period = nl * nr  # rows per step: a key's own row comes once per period
     xrow = np.zeros((ns, na), np.int64)
     nsel = np.zeros(ns, np.int64)
+    # Each class's eviction candidate (its oldest member) and priority, kept while the row's
+    # gathers run: ages are fixed within a row, so only an eviction from the class, or a first
+    # member, changes it (results identical; the scan reads two small arrays, no list walk).
+    cand = np.empty(ns, np.int64)
+    cand_p = np.empty(ns, np.float64)
+    stale = np.ones(ns, np.bool_)
     for t in range(nb):
         step = step0 + t
         for layer in range(nl):
@@ -170,7 +176,8 @@ def hazard_block(
                     sn = 1
                     if tl >= 0:
                         meta = node[i + META]
-                        a = (now - tl) // period  # its own rows: whole steps apart
+                        d = now - tl  # its own rows: whole steps apart
+                        a = 1 if d == period else d // period  # (skip the division mostly)
                         xrow[meta >> 8, min(a, na) - 1] += 1
                         if a == 1:
                             sn = min((meta & 255) + 1, 255)
@@ -193,6 +200,7 @@ def hazard_block(
                         node[4 * head + NEXT] = key
                 # pass 2: the gathers. Victims are never tokens of this row (LAST == now), so a
                 # token resident at the start of the row is still resident: a hit.
+                stale[:] = True
                 for s in range(k):
                     tok = block[t, layer, r, s]
                     if tok < 0:
@@ -209,21 +217,27 @@ def hazard_block(
                     if size[p] >= c:
                         best = prio[tb, b, 0] - margin  # the incoming token must rank above it
                         victim = -1
+                        vc = -1
                         for vb in range(ns):
-                            vh = s0 + vb
-                            v = node[4 * vh + PREV]
-                            if v == vh:
-                                continue
-                            tv = node[4 * v + LAST]
-                            if tv == now:  # in this row: its gather is in flight
-                                continue
-                            av = min((now - tv) // period + 1, na)  # its rows passed + 1
-                            pr = prio[tab_of[(tv // nr) % nl], vb, av - 1]
-                            if pr < best:
-                                best = pr
-                                victim = v
+                            if stale[vb]:
+                                stale[vb] = False
+                                cand[vb] = -1
+                                cand_p[vb] = np.inf
+                                vh = s0 + vb
+                                v = node[4 * vh + PREV]
+                                if v != vh:
+                                    tv = node[4 * v + LAST]
+                                    if tv != now:  # in this row: its gather is in flight
+                                        av = min((now - tv) // period + 1, na)  # rows passed + 1
+                                        cand[vb] = v
+                                        cand_p[vb] = prio[tab_of[(tv // nr) % nl], vb, av - 1]
+                            if cand_p[vb] < best:
+                                best = cand_p[vb]
+                                victim = cand[vb]
+                                vc = vb
                         if victim < 0:
                             continue  # bypass
+                        stale[vc] = True
                         j = 4 * victim
                         vp = node[j + PREV]
                         vn = node[j + NEXT]
@@ -234,6 +248,8 @@ def hazard_block(
                         size[p] += 1
                     head = s0 + b  # link at the front of class b
                     first = node[4 * head + NEXT]
+                    if first == head:
+                        stale[b] = True  # its first member: a new candidate
                     node[i + PREV] = head
                     node[i + NEXT] = first
                     node[4 * first + PREV] = key
