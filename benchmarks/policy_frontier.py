@@ -16,7 +16,8 @@ KV bytes, cache size = capacity x KV bytes).
     .venv/bin/python benchmarks/policy_frontier.py [--cache frontier-traces] [--no-lcs]
         [--traces a,b] [--out docs/policy-frontier]
 
-Writes OUT.json (everything), OUT.csv (one row per trace, capacity and policy) and OUT.png.
+Writes OUT.json (everything), OUT.csv (one row per trace, capacity and policy), OUT.png and
+OUT.md (the tables of docs/policies.md); --from-json redraws OUT.png and OUT.md from OUT.json.
 """
 
 from __future__ import annotations
@@ -164,16 +165,51 @@ def figure(results: dict, split: dict, path: Path) -> None:
     plot_fraction_of_min(rows, path, x="x", xlabel="capacity / step footprint", log_x=True)
 
 
+def markdown(results: dict, split: dict, summary: dict) -> str:
+    """The tables of docs/policies.md: each policy's fraction of MIN's hits per trace and
+    capacity (best libCacheSim policy per cell), and the summary over the eval traces."""
+    head = "| trace | policy | " + " | ".join(f"{f:g}x" for f in FRACTIONS) + " |"
+    lines = [head, "| --- " * (2 + len(FRACTIONS)) + "|"]
+    for tr, res in results.items():
+        fr = res["fraction_of_min"]
+        lcs = [n for n in fr if n.startswith("lcs:")]
+        rows = [(p, fr[p]) for p in ("token-lru", "keep-previous")]
+        if lcs:
+            best = np.max([fr[n] for n in lcs], axis=0)
+            rows.append(("best of libCacheSim", list(best)))
+        rows += [(p, fr[p]) for p in CANDIDATES]
+        for i, (p, v) in enumerate(rows):
+            name = f"{tr} ({split[tr]})" if i == 0 else ""
+            lines.append(f"| {name} | {p} | " + " | ".join(f"{x:.2f}" for x in v) + " |")
+        best_rate = " | ".join(f"{x:.3f}" for x in res["hit_rate"]["min"])
+        lines.append(f"| | min (hit rate) | {best_rate} |")
+    lines += ["", "| policy | worst fraction of MIN, 0.25x-4x, eval traces | where | "
+              "worst gap to max(token-lru, keep-previous) |",
+              "| --- | --- | --- | --- |"]  # fmt: skip
+    for name, v in sorted(summary.items(), key=lambda kv: -kv[1]["worst_fraction_of_min"]):
+        lines.append(f"| {name} | {v['worst_fraction_of_min']:.3f} | {v['at']} | "
+                     f"{v['worst_gap_to_baselines']:+.3f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=ROOT / "frontier-traces")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "policy-frontier")
     ap.add_argument("--traces", default="", help="comma list (default: all)")
     ap.add_argument("--no-lcs", action="store_true", help="skip libCacheSim's policies")
+    ap.add_argument("--from-json", action="store_true", help="redraw OUT.png/.md from OUT.json")
     args = ap.parse_args()
+    split = {s.name: s.split for s in SPECS}
+    if args.from_json:
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        figure(saved["results"], split, args.out.with_suffix(".png"))
+        md = markdown(saved["results"], split, saved["summary_eval"])
+        args.out.with_suffix(".md").write_text(md)
+        print(md)
+        return
     names = [t for t in args.traces.split(",") if t] or None
     paths = build(args.cache, names)
-    split = {s.name: s.split for s in SPECS}
     results = {}
     for name, path in paths.items():
         t0 = time.perf_counter()
@@ -201,12 +237,13 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     write_csv(results, split, args.out.with_suffix(".csv"))
     figure(results, split, args.out.with_suffix(".png"))
+    args.out.with_suffix(".md").write_text(markdown(results, split, summary))
     print("\nover the eval traces, capacities 0.25x..4x:")
     for name, s in sorted(summary.items(), key=lambda kv: -kv[1]["worst_fraction_of_min"]):
         print(f"  {name:<16} worst fraction of MIN {s['worst_fraction_of_min']:.3f} "
               f"({s['at']}), worst gap to max(token-lru, keep-previous) "
               f"{s['worst_gap_to_baselines']:+.3f}")  # fmt: skip
-    print(f"wrote {args.out}.json/.csv/.png", file=sys.stderr)
+    print(f"wrote {args.out}.json/.csv/.png/.md", file=sys.stderr)
 
 
 if __name__ == "__main__":
