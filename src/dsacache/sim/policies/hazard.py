@@ -139,6 +139,7 @@ def hazard_block(
     # gathers run: ages are fixed within a row, so only an eviction from the class, or a first
     # member, changes it (results identical; the scan reads two small arrays, no list walk).
     cand = np.empty(ns, np.int64)
+    miss_key = np.empty(k, np.int64)  # the row's misses, for pass 2
     cand_p = np.empty(ns, np.float64)
     stale = np.ones(ns, np.bool_)
     for t in range(nb):
@@ -163,7 +164,8 @@ def hazard_block(
                 xrow[:, :] = 0
                 nsel[:] = 0
                 valid = 0
-                for s in range(k):  # pass 1: the row's selection updates the metadata
+                n_miss = 0
+                for s in range(k):  # pass 1: metadata; hits (resident at the row's start)
                     tok = block[t, layer, r, s]
                     if tok < 0:
                         continue
@@ -188,7 +190,13 @@ def hazard_block(
                     node[i + META] = sn | (b << 8)
                     nsel[b] += 1
                     pv = node[i + PREV]
-                    if pv >= 0:  # resident (a hit): to the front of its new class
+                    if pv < 0:
+                        miss_key[n_miss] = key
+                        n_miss += 1
+                    else:  # resident: a hit (never evicted in this row), to the front of its class
+                        h += 1
+                        if mask is not None:
+                            mask[t, layer, r, s] = 1
                         nx = node[i + NEXT]
                         node[4 * pv + NEXT] = nx
                         node[4 * nx + PREV] = pv
@@ -198,21 +206,13 @@ def hazard_block(
                         node[i + NEXT] = first
                         node[4 * first + PREV] = key
                         node[4 * head + NEXT] = key
-                # pass 2: the gathers. Victims are never tokens of this row (LAST == now), so a
-                # token resident at the start of the row is still resident: a hit.
+                # pass 2: the misses, in slot order. Victims are never tokens of this row
+                # (LAST == now), so a token resident at the start of the row was a hit.
                 stale[:] = True
-                for s in range(k):
-                    tok = block[t, layer, r, s]
-                    if tok < 0:
-                        continue
-                    key = base + tok
+                m += n_miss
+                for q in range(n_miss):
+                    key = miss_key[q]
                     i = 4 * key
-                    if node[i + PREV] >= 0:
-                        h += 1
-                        if mask is not None:
-                            mask[t, layer, r, s] = 1
-                        continue
-                    m += 1
                     b = node[i + META] >> 8
                     if size[p] >= c:
                         best = prio[tb, b, 0] - margin  # the incoming token must rank above it
