@@ -56,7 +56,7 @@ SPECS = (
     Spec("ds32-paper", "tune", ds()),
     Spec("ds32-nl0.3", "eval", ds("--new-lookup", "0.3")),
     Spec("ds32-nl0.7", "eval", ds("--new-lookup", "0.7")),
-    Spec("llama70-paper", "eval", llama()),
+    Spec("llama70-paper", "tune", llama()),
     Spec("llama70-nl0.3", "eval", llama("--new-lookup", "0.3")),
     Spec("llama70-nl0.5", "eval", llama("--new-lookup", "0.5", "--requests", "2")),
     Spec("llama70-nl0.7", "eval", llama("--new-lookup", "0.7")),

@@ -5,9 +5,9 @@ Traces (benchmarks/frontier_traces.py, built once into --cache with the real CLI
 recordings of the bundled `tiny` backbone (k = 32, 64, 128; 1024-token prompts from different
 held-out passages; one batch of 4 requests) and synthetic DeepSeek-V3.2 (61 layers, k=2048) and
 Llama-3.1-70B (20 layers, k=256) traces at the paper's statistics and at new-lookup 0.3 / 0.5 /
-0.7. The "tune" traces (tiny-k64-p10, tiny-k32-p25, ds32-paper) are the ones the new policies'
-constants were chosen on; every other trace is "eval", and the summary is over the eval traces
-only.
+0.7. The "tune" traces (tiny-k64-p10, tiny-k32-p25, ds32-paper, llama70-paper) are the ones the
+new policies' constants were chosen on; every other trace is "eval", and the summary is over
+the eval traces only.
 
 References: dsacache's own token-lru / fifo / keep-previous / min, and libCacheSim's policies
 (dev dependency) on the same access stream through `dsacache export libcachesim` (object size =

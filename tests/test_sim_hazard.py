@@ -103,7 +103,7 @@ def reference(trace: Trace, cls: type[Hazard], capacity: int, partition: str) ->
                     flags.append(0)
                     b = klass[key]
                     if len(resident[p]) >= part.capacity[p]:
-                        best, victim = pr[tb][b][0] - cls.margin, None
+                        best, victim = pr[tb][b][0] * (1.0 - cls.margin), None
                         for vb in range(ns):
                             if not order[p][vb]:
                                 continue
@@ -225,7 +225,7 @@ class _PerLayerHorizon(Hazard):
     summary = "test"
     per_layer_tables = True
     horizon = 3
-    margin = 0.0
+    margin = 0.3
     streaks = 3
     ages = 4
     rank_edges = (0.5,)

@@ -8,13 +8,14 @@ h(s, a) = P(selected at the next opportunity | s, a) from the trace's own past (
 selections over exposures, a Laplace prior; one table shared by all layers: per-layer tables
 measured no better), made non-increasing in age, and ranks every resident token by
 P(re-selected within the next `horizon` opportunities) = 1 - prod_j (1 - h(s, a + j)). On a
-miss with the region full, the lowest-ranked resident is evicted if it ranks more than MARGIN
-below the incoming token (whose age is 1 and streak its new streak); otherwise the incoming
-token BYPASSES the region (as MIN does). The margin is hysteresis: the estimates are noisy, and
-swapping two tokens of nearly equal rank only churns (measured: +2 to +8 % of MIN's hits at
-small capacities). Below one step's footprint this keeps the persistent part of each selection
-(long streaks), as keep-previous does but chosen by evidence; above it, it keeps recently
-selected tokens as LRU does, ranked by how often their kind comes back.
+miss with the region full, the lowest-ranked resident is evicted if it ranks below (1 - margin)
+times the incoming token's rank (the incoming token: age 1, its new streak); otherwise the
+incoming token BYPASSES the region (as MIN does). The margin is hysteresis: swapping two tokens
+of nearly equal rank only churns (measured: +2 to +8 % of MIN's hits at small capacities).
+margin = 0.15 for `hazard`, 0.10 for `hazard-plus` (tuned on the tune traces).
+Below one step's footprint this keeps the persistent part of each selection (long streaks), as
+keep-previous does but chosen by evidence; above it, it keeps recently selected tokens as LRU
+does, ranked by how often their kind comes back.
 
 `hazard-plus` splits each streak class by two more facts known when the token is selected: the
 indexer's rank (slot order: in the first k/4 slots or not) and whether the layer below selected
@@ -67,7 +68,7 @@ from dsacache.trace.geometry import Geometry
 STREAKS = 8  # streak buckets: 1, 2, ..., 7, >= 8
 AGES = 16  # age buckets: 1, 2, ..., 15, >= 16
 HORIZON = 1  # opportunities ahead the priority looks (1 measured best on the tune traces)
-MARGIN = 0.15  # hysteresis: estimates are noisy, and a swap between near-equals only churns
+MARGIN = 0.15  # hysteresis (relative): a swap between near-equals only churns
 
 
 @njit(cache=True, boundscheck=False)
@@ -215,7 +216,7 @@ def hazard_block(
                     i = 4 * key
                     b = node[i + META] >> 8
                     if size[p] >= c:
-                        best = prio[tb, b, 0] - margin  # the incoming token must rank above it
+                        best = prio[tb, b, 0] * (1.0 - margin)  # the victim must rank below it
                         victim = -1
                         vc = -1
                         for vb in range(ns):
@@ -281,7 +282,7 @@ class Hazard(TokenPolicy):
     streaks: int = STREAKS
     ages: int = AGES
     rank_edges: tuple[float, ...] = ()  # slot-order (indexer rank) buckets, fractions of k
-    margin: float = MARGIN  # evict only for an incoming token ranked this much higher
+    margin: float = MARGIN  # evict only a resident ranked below (1 - margin) x the incoming
     use_below: bool = False  # class feature: the layer below selected it at the same step
     per_layer_tables: bool = False  # one table per layer (measured: no better than one)
 
@@ -393,3 +394,4 @@ class HazardPlus(Hazard):
     summary = "hazard with two more features: the indexer's rank and the layer below's pick"
     rank_edges = (0.25,)
     use_below = True
+    margin = 0.10
