@@ -106,6 +106,9 @@ def plot_fraction_of_min(rows: list[dict[str, Any]], out: Path, x: str = "effect
     cols = min(n, 3)
     nrows = (n + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.8 * nrows), squeeze=False)
+    names = sorted({r["policy"] for r in rows} - {"min"})
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {p: palette[i % len(palette)] for i, p in enumerate(names)}  # same in every panel
     for ax, ((trace, part, hw), grp) in zip(axes.flat, groups.items(), strict=False):
         best = {r[x]: r["hit_rate"] for r in grp if r["policy"] == "min"}
         by_policy: dict[str, list[tuple[float, float]]] = {}
@@ -114,8 +117,9 @@ def plot_fraction_of_min(rows: list[dict[str, Any]], out: Path, x: str = "effect
                 by_policy.setdefault(r["policy"], []).append((r[x], r["hit_rate"] / best[r[x]]))
         for policy in sorted(by_policy):
             pts = sorted(by_policy[policy])
+            lw = 2.2 if policy.startswith("hazard") else 1.2
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=policy,
-                    lw=2.2 if policy.startswith("hazard") else 1.2)  # fmt: skip
+                    color=color[policy], lw=lw)  # fmt: skip
         ax.axhline(1.0, color="black", ls="--", lw=1, label="min (optimal)")
         ax.axhline(0.9, color="grey", ls=":", lw=1)
         if log_x:
