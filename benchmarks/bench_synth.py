@@ -32,13 +32,13 @@ def main() -> None:
         trace = synthesize(preset("deepseek-v3.2"), args.steps, args.context, out=out, seed=0)
         wall = time.perf_counter() - start
         rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        size_mb = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file()) / 2**20
+        size_mib = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file()) / 2**20
         slots = args.steps * trace.geometry.layers * trace.geometry.top_k
         print(f"synth deepseek-v3.2: {args.steps} steps x 61 layers x k=2048 from {args.context}")
         print(
             f"  wall {wall:.1f} s ({slots / wall / 1e6:.2f} M slots/s), peak RSS {rss_gb:.2f} GB,"
         )
-        print(f"  store {size_mb:.0f} MB on disk")
+        print(f"  store {size_mib:.0f} MiB on disk")
         ok = wall < 60 and rss_gb < 2
         print(f"  target < 60 s and < 2 GB: {'PASS' if ok else 'FAIL'}")
     finally:

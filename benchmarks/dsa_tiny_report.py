@@ -10,7 +10,7 @@ it runs the real CLI as subprocesses:
 
 then writes docs/dsa-tiny-metrics.json (settings, prompts, both analyses, the paper's values,
 the backbone's training log and distillation figures as shipped) and prints a markdown table of
-our values next to the paper's (`dsacache.analysis.paper.PAPER`, DESIGN.md).
+our values next to the paper's (`dsacache.analysis.paper.PAPER`, docs/architecture.md).
 
     .venv/bin/python benchmarks/dsa_tiny_report.py [--prompt-tokens 1024 --new 512 --k 64]
 

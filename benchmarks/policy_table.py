@@ -41,14 +41,16 @@ def main() -> None:
         f"trace: deepseek-v3.2 synthetic, {args.steps} steps from {args.context} tokens, "
         f"partition {args.partition} ({time.perf_counter() - t0:.0f} s to build)"
     )
-    rows = [(name, plain) for name in POLICIES if name != "near-miss"]
-    rows += [("near-miss (layer below)", plain), ("near-miss (trace rows)", with_near)]
+    rows = [(name, plain, None) for name in POLICIES if name != "near-miss"]
+    rows += [("near-miss (layer below)", plain, "layer-below")]
+    rows += [("near-miss (trace rows)", with_near, "trace")]
     print(f"{'policy':<26}" + "".join(f"{m:>12.0f} MiB" for m in sizes))
-    for label, trace in rows:
+    for label, trace, source in rows:
         name = label.split(" ")[0]
         cells = []
         for mib in sizes:
-            r = simulate(trace, SimConfig(name, capacity_mb=mib, partition=args.partition))
+            cfg = SimConfig(name, None, mib, args.partition, near_miss_source=source)
+            r = simulate(trace, cfg)
             reads = (r.misses + r.prefetches) / max(r.accesses, 1)
             cells.append(f"{r.hit_rate:>8.4f} ({reads:.2f})")
         print(f"{label:<26}" + "".join(cells), flush=True)

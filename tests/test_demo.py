@@ -9,9 +9,53 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from dsacache.analysis import analyze
 from dsacache.cli.app import run as cli_run
-from dsacache.cli.demo_cmd import DEMO_CAPACITIES_MB, DEMO_POLICIES
+from dsacache.cli.demo_cmd import DEMO_CAPACITIES_MB, DEMO_POLICIES, DEMO_WEIGHTS_MIB
+from dsacache.sim.mrc import mrc
+from dsacache.sweep import parse_config
+from dsacache.sweep.runner import build_trace
 from dsacache.trace import Trace
+
+# Printed table row -> analysis JSON key (print_metrics_table's rows, in order).
+TABLE_ROWS = (
+    ("new_lookup_fraction", "new_lookup_fraction"),
+    ("P95", "new_lookup_fraction_p95"),
+    ("persistence_mean_steps", "persistence_mean_steps"),
+    ("lookback_mean_steps", "lookback_mean_steps"),
+    ("interlayer_overlap", "interlayer_overlap"),
+    ("working_set_ratio", "working_set_ratio"),
+    ("P95", "working_set_ratio_p95"),
+    ("page_utilization", "page_utilization"),
+)
+VOLATILE = ("engine_seconds", "source")  # timing, and the path the trace was read from
+
+
+def _printed_tables(text: str) -> list[list[str]]:
+    """The 'this trace' column of every metrics table the demo printed, in order."""
+    tables, cur = [], []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 3 and cells[0] and cells[0] != "metric":
+            cur.append((cells[0], cells[1]))
+            if len(cur) == len(TABLE_ROWS):
+                tables.append(cur)
+                cur = []
+    return tables
+
+
+def _same_analysis(saved: dict, recomputed: dict) -> None:
+    for key in VOLATILE:
+        saved.pop(key, None), recomputed.pop(key, None)
+    assert saved == recomputed
+
+
+def _check_printed(table: list[tuple[str, str]], result: dict) -> None:
+    for (label, value), (row, key) in zip(table, TABLE_ROWS, strict=True):
+        assert label.startswith(row)
+        want = "n/a" if result[key] is None else f"{result[key]:.3f}"
+        assert value.removesuffix("x") == want, (label, value, want)
+
 
 OUTPUTS = ("analysis.json", "sweep.toml", "results.parquet", "report.html", "hit_rate.png",
            "slowdown.png", "new_lookup_heatmap.png", "mrc.png")  # fmt: skip
@@ -28,7 +72,7 @@ def test_demo_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[st
     cfg = tomllib.loads((out / "sweep.toml").read_text())
     assert cfg["traces"][0]["synth"] == "deepseek-v3.2" and cfg["traces"][0]["steps"] == 4
     rows = pq.read_table(out / "results.parquet").to_pylist()
-    assert len(rows) == len(DEMO_POLICIES) * len(DEMO_CAPACITIES_MB)
+    assert len(rows) == len(DEMO_POLICIES) * len(DEMO_CAPACITIES_MB) * len(DEMO_WEIGHTS_MIB)
     assert {r["policy"] for r in rows} == set(DEMO_POLICIES)
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "SYNTHETIC" in html
@@ -38,7 +82,28 @@ def test_demo_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[st
     rec = Trace.load(out / "recorded")
     assert len(rec.requests) == 2 and rec.steps == 3 and rec.geometry.top_k == 32
     assert rec.meta["model"] == "tiny" and "REAL DSA recording" in text
-    assert json.loads((out / "recorded-analysis.json").read_text())["accesses"] > 0
+    recorded = json.loads((out / "recorded-analysis.json").read_text())
+    assert recorded["accesses"] > 0
+    # The numbers, not just the files: the JSONs are what analyze computes on the same traces,
+    # the printed tables show those JSONs, and the sweep's rows agree with an independent pass.
+    synthetic = json.loads((out / "analysis.json").read_text())
+    sweep = parse_config((out / "sweep.toml").read_text(), base_dir=out, source="sweep.toml")
+    trace = build_trace(sweep.runs[0].trace, str(out))
+    tables = _printed_tables(text)
+    assert len(tables) == 2  # the recording's, then the synthetic trace's
+    _check_printed(tables[0], recorded)
+    _check_printed(tables[1], synthetic)
+    _same_analysis(recorded, analyze(rec).to_dict())
+    _same_analysis(synthetic, analyze(trace).to_dict())
+    curve = mrc(trace, "global")
+    by_size: dict[int, dict[str, int]] = {}
+    for r in rows:
+        assert r["accesses"] == curve.accesses == synthetic["accesses"]
+        by_size.setdefault(r["capacity_tokens"], {})[r["policy"]] = r["hits"]
+        if r["policy"] == "token-lru":
+            assert r["hits"] == curve.hits_at(r["capacity_tokens"])
+    for hits in by_size.values():  # Belady's MIN bounds every demand-fetch policy
+        assert all(hits["min"] >= h for h in hits.values())
 
 
 def test_demo_bad_steps_is_one_line_rc2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,8 +8,12 @@ import pytest
 
 pytest.importorskip("transformers")
 
+import torch  # noqa: E402
+
 from dsacache.cli.app import run  # noqa: E402
+from dsacache.dsa import distill as D  # noqa: E402
 from dsacache.dsa.indexer import LightningIndexer  # noqa: E402
+from dsacache.dsa.models import load_backbone  # noqa: E402
 from test_dsa_common import one_thread, tiny_gqa_llama  # noqa: E402, F401 - autouse fixture
 
 PROSE = (
@@ -61,6 +65,12 @@ def test_distill_end_to_end_and_resume(hf_dir, texts, tmp_path, capsys) -> None:
         assert 0.0 <= report[side]["overall"] <= 1.0
     ix = LightningIndexer.load(out)
     assert (ix.num_layers, ix.hidden_size, ix.config.heads) == (2, 64, 2)
+    # The reported recall is the saved indexer's, recomputed here on the same held-out windows.
+    model, tok = load_backbone(str(hf_dir))
+    windows = D.heldout_windows(D.encode_text(tok, texts[1].read_text()), 24, 2)
+    again = D.evaluate(model, ix, windows, 4, 2, torch.device("cpu"))
+    assert again.overall == pytest.approx(report["after"]["overall"], abs=1e-12)
+    assert again.per_layer == pytest.approx(report["after"]["per_layer"], abs=1e-12)
     assert (tmp_path / "ix.train.safetensors").is_file()
     assert not list(tmp_path.glob("*.tmp"))
     # Resume: settings come from the checkpoint (no --seq/--batch/... given), train to step 6.

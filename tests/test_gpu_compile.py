@@ -85,9 +85,10 @@ def _capture_launches(jits: dict) -> list:
     import numpy as np
     import torch
 
-    from dsacache.gpu import bench, slot_lru_triton
+    from dsacache.gpu import bench, decode_stream, l2_sweep, slot_lru_triton
     from dsacache.gpu.kernels import GatherWork, gather_ds
     from dsacache.gpu.layouts import DS_LATENT, DS_ROPE, build_cache
+    from dsacache.gpu.parallel_lru import ParallelTokenLRU
     from dsacache.gpu.slot_lru import SlotLRU
 
     a = _run_gpu_defaults()
@@ -121,6 +122,13 @@ def _capture_launches(jits: dict) -> list:
         out = torch.full((1, reqs, k), -1, dtype=torch.int32)
         slot_lru_triton.lru_step_triton(lru, torch.from_numpy(np.ascontiguousarray(idx[None])),
                                         hit, out)  # fmt: skip
+        # the parallel LRU's three kernels, slots = k (the variant the device run compiles)
+        ParallelTokenLRU(1, reqs, ctx, k, backend="triton").step(idx[None].contiguous())
+        # the calibration run's own kernels (benchmarks/gpu/calibrate_gpu.py's defaults)
+        chunk = 512 * l2_sweep.KIB // 4
+        l2_sweep.sweep_read(torch.zeros(2 * chunk), torch.zeros(4), 2, chunk)  # n_chunks > 1
+        keys = torch.zeros(reqs, ctx, 132, dtype=torch.uint8)
+        decode_stream.index_scan(keys, torch.zeros(reqs, 128), torch.zeros(reqs, ctx), ctx)
     finally:
         for mod, name, fn in saved:
             setattr(mod, name, fn)
@@ -251,6 +259,8 @@ def test_every_gpu_kernel_compiles_for_sm90():
         assert {(name, True), (name, False)} <= kinds, kinds
     names = {r["kernel"] for r in rep["compiled"]}
     assert {"_copy_kernel", "_combine_kernel", "_lru_kernel"} <= names, names
+    assert {"_plru_lookup_kernel", "_plru_hit_kernel", "_plru_update_kernel"} <= names, names
+    assert {"_sweep_read_kernel", "_index_scan_kernel"} <= names, names
     assert "_row_offsets" in rep["helpers"]
     for r in rep["compiled"]:
         assert r["shared_bytes"] <= SM90_MAX_SHARED, r

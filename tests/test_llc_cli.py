@@ -35,8 +35,8 @@ def small(**kw) -> LLCConfig:
         dict(),
         dict(policy="srrip", sectors=True),
         dict(policy="drrip", set_hash="xor"),
-        dict(reservation="way", reserve_mb=2 * 16 * 128 / 2**20),
-        dict(reservation="set-aside", reserve_mb=20 * 128 / 2**20, sectors=True),
+        dict(reservation="way", reserve_mib=2 * 16 * 128 / 2**20),
+        dict(reservation="set-aside", reserve_mib=20 * 128 / 2**20, sectors=True),
     ],
 )
 def test_driver_equals_reference_model(trace, kw):
@@ -75,7 +75,7 @@ def test_reservation_keeps_gathers_across_weight_sweeps():
     tr = Trace.from_arrays(idx, np.full(8, 64), Geometry(1, 32, 656, 132, 16))
     cache = dict(sets=64, ways=8, weights_bytes=1 << 20)  # 64 KiB; weights 16x that
     none = simulate_llc(tr, small(**cache))
-    kept = simulate_llc(tr, small(**cache, reservation="set-aside", reserve_mb=40 / 1024))
+    kept = simulate_llc(tr, small(**cache, reservation="set-aside", reserve_mib=40 / 1024))
     rows = 32 * 656 // 128 + 1  # lines of 32 packed rows
     assert none.counters[KV_GATHER, 1] < kept.counters[KV_GATHER, 1]
     assert none.blocking_per_step[1:].min() >= rows - 2  # flushed every step
@@ -89,7 +89,7 @@ def test_weights_from_model_and_errors(trace):
     w, note = LLCConfig().weights(PRESETS["deepseek-v3.2"])
     assert w == MODEL_WEIGHTS["deepseek-v3.2"][0] == 37_000_000_000 // 61 and "ASSUMED" in note
     assert LLCConfig(model="llama-3.1-70b").weights(trace.geometry)[0] == 70_600_000_000 // 40
-    with pytest.raises(DsacacheError, match="--weights-mb or --model"):
+    with pytest.raises(DsacacheError, match="--weights-mib or --model"):
         LLCConfig().weights(trace.geometry)
     with pytest.raises(DsacacheError, match="unknown model"):
         LLCConfig(model="gpt-2").weights(trace.geometry)
@@ -105,8 +105,13 @@ def test_cli_text_and_json(tmp_path, trace, capsys):
     args = ["llc", str(store), "--sets", "16", "--ways", "4", "--weights-mb", "0.02"]
     assert run(args + ["--reservation", "way", "--reserve-mb", "0.004"]) == 0
     out = capsys.readouterr().out
-    assert "kv-gather" in out and "blocking (kv-gather) line misses per step" in out
+    assert "kv-gather" in out and "blocking (kv-gather) line misses per step: mean " in out
+    assert "{b[" not in out  # the numbers are printed, not the format string
     assert "reservation: way" in out
+    # requested and effective: 0.004 MiB = 4194 B asked, rounded down to 2 ways of 16 x 128 B
+    assert run(args + ["--reservation", "way", "--reserve-mib", "0.004", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)["reservation"]
+    assert (res["requested_bytes"], res["effective_bytes"], res["ways"]) == (4194, 4096, 2)
     assert run(args + ["--json", "--steps", "3", "--policy", "drrip", "--sectors"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert set(d["classes"]) == set(CLASSES) | {"total"}
@@ -149,7 +154,7 @@ def test_cli_needs_weights_for_unknown_model(tmp_path, trace, capsys):
     store = tmp_path / "t.zarr"
     trace.save(store)
     assert run(["llc", str(store)]) == 2
-    assert "--weights-mb or --model" in capsys.readouterr().err
+    assert "--weights-mib or --model" in capsys.readouterr().err
     assert run(["llc", str(tmp_path / "missing.zarr"), "--weights-mb", "1"]) == 2
 
 

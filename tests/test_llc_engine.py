@@ -221,10 +221,10 @@ def test_bad_configs():
         (lambda: Reservation("set-aside", cap // 2).resolve(shape, cap // 4), "limit"),
         (lambda: Reservation("set-aside", 100).resolve(shape, cap), "less than one"),
         (lambda: Reservation("none", 1024).resolve(shape, cap), "choose 'way' or 'set-aside'"),
-        (lambda: Reservation.from_mb("way", -1.0), ">= 0"),
-        (lambda: Reservation.from_mb("way", float("nan")), "finite"),
-        (lambda: Reservation.from_mb("way", 1.0, ("kv-gather", "tlb")), "unknown class 'tlb'"),
-        (lambda: Reservation.from_mb("way", 1.0, ()), "at least one class"),
+        (lambda: Reservation.from_mib("way", -1.0), ">= 0"),
+        (lambda: Reservation.from_mib("way", float("nan")), "finite"),
+        (lambda: Reservation.from_mib("way", 1.0, ("kv-gather", "tlb")), "unknown class 'tlb'"),
+        (lambda: Reservation.from_mib("way", 1.0, ()), "at least one class"),
     ]
     for make, msg in cases:
         with pytest.raises(DsacacheError, match=msg):

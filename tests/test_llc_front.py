@@ -35,12 +35,12 @@ def token_cfg(ways: float, **kw) -> LLCConfig:
         ways=WAYS,
         weights_bytes=20_000,
         reservation="token",
-        reserve_mb=ways * WAY_MIB,
+        reserve_mib=ways * WAY_MIB,
     )
     return LLCConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("policy", ["token-lru", "fifo"])
+@pytest.mark.parametrize("policy", ["token-lru", "fifo", "keep-previous"])
 @pytest.mark.parametrize("partition", ["global", "per-layer", "pinned:0,2"])
 @pytest.mark.parametrize("ways", [1, 3])
 def test_region_equals_token_simulator(trace, policy, partition, ways):
@@ -126,13 +126,14 @@ def test_shared_llc_sees_the_region_misses(trace, policy):
 
 
 def test_recent_token_reuse_not_worse_than_way():
-    # Each step gathers the token appended the step before: the append put its line in the LLC,
-    # so the shared LLC serves the region's misses (a region that bypassed the LLC got 0 hits).
+    # Each step gathers the token appended the step before (step t appends token ctx[t] - 1,
+    # so that is ctx[t] - 2): the append put its line in the LLC, so the shared LLC serves the
+    # region's misses (a region that bypassed the LLC got 0 hits).
     T = 20
     ctx = 64 + np.arange(T)
-    idx = (ctx - 1).astype(np.int32).reshape(T, 1, 1)
+    idx = (ctx - 2).astype(np.int32).reshape(T, 1, 1)
     tr = Trace.from_arrays(idx, ctx, Geometry(1, 1, 656, 132, 64))
-    base = dict(sets=64, ways=8, weights_bytes=0, reserve_mb=64 * 128 / 2**20)
+    base = dict(sets=64, ways=8, weights_bytes=0, reserve_mib=64 * 128 / 2**20)
     way = simulate_llc(tr, LLCConfig(**base, reservation="way"))
     tok = simulate_llc(tr, LLCConfig(**base, reservation="token"))
     assert tok.counters[KV_GATHER, 1] >= way.counters[KV_GATHER, 1] > 100
@@ -141,34 +142,44 @@ def test_recent_token_reuse_not_worse_than_way():
 
 
 def test_hand_computed():
-    # One layer, one request, k=2; 256-byte rows = 2 aligned lines each. Reserve 400 B in a
-    # 1-set cache: rounded up to 4 ways = 512 B = 2 tokens. token-lru:
+    # One layer, one request, k=2; 256-byte rows = 2 aligned lines each. Reserve 600 B in a
+    # 1-set cache: rounded down to 4 ways = 512 B = 2 tokens. token-lru:
     #   step 0: 0 miss, 1 miss            order (MRU first) 1 0
     #   step 1: 1 hit, 2 miss (evicts 0)  order 2 1
     #   step 2: 0 miss (evicts 1), 2 hit  order 2 0
     idx = np.array([[[0, 1]], [[1, 2]], [[0, 2]]], dtype=np.int32)
     tr = Trace.from_arrays(idx, np.full(3, 4), Geometry(1, 2, 256, 132, 16))
-    cfg = LLCConfig(sets=1, ways=8, weights_bytes=0, reservation="token", reserve_mb=400 / 2**20)
+    cfg = LLCConfig(sets=1, ways=8, weights_bytes=0, reservation="token", reserve_mib=600 / 2**20)
     res = simulate_llc(tr, cfg)
     d = res.to_dict()
     assert d["reservation"]["effective_bytes"] == 512 and d["reservation"]["ways"] == 4
-    assert d["reservation"]["requested_bytes"] == 400
+    assert d["reservation"]["requested_bytes"] == 600
     t = d["token_region"]
     assert (t["capacity_tokens"], t["hits"], t["misses"], t["shared_ways"]) == (2, 2, 4, 4)
     assert t["misses_per_step"] == [2, 1, 1] and d["blocking_unit"] == "lines"
     # The 4 missed rows (8 lines) go to the shared LLC (4 ways of one set). Every step first
-    # scans the 4 index keys (528 B: 5 lines) and ends by appending token 4's row (2 lines) and
+    # scans the 4 index keys (528 B: 5 lines) and ends by appending token 3's row (2 lines) and
     # index key (1-2 lines), so the missed rows are never resident: 8 line misses.
     g = d["classes"]["kv-gather"]
     assert (g["accesses"], g["hits"], g["misses"], g["hbm_bytes"]) == (12, 4, 8, 1024)
     assert t["hbm_bytes"] == 1024 and d["gather_misses_per_step"] == [4, 2, 2]
 
 
+def test_rounds_down_to_whole_ways():
+    # the one rule for every reservation: down to the unit, requested and effective both kept
+    _, _, res = token_cfg(WAYS - 0.5).resolve()
+    assert res.ways == WAYS - 1
+    assert res.effective_bytes == (WAYS - 1) * SETS * 128
+    assert res.requested_bytes == int((WAYS - 0.5) * WAY_MIB * 2**20) > res.effective_bytes
+    _, _, way = token_cfg(2.5, reservation="way").resolve()
+    assert (way.ways, way.effective_bytes) == (2, 2 * SETS * 128)
+
+
 def test_errors(trace):
     with pytest.raises(DsacacheError, match="leave at least one"):
         token_cfg(WAYS).resolve()
-    with pytest.raises(DsacacheError, match="leave at least one"):
-        token_cfg(WAYS - 1 + 0.01).resolve()  # rounds up to every way
+    with pytest.raises(DsacacheError, match="less than one way"):
+        token_cfg(0.99).resolve()  # rounds down to no way at all
     with pytest.raises(DsacacheError, match="cannot report per-access hits"):
         token_cfg(1, front_policy="min").resolve()
     with pytest.raises(DsacacheError, match="unknown front policy"):
@@ -199,6 +210,6 @@ def test_cli(tmp_path, trace, capsys):
     assert sum(d["token_region"]["misses_per_step"]) == d["token_region"]["misses"]
     assert run(args) == 0
     assert "token region: token-lru" in capsys.readouterr().out
-    assert run(args + ["--front-policy", "keep-previous"]) == 2
+    assert run(args + ["--front-policy", "min"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "keep-previous" in err and "\n" not in err
+    assert "min" in err and "\n" not in err

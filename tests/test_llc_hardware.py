@@ -1,4 +1,4 @@
-"""Hardware presets: the DESIGN.md facts, the modelled power-of-two geometry, source notes."""
+"""Hardware presets: the documented facts, the modelled power-of-two geometry, source notes."""
 
 from __future__ import annotations
 

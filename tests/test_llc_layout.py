@@ -37,19 +37,27 @@ def test_line_span_vectorised_equals_compiled():
 
 
 def test_block_allocation_order():
-    # bt = 4. r0: prompt 8 tokens (blocks 0, 1), step 0 appends token 8 -> block 2 at step 0;
-    # r1: prompt 2 tokens (block 0), its step-2 append writes token 4 -> block 1 at step 2.
-    table = allocate_blocks([np.array([8, 9]), np.array([2, 3, 4])], 4)
+    # bt = 4; context_len counts the token being decoded, so step t appends token ctx[t] - 1.
+    # r0 ctx [8, 9, 10]: prompt tokens 0..6 (blocks 0, 1); step 0 appends 7 (block 1), step 1
+    # appends 8 -> block 2 at step 1. r1 ctx [2, 5, 6]: prompt token 0 (block 0); step 1
+    # appends 4 -> block 1 at step 1, after r0's (step, then request order).
+    table = allocate_blocks([np.array([8, 9, 10]), np.array([2, 5, 6])], 4)
     assert table.tolist() == [[0, 1, 3], [2, 4, -1]]
+    # ctx 8 -> 9 at step 1 only: token 8 opens block 2 at step 1; r1 stays in its prompt block.
+    assert allocate_blocks([np.array([8, 9]), np.array([2, 3, 4])], 4).tolist() == [
+        [0, 1, 3],
+        [2, -1, -1],
+    ]
     # A context that grows by several tokens at once allocates every block it reaches.
-    assert allocate_blocks([np.array([1, 9])], 4).tolist() == [[0, 1, 2]]
+    assert allocate_blocks([np.array([1, 10])], 4).tolist() == [[0, 1, 2]]
+    assert allocate_blocks([np.array([0, 0])], 4).shape == (1, 0)  # nothing cached, no block
 
 
 def test_layout_addresses():
     g = Geometry(
         layers=2, top_k=4, kv_bytes_per_token=656, index_bytes_per_token=132, block_tokens=4
     )
-    lay = Layout.build(g, [np.array([8, 9]), np.array([2, 3, 4])], weights_bytes=1000, align=4096)
+    lay = Layout.build(g, [np.array([8, 9]), np.array([2, 3, 5])], weights_bytes=1000, align=4096)
     assert lay.n_blocks == 5
     assert lay.weights_base.tolist() == [0, 4096]
     # KV pool: 5 blocks x 4 tokens x 656 B = 13120 B, aligned to 16384

@@ -184,7 +184,7 @@ def test_simulator_shortcut_covers_index_scans(scan_trace, res_mode, res_kb, sec
 
     # 16 sets x 4 ways (shortcut from 64 lines); no weights, so only index scans are long
     kw = dict(sets=16, ways=4, weights_bytes=0, policy=policy, sectors=sectors)
-    kw |= dict(reservation=res_mode, reserve_mb=res_kb * 1024 / 2**20)
+    kw |= dict(reservation=res_mode, reserve_mib=res_kb * 1024 / 2**20)
     fast = simulate_llc(scan_trace, LLCConfig(**kw), block_elements=40)
     slow = simulate_llc(scan_trace, LLCConfig(**kw, shortcut=False), block_elements=40)
     np.testing.assert_array_equal(fast.counters, slow.counters)

@@ -1,4 +1,4 @@
-"""The per-step stream: runs in DESIGN.md's order, with addresses from the layout."""
+"""The per-step stream: runs in docs/architecture.md's order, with addresses from the layout."""
 
 from __future__ import annotations
 
@@ -55,7 +55,9 @@ def reference_runs(
                         start = layout.kv_row_start(layer, r, int(tok))
                         runs.append(span(start, g.kv_bytes_per_token, KV_GATHER))
             for r in live:
-                new = int(trace.requests[r].context_lens[t])
+                new = int(trace.requests[r].context_lens[t]) - 1  # the token being decoded
+                if new < 0:
+                    continue
                 runs.append(
                     span(layout.kv_row_start(layer, r, new), g.kv_bytes_per_token, KV_APPEND)
                 )
@@ -141,3 +143,53 @@ def test_index_blocks_merge_exactly(block_tokens):
         assert n_scan < n_blocks / 3  # prompt blocks are consecutive: a few runs per scan
     else:  # 288-byte blocks: only every 4th boundary (1152 B) is on a line
         assert n_blocks / 2 < n_scan < n_blocks
+
+
+def test_recorded_trace_appends_the_decoded_token() -> None:
+    """On a trace the recorder wrote: context_len counts the token being decoded (it can be
+    selected, and it is the position the step appends), and the stream appends one KV row and
+    one index key per (request, step, layer), at token context_len - 1."""
+    from dsacache.dsa.hooks import attach
+    from dsacache.dsa.record import record
+    from test_dsa_common import VOCAB, tiny_indexer, tiny_model
+
+    class Chars:
+        def encode(self, text: str) -> list[int]:
+            return [ord(c) % VOCAB for c in text]
+
+        def decode(self, ids: list[int]) -> str:
+            return "".join(chr(65 + i % 26) for i in ids)
+
+    k, new, prompts = 4, 5, ["ab", "hello"]
+    model = tiny_model("llama")
+    att = attach(model, tiny_indexer(model), top_k=k)
+    try:
+        trace = record(model, Chars(), att, prompts, new, k).trace
+    finally:
+        att.detach()
+    g = trace.geometry
+    for prompt, req in zip(prompts, trace.requests, strict=True):
+        ctx = np.asarray(req.context_lens)
+        # step t decodes the token at position len(prompt) - 1 + t: context = that + 1
+        assert ctx.tolist() == [len(prompt) + t for t in range(new)]
+        idx = np.asarray(req.indices)
+        for t in np.flatnonzero(ctx <= k):  # while everything fits in the top-k, the
+            assert (idx[t] == ctx[t] - 1).any(axis=1).all()  # decoded token selects itself
+    layout = Layout.build(g, [r.context_lens for r in trace.requests], 0, align=1024)
+    (runs,) = iter_runs(trace, layout)
+    for t in range(trace.steps):
+        a, b = runs.step_start[t], runs.step_start[t + 1]
+        got = runs.first[a:b][runs.cls[a:b] == KV_APPEND].tolist()
+        want = []
+        for layer in range(g.layers):
+            for r, req in enumerate(trace.requests):
+                pos = int(req.context_lens[t]) - 1
+                want += [
+                    int(layout.kv_row_start(layer, r, pos)) >> 7,
+                    int(layout.index_key_start(layer, r, pos)) >> 7,
+                ]
+        assert got == want  # 2 runs x layers x requests, in stream order
+    # every row appended lies inside the request's allocated blocks
+    assert (layout.block_table >= 0).sum() == sum(
+        -(-int(np.max(r.context_lens)) // g.block_tokens) for r in trace.requests
+    )

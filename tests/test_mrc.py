@@ -318,16 +318,35 @@ def test_to_dict_is_json_and_consistent(batch_trace):
 # ------------------------------------------------------------------ (7) CLI
 
 
-def test_cli_plot_and_json(tmp_path, batch_trace, capsys):
+def test_cli_plot_and_json(tmp_path, batch_trace, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+
+    drawn = []
+    savefig = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda f, *a, **k: (drawn.append(f), savefig(f, *a, **k))
+    )
     store = tmp_path / "t.zarr"
     batch_trace.save(store)
     png = tmp_path / "mrc.png"
     assert run(["mrc", str(store), "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The plotted curve is the MRC's numbers: hit rate (%) at every plotted reserved size.
+    (fig,) = drawn
+    lines = {str(line.get_label()).split(" (")[0]: line for line in fig.axes[0].get_lines()}
+    exact = mrc(batch_trace, "global")
+    mib, pct = lines["token-LRU"].get_xdata(), lines["token-LRU"].get_ydata()
+    tokens = np.rint(np.asarray(mib) * 2**20 / 656).astype(np.int64)
+    assert len(tokens) > 5 and tokens[-1] >= exact.saturation_tokens
+    want = [100.0 * exact.hits_at(int(t)) / exact.accesses for t in tokens]
+    np.testing.assert_allclose(pct, want, rtol=1e-12)
+    assert lines["no eviction"].get_ydata()[0] == pytest.approx(
+        100.0 * exact.max_hits / exact.accesses
+    )
     out = " ".join(capsys.readouterr().out.split())
     assert "hit rate" in out and "partition global" in out and f"wrote {png}" in out
 
-    assert run(["mrc", str(store), "--json", "-p", "per-layer", "--max-mb", "0.05"]) == 0
+    assert run(["mrc", str(store), "--json", "-p", "per-layer", "--max-mib", "0.05"]) == 0
     d = json.loads(capsys.readouterr().out)
     for key in ("accesses", "cold_misses", "max_hits", "points", "partition", "engine_seconds"):
         assert key in d

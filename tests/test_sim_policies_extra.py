@@ -138,7 +138,12 @@ def trace_of(rows: list[list[list[int]]], context: int, geometry: Geometry) -> T
 
 
 def sim(trace: Trace, policy: str, cap: int, part: str = "global"):
-    return simulate(trace, SimConfig(policy, capacity_tokens=cap, partition=part))
+    # near-miss takes its source explicitly: here the trace's rows whenever it has them
+    source = None
+    if policy == "near-miss":
+        has = any(r.near_miss is not None for r in trace.requests)
+        source = "trace" if has else "layer-below"
+    return simulate(trace, SimConfig(policy, cap, None, part, near_miss_source=source))
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from conftest import make_trace, slow_block_reads
 from dsacache.cli.app import run
 from dsacache.errors import DsacacheError, TraceError
 from dsacache.sim import POLICIES, SimConfig, SimResult, simulate
+from dsacache.sim.config import mb_to_mib
 from dsacache.sim.partition import parse_partition
 from dsacache.trace import Geometry, RequestTrace, Trace
 from dsacache.trace.blocks import StepBlocks
@@ -270,15 +271,15 @@ def test_room_for_everything_only_cold_misses(p, policy, slack):
 # ------------------------------------------------------------------ config, result, errors
 
 
-def test_capacity_mb_is_floored_mib():
+def test_capacity_mib_is_floored():
     g = Geometry(2, 3, 656, 132, 64)
-    assert SimConfig("fifo", capacity_mb=1).tokens(g) == 2**20 // 656 == 1598
-    assert SimConfig("fifo", capacity_mb=0.5).tokens(g) == 2**19 // 656
-    assert SimConfig("fifo", capacity_mb=0).tokens(g) == 0
+    assert SimConfig("fifo", capacity_mib=1).tokens(g) == 2**20 // 656 == 1598
+    assert SimConfig("fifo", capacity_mib=0.5).tokens(g) == 2**19 // 656
+    assert SimConfig("fifo", capacity_mib=0).tokens(g) == 0
     assert SimConfig("fifo", capacity_tokens=7).tokens(g) == 7
     assert SimConfig("fifo", capacity_tokens=np.int64(7)).tokens(g) == 7  # numpy ints too
-    assert SimConfig("fifo", capacity_mb=np.float32(1.0)).tokens(g) == 1598
-    res = simulate(hand_trace(), SimConfig("token-lru", capacity_mb=0.001))
+    assert SimConfig("fifo", capacity_mib=np.float32(1.0)).tokens(g) == 1598
+    res = simulate(hand_trace(), SimConfig("token-lru", capacity_mib=0.001))
     assert res.capacity_tokens == int(0.001 * 2**20) // 656 == 1
 
 
@@ -287,9 +288,9 @@ def test_capacity_mb_is_floored_mib():
     [
         ({"policy": "lru", "capacity_tokens": 5}, "unknown policy 'lru' \\(known: .*token-lru"),
         ({"policy": "fifo", "capacity_tokens": -1}, "-1"),
-        ({"policy": "fifo", "capacity_mb": -0.5}, "-0.5"),
-        ({"policy": "fifo", "capacity_mb": float("nan")}, "nan"),
-        ({"policy": "fifo", "capacity_tokens": 5, "capacity_mb": 1.0}, "exactly one"),
+        ({"policy": "fifo", "capacity_mib": -0.5}, "-0.5"),
+        ({"policy": "fifo", "capacity_mib": float("nan")}, "nan"),
+        ({"policy": "fifo", "capacity_tokens": 5, "capacity_mib": 1.0}, "exactly one"),
         ({"policy": "fifo"}, "exactly one"),
         ({"policy": "fifo", "capacity_tokens": 2.5}, "2.5"),
     ],
@@ -442,6 +443,8 @@ def test_cli_large_capacity_below_the_limit_runs(store, batch_trace, capsys, pol
     cap = str(2**62 // 656 - 1)
     for part in ("global", "per-layer"):
         argv = ["simulate", str(store), "--policy", policy, "--capacity-tokens", cap]
+        if policy == "near-miss":
+            argv += ["--near-miss-source", "layer-below"]
         assert run([*argv, "--partition", part, "--json"]) == 0
         d = json.loads(capsys.readouterr().out)
         if policy in ("token-lru", "fifo", "min"):
@@ -452,8 +455,58 @@ def test_huge_capacity_python_api():
     with pytest.raises(DsacacheError, match="too large"):
         SimConfig("token-lru", capacity_tokens=2**62)
     with pytest.raises(DsacacheError, match="too large"):
-        SimConfig("token-lru", capacity_mb=2.0**42)
+        SimConfig("token-lru", capacity_mib=2.0**42)
     with pytest.raises(DsacacheError, match="too large"):
         SimConfig("token-lru", capacity_tokens=2**62 // 656 + 1).tokens(hand_trace().geometry)
     with pytest.raises(DsacacheError, match="too large"):
         parse_partition("global", 2, 10**20)
+
+
+# ------------------------------------------------------------------ units and near-miss source
+
+
+def test_requested_and_effective_capacity_reported(batch_trace):
+    # 0.01 MiB of 656 B rows: floor(10485.76 / 656) = 15 tokens; per-layer over 4 layers: 3 each
+    res = simulate(batch_trace, SimConfig("fifo", capacity_mib=0.01, partition="per-layer"))
+    d = res.to_dict()
+    assert d["requested_capacity_mib"] == 0.01
+    assert d["capacity_tokens"] == 15 and d["effective_capacity_tokens"] == 12
+    assert d["effective_capacity_mib"] == 12 * 656 / 2**20 < d["capacity_mib"] < 0.01
+    assert d["near_miss_source"] is None
+    tok = simulate(batch_trace, SimConfig("fifo", capacity_tokens=15)).to_dict()
+    assert tok["requested_capacity_mib"] is None and tok["capacity_tokens"] == 15
+
+
+def test_mb_to_mib_reads_the_paper_s_mb():
+    assert mb_to_mib(5) == pytest.approx(4.768, abs=5e-4)  # the paper's 5 MB
+    assert mb_to_mib(20) == pytest.approx(19.073, abs=5e-4)
+    assert mb_to_mib(2**20 / 1e6) == pytest.approx(1.0)
+
+
+def test_near_miss_source_is_explicit():
+    trace = make_trace([6, 4], layers=2, k=3, context=[9, 7], requests=2, near_miss=2, seed=8)
+    plain = Trace([RequestTrace(r.indices, r.context_lens) for r in trace.requests], trace.geometry)
+    with pytest.raises(DsacacheError, match="near-miss needs its prefetch source"):
+        SimConfig("near-miss", capacity_tokens=5)
+    with pytest.raises(DsacacheError, match="for the near-miss policy only"):
+        SimConfig("token-lru", capacity_tokens=5, near_miss_source="trace")
+    with pytest.raises(DsacacheError, match="needs near-miss rows"):
+        simulate(plain, SimConfig("near-miss", 5, near_miss_source="trace"))
+    # the same trace, both sources: layer-below ignores the rows (equal to the plain trace)
+    below = simulate(trace, SimConfig("near-miss", 5, near_miss_source="layer-below"))
+    rows = simulate(trace, SimConfig("near-miss", 5, near_miss_source="trace"))
+    same = simulate(plain, SimConfig("near-miss", 5, near_miss_source="layer-below"))
+    assert below.to_dict()["near_miss_source"] == "layer-below"
+    assert rows.to_dict()["near_miss_source"] == "trace"
+    assert (below.hits, below.prefetches) == (same.hits, same.prefetches)
+    assert (rows.hits, rows.prefetches) != (below.hits, below.prefetches)
+
+
+def test_cli_near_miss_source(store, capsys):
+    base = ["simulate", str(store), "--policy", "near-miss", "--capacity-mb", "0.01"]
+    assert run(base) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--near-miss-source" in err
+    assert run([*base, "--near-miss-source", "layer-below", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["near_miss_source"] == "layer-below" and d["requested_capacity_mib"] == 0.01

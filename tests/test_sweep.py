@@ -50,7 +50,7 @@ def test_grid_expands_to_the_cartesian_product() -> None:
     sweep = parse_config(GRID)
     assert len(sweep.runs) == 3 * 4 * 2 * 2
     assert len({r.config_hash for r in sweep.runs}) == 48
-    caps = {(r.config["capacity_mb"], r.config["capacity_tokens"]) for r in sweep.runs}
+    caps = {(r.config["capacity_mib"], r.config["capacity_tokens"]) for r in sweep.runs}
     assert caps == {(0.02, None), (0.05, None), (None, 100), (None, 300)}
     t = sweep.runs[0].trace
     assert t == {"synth": "deepseek-v3.2", "steps": 12, "context": 1024, "layers": 2,
@@ -60,6 +60,54 @@ def test_grid_expands_to_the_cartesian_product() -> None:
     assert [r.config_hash for r in explicit.runs] == [r.config_hash for r in sweep.runs]
     other = parse_config(GRID.replace("top_k = 64}", "top_k = 64, seed = 1}"))
     assert not {r.config_hash for r in other.runs} & {r.config_hash for r in sweep.runs}
+
+
+REQUESTS_GRID = """
+traces = [{synth = "deepseek-v3.2", steps = 6, context = 512, layers = 2, top_k = 32}]
+requests = [1, 3]
+policies = ["token-lru", "near-miss"]
+capacities = ["0.1 MB", 0.1]
+near_miss_source = "layer-below"
+"""
+
+
+def test_requests_axis_units_and_near_miss_source() -> None:
+    sweep = parse_config(REQUESTS_GRID)
+    assert len(sweep.runs) == 2 * 2 * 2
+    assert {r.trace["requests"] for r in sweep.runs} == {1, 3}
+    mibs = {r.config["capacity_mib"] for r in sweep.runs}
+    assert mibs == {0.1, 0.1e6 / 2**20}  # "0.1 MB" is decimal: 0.0954 MiB
+    sources = {(r.config["policy"], r.config["near_miss_source"]) for r in sweep.runs}
+    assert sources == {("token-lru", None), ("near-miss", "layer-below")}
+    two = parse_config(REQUESTS_GRID + 'weights_mib = ["model", 0]\n')
+    assert {r.config["weights_mib"] for r in two.runs} == {None, 0.0}  # "model" = the default
+    assert len(two.runs) == 2 * len(sweep.runs)
+
+
+def test_requests_axis_simulates_the_batch_together() -> None:
+    from dsacache.sim import SimConfig, simulate
+    from dsacache.sweep.runner import build_trace, execute
+
+    runs = [
+        r for r in parse_config(REQUESTS_GRID).runs
+        if r.config["policy"] == "token-lru" and r.config["capacity_mib"] == 0.1
+    ]  # fmt: skip
+    rows = {}
+    for r in runs:
+        row = execute(r)
+        n = r.trace["requests"]
+        assert row["batch"] == row["requests"] == n
+        trace = build_trace(r.trace, ".")
+        assert len(trace.requests) == n
+        sim = simulate(trace, SimConfig("token-lru", capacity_mib=0.1))
+        assert (row["hits"], row["accesses"]) == (sim.hits, sim.accesses)
+        assert row["capacity_mib"] == 0.1 and row["near_miss_source"] is None
+        rows[n] = row
+    # three requests gather three times the tokens per step into the same region
+    assert rows[3]["accesses"] == pytest.approx(3 * rows[1]["accesses"], rel=0.05)
+    near = next(r for r in parse_config(REQUESTS_GRID).runs if r.config["policy"] == "near-miss")
+    assert execute(near)["near_miss_source"] == "layer-below"  # recorded in the row
+    assert rows[3]["tokens_per_s_per_gpu"] == pytest.approx(3 * rows[3]["tokens_per_s_per_user"])
 
 
 def test_file_trace_identity_tracks_content(tmp_path: Path) -> None:
@@ -94,6 +142,21 @@ def test_file_trace_identity_tracks_content(tmp_path: Path) -> None:
         ("traces = [\npolicies = 3", "bad TOML"),
         ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
          'policies = ["min"]\ncapacities = [1]\ncolour = 3', "unknown key 'colour'"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'policies = ["min"]\ncapacities = [1]\nbatch = [4]', "the batch is each trace's requests"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'policies = ["min"]\ncapacities = [1]\nweights_mb = [4]', "write `weights_mib`"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64, requests = 2}]\n'
+         'policies = ["min"]\ncapacities = [1]\nrequests = [4]', "give one of them"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'policies = ["min"]\ncapacities = [1]\nrequests = [0]', "requests must be integers >= 1"),
+        ('traces = ["t.zarr"]\npolicies = ["min"]\ncapacities = [1]\nrequests = [2]',
+         "applies to synth traces only"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'policies = ["near-miss"]\ncapacities = [1]', "near_miss_source"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'policies = ["near-miss"]\ncapacities = [1]\nnear_miss_source = "psychic"',
+         "near_miss_source must be"),
     ],
 )  # fmt: skip
 def test_bad_config_is_one_line_rc2(
@@ -167,8 +230,8 @@ def test_documented_duckdb_query_runs(baseline: Path) -> None:
     import duckdb
 
     rows = duckdb.sql(
-        "SELECT policy, capacity_mb, partition, hit_rate, slowdown "
-        f"FROM '{baseline / 'results.parquet'}' ORDER BY policy, capacity_mb"
+        "SELECT policy, capacity_mib, partition, hit_rate, slowdown "
+        f"FROM '{baseline / 'results.parquet'}' ORDER BY policy, capacity_mib"
     ).fetchall()
     assert len(rows) == len(_rows(baseline))
     assert all(0.0 <= r[3] <= 1.0 and r[4] >= 1.0 for r in rows)

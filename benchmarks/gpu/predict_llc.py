@@ -273,7 +273,7 @@ def main() -> None:
     base = {"hardware": HW, "sectors": True, "weights_bytes": 0, "policy": "lru"}
     configs = [("baseline", 0.0, LLCConfig(**base))]
     for mode, mib in sizes:
-        configs.append((mode, mib, LLCConfig(**base, reservation="token", reserve_mb=mib,
+        configs.append((mode, mib, LLCConfig(**base, reservation="token", reserve_mib=mib,
                                              front_partition="per-layer")))  # fmt: skip
     streams = ["prototype"] + ([] if a.no_decode else ["decode"])
     preds = []

@@ -21,14 +21,10 @@ if "--cpu-smoke" in sys.argv:  # must precede the first triton import
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
-import types  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -37,25 +33,15 @@ MIB = 1 << 20
 NCU_METRICS = "lts__t_sector_hit_rate.pct,dram__bytes_read.sum"
 
 
-def _stub_zarr() -> None:
-    """dsacache.trace imports zarr (the store format); a .npz trace does not need it. Where
-    zarr is missing (the device machine), a stub lets the package import."""
-    if importlib.util.find_spec("zarr") is not None:
-        return
-    z = types.ModuleType("zarr")
-    codecs = types.ModuleType("zarr.codecs")
+from dsacache.gpu.session import (  # noqa: E402
+    PhaseLog,
+    calibrate_sleep,
+    env_info,
+    measure_host_ms,
+    stub_zarr,
+)
 
-    class ZstdCodec:  # noqa: D401 - placeholder
-        def __init__(self, **kw: object) -> None:
-            self.kw = kw
-
-    codecs.ZstdCodec = ZstdCodec
-    z.codecs = codecs
-    sys.modules["zarr"] = z
-    sys.modules["zarr.codecs"] = codecs
-
-
-_stub_zarr()
+stub_zarr()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -118,37 +104,15 @@ def load_trace(path: Path):  # noqa: ANN201
 # ---------------------------------------------------------------- results
 
 
-class Results:
+class Results(PhaseLog):
+    """The session's phases (results.json) plus one CSV row per timed mode (results.csv)."""
+
     def __init__(self, out: Path) -> None:
-        self.out = out
-        out.mkdir(parents=True, exist_ok=True)
-        self.data: dict = {"phases": {}, "modes": {}}
-        self.t0 = time.monotonic()
+        super().__init__(out, "results.json")
+        self.data["modes"] = {}
+        self.on_save = self.save_csv
 
-    def phase(self, name: str, fn, *args, **kw):  # noqa: ANN001, ANN201, ANN002, ANN003
-        t = time.monotonic()
-        print(f"[{t - self.t0:7.1f}s] {name} ...", flush=True)
-        rec: dict = {}
-        val = None
-        try:
-            val = fn(*args, **kw)
-            rec["ok"] = True
-            if isinstance(val, dict):
-                rec.update({k: v for k, v in val.items() if _jsonable(v)})
-        except Exception as e:  # noqa: BLE001 - every phase records its error and the run goes on
-            rec["ok"] = False
-            rec["error"] = f"{type(e).__name__}: {e}"[:2000]
-            rec["traceback"] = traceback.format_exc()[-3000:]
-            print(f"    FAILED: {rec['error']}", flush=True)
-        rec["seconds"] = round(time.monotonic() - t, 3)
-        self.data["phases"][name] = rec
-        self.save()
-        return val
-
-    def save(self) -> None:
-        tmp = self.out / "results.json.tmp"
-        tmp.write_text(json.dumps(self.data, indent=1, default=_default))
-        tmp.replace(self.out / "results.json")
+    def save_csv(self) -> None:
         modes = self.data["modes"]
         if modes:
             cols = sorted({k for m in modes.values() for k in m if _scalar(m[k])})
@@ -174,52 +138,7 @@ def _scalar(v: object) -> bool:
     return isinstance(v, int | float | str | bool) or v is None
 
 
-def _jsonable(v: object) -> bool:
-    try:
-        json.dumps(v, default=_default)
-        return True
-    except TypeError:
-        return False
-
-
-def _default(o: object) -> object:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o))
-
-
 # ---------------------------------------------------------------- phases
-
-
-def env_info(cuda: bool) -> dict:
-    import torch
-    import triton
-
-    info = {
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "python": sys.version.split()[0],
-        "cuda_available": cuda,
-        "ncu": shutil.which("ncu"),
-    }
-    if cuda:
-        p = torch.cuda.get_device_properties(0)
-        info["gpu"] = p.name
-        info["sms"] = p.multi_processor_count
-        info["l2_bytes_torch"] = getattr(p, "L2_cache_size", None)
-        try:
-            from dsacache.gpu import l2
-
-            info["l2_bytes"] = l2.device_attr("L2CacheSize")
-            info["max_persisting_l2_bytes"] = l2.device_attr("MaxPersistingL2CacheSize")
-            info["max_window_bytes"] = l2.device_attr("MaxAccessPolicyWindowSize")
-        except Exception as e:  # noqa: BLE001
-            info["l2_attr_error"] = f"{type(e).__name__}: {e}"
-    return info
 
 
 def validate(cache, batch, slots: int, a: argparse.Namespace, cuda: bool) -> dict:  # noqa: ANN001
@@ -265,27 +184,6 @@ def validate(cache, batch, slots: int, a: argparse.Namespace, cuda: bool) -> dic
         out[f"gather_max_abs_err_{prec}"] = err
         out[f"gather_max_rel_err_{prec}"] = err / max(want.abs().max().item(), 1e-30)
     return out
-
-
-def calibrate_sleep(cuda: bool) -> dict:
-    """Cycles per ms of torch.cuda._sleep, to pad each step while the host enqueues it."""
-    if not cuda:
-        return {"cycles_per_ms": 0}
-    import torch
-
-    torch.cuda._sleep(1000)
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    torch.cuda._sleep(10_000_000)
-    e.record()
-    e.synchronize()
-    return {"cycles_per_ms": 10_000_000 / max(s.elapsed_time(e), 1e-3)}
-
-
-def measure_host_ms(fn) -> float:  # noqa: ANN001
-    t = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t) * 1e3
 
 
 def run_one_mode(ctx: dict, spec, a: argparse.Namespace, layout: str = "ds") -> dict:  # noqa: ANN001

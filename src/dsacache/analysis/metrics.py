@@ -1,4 +1,4 @@
-"""Access-pattern metrics of a trace (DESIGN.md "Access-pattern metrics").
+"""Access-pattern metrics of a trace (docs/architecture.md "Access-pattern metrics").
 
 One pass per request, chunk by chunk: a numba kernel walks every slot in access order
 (step -> layer -> slot) and updates per-request state that lives across chunks:

@@ -1,4 +1,7 @@
-"""The paper's reference values (Levy 2026, H200 traces; DESIGN.md "Access-pattern metrics")."""
+"""The paper's reference values (Levy 2026, arXiv 2603.13430, H200 traces).
+
+docs/architecture.md "Access-pattern metrics" prints the same table (a test keeps them equal).
+"""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from dsacache.cli.app import app
 from dsacache.cli.options import BLOCK_TOKENS, INDEX_BYTES, KV_BYTES, TRACE_ARG, load_trace_arg
 from dsacache.cli.progress import progress_bar
 
-PAPER_PAGE_TOKENS = 64  # DESIGN.md's default P, with which the paper's 0.35 is compared
+PAPER_PAGE_TOKENS = 64  # default P (DeepSeek-V3.2's KV page), beside which the paper's 0.35 shows
 
 
 @app.command("analyze")

@@ -45,6 +45,7 @@ def _register_commands() -> None:
     # Each module adds its commands to `app` / `export_app` when imported.
     from dsacache.cli import (  # noqa: F401
         analyze_cmd,
+        calibrate_cmd,
         demo_cmd,
         distill_cmd,
         export_cmd,

@@ -26,7 +26,11 @@ DEMO_STEPS = 200
 DEMO_CONTEXT = 32768
 DEMO_LAYERS = 8  # a reduced DeepSeek-V3.2 (61 layers) so the whole demo fits in 2 minutes
 DEMO_POLICIES = ("min", "token-lru", "fifo", "keep-previous")
-DEMO_CAPACITIES_MB = (0, 5, 10, 20, 40)
+DEMO_CAPACITIES_MB = (0, 5, 10, 20, 40)  # MiB
+# Two weight settings: the model's own (its weight stream dominates the step, so no reservation
+# moves the slowdown much) and 0 (the attention part of the step alone, as when the weights
+# stream elsewhere or overlap the gathers): there the reservation decides the step time.
+DEMO_WEIGHTS_MIB = ("model", 0)
 # The bundled backbone's stage: two prompts in the styles of its corpus (code and prose)
 DEMO_PROMPTS = ("def read_config(path):\n", "The package provides")
 DEMO_RECORD_TOKENS = 96
@@ -40,6 +44,7 @@ def demo_sweep_toml(steps: int) -> str:
     """The demo's sweep grid: the synthetic trace x policies x reserved MiB (H100, global)."""
     pols = ", ".join(f'"{p}"' for p in DEMO_POLICIES)
     caps = ", ".join(str(c) for c in DEMO_CAPACITIES_MB)
+    weights = ", ".join(f'"{w}"' if isinstance(w, str) else str(w) for w in DEMO_WEIGHTS_MIB)
     return (
         "# dsacache demo: a SYNTHETIC trace calibrated to the paper's statistics (not a model\n"
         f"# recording): {DEMO_PRESET} geometry reduced to {DEMO_LAYERS} layers.\n"
@@ -49,6 +54,8 @@ def demo_sweep_toml(steps: int) -> str:
         f"capacities = [{caps}]\n"
         'partitions = ["global"]\n'
         'hardware = ["h100"]\n'
+        "# weights per layer: the model's own, and 0 (the attention part of the step alone)\n"
+        f"weights_mib = [{weights}]\n"
     )
 
 
@@ -73,7 +80,9 @@ def demo(
     to the paper's statistics (top-k 2048, 32K context, reduced to 8 layers), goes through the
     cache study, since no CPU can decode a 61-layer model. Writes OUT/analysis.json,
     OUT/sweep.toml (the grid: policies min, token-lru, fifo,
-    keep-previous x 0-40 MiB reserved, H100), OUT/results.parquet, the figures
+    keep-previous x 0-40 MiB reserved x weights per layer: the model's, and 0 -- the attention
+    part of the step alone, where the reservation decides the step time -- on H100),
+    OUT/results.parquet, the figures
     (hit_rate.png, slowdown.png, new_lookup_heatmap.png, mrc.png) and OUT/report.html.
     """
     start = time.perf_counter()

@@ -20,7 +20,7 @@ from dsacache.sim.llc.run import (
     LLCConfig,
     LLCResult,
     simulate_llc,
-    weights_bytes_from_mb,
+    weights_bytes_from_mib,
 )
 
 # DRRIP's leader spacing is max(2, sets // 32): at 64 sets or fewer every set leads
@@ -45,17 +45,19 @@ def llc_command(
         "(NVIDIA persisting-L2 style capacity), token (a token-level region of whole ways in "
         "front of the shared LLC).",
     ),
-    reserve_mb: float = typer.Option(
+    reserve_mib: float = typer.Option(
         0.0,
+        "--reserve-mib",
         "--reserve-mb",
-        help="Reserved MiB (way: rounded down to whole ways; token: rounded up to whole ways, "
-        "0 = a region of 0 tokens).",
+        help="Reserved MiB (2^20 B; --reserve-mb is an alias, also MiB), rounded down to the "
+        "reservation's unit (way, token: whole ways; set-aside: 128 B lines); requested and "
+        "effective sizes are both reported. token: 0 = a region of 0 tokens.",
     ),
     front_policy: str = typer.Option(
         "token-lru",
         "--front-policy",
         help="token reservation: the region's policy (one that reports per-access hits: "
-        "token-lru, fifo).",
+        "token-lru, fifo, keep-previous).",
     ),
     front_partition: str = typer.Option(
         "global",
@@ -77,10 +79,12 @@ def llc_command(
     ),
     ways: int | None = typer.Option(None, "--ways", help="Override the preset's ways."),
     set_hash: str = typer.Option("modulo", "--set-hash", help="Set index: modulo or xor."),
-    weights_mb: float | None = typer.Option(
+    weights_mib: float | None = typer.Option(
         None,
+        "--weights-mib",
         "--weights-mb",
-        help="Weights read per layer per step, MiB (default: the model's; see --model).",
+        help="Weights read per layer per step, MiB (default: the model's; see --model; "
+        "--weights-mb: alias, MiB).",
     ),
     model: str | None = typer.Option(
         None,
@@ -108,14 +112,15 @@ def llc_command(
     DRRIP, optionally sectored, and optionally reserves capacity for KV gathers: `way` gives
     them whole ways (Intel CAT style); `set-aside` lets them keep up to the reserved capacity as
     persisting lines that normal traffic may use when free (NVIDIA persisting-L2 style);
-    `token` carves the reserved MiB (rounded up to whole ways) out of the LLC as a
+    `token` carves the reserved MiB (rounded down to whole ways) out of the LLC as a
     fully-associative region of whole tokens in front of it (the paper's architecture): every
     gather goes to the region (--front-policy, default token-lru, split by --front-partition),
     a hit costs nothing, a miss goes on to the shared LLC as kv-gather line accesses (filled
     there when they miss), and the other classes use the remaining ways. Its hits equal
-    `dsacache simulate` with the same policy, capacity and partition; blocking misses are the
-    shared LLC's kv-gather line misses, as in the other modes (region token misses per step are
-    in the JSON's token_region).
+    `dsacache simulate` with the same policy and partition and the region's capacity in tokens
+    (printed; the same as `--capacity-mib X` when X MiB is a whole number of ways); blocking
+    misses are the shared LLC's kv-gather line misses, as in the other modes (region token
+    misses per step are in the JSON's token_region).
 
     Prints hits, misses and HBM bytes per class and the blocking (kv-gather) misses per step.
     Under LRU and SRRIP, long streaming runs are decided set by set without touching every
@@ -124,15 +129,18 @@ def llc_command(
     expect several times the LRU/SRRIP run time on long contexts. With 64 sets or fewer every
     DRRIP set is a leader (a warning says so).
 
-    Example: dsacache llc ds.zarr --hardware h200 --reservation set-aside --reserve-mb 20
+    Sizes are MiB (2^20 bytes). Every reservation rounds down to its unit, so it never holds
+    more than it was given; the requested and effective sizes are both printed.
+
+    Example: dsacache llc ds.zarr --hardware h200 --reservation set-aside --reserve-mib 20
     """
     classes = tuple(c.strip() for c in reserved_classes.split(",") if c.strip())
-    weights = None if weights_mb is None else weights_bytes_from_mb(weights_mb)
+    weights = None if weights_mib is None else weights_bytes_from_mib(weights_mib)
     cfg = LLCConfig(
         hardware=hardware,
         policy=policy,
         reservation=reservation,
-        reserve_mb=reserve_mb,
+        reserve_mib=reserve_mib,
         reserved_classes=classes,
         sectors=sectors,
         sets=sets,
@@ -208,7 +216,7 @@ def print_llc(r: LLCResult) -> None:
     b = d["blocking_misses_per_step"]
     if b["mean"] is not None:
         console.print(
-            "blocking (kv-gather) line misses per step: mean {b['mean']:,.1f}, "
+            f"blocking (kv-gather) line misses per step: mean {b['mean']:,.1f}, "
             f"min {b['min']:,}, max {b['max']:,}"
         )
     console.print(

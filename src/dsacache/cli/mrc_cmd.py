@@ -44,11 +44,12 @@ def mrc_command(
     json_out: bool = typer.Option(
         False, "--json", help="Print one JSON object: exact totals and a sampled list of points."
     ),
-    max_mb: float | None = typer.Option(
+    max_mib: float | None = typer.Option(
         None,
+        "--max-mib",
         "--max-mb",
         help="Show capacities up to this many MiB (default: where the curve stops rising; "
-        "capped at 2^42 MiB = 2^62 bytes).",
+        "capped at 2^42 MiB = 2^62 bytes; --max-mb is an alias, also MiB).",
     ),
     kv_bytes: int | None = KV_BYTES,
     index_bytes: int | None = INDEX_BYTES,
@@ -65,8 +66,8 @@ def mrc_command(
     curve. --sample-rate R traces only the keys a hash picks (SHARDS): faster, approximate.
     """
     sample_threshold(sample_rate)  # fail on a bad rate before opening the trace
-    if max_mb is not None and (not math.isfinite(max_mb) or max_mb <= 0):
-        raise DsacacheError(f"--max-mb must be a positive number, got {max_mb}")
+    if max_mib is not None and (not math.isfinite(max_mib) or max_mib <= 0):
+        raise DsacacheError(f"--max-mib must be a positive number, got {max_mib}")
     if out is not None and out.suffix.lower() != ".png":
         raise DsacacheError(f"--out {out}: the plot is written as PNG; name a .png file")
     if out is not None and not out.parent.is_dir():
@@ -74,8 +75,8 @@ def mrc_command(
     tr = load_trace_arg(trace, kv_bytes, index_bytes, block_tokens)
     with progress_bar("mrc", tr.steps) as advance:
         curve = mrc(tr, partition, sample_rate, progress=advance)
-    # tokens_of_mib clamps to curve.max_tokens (2**62 bytes): a huge --max-mb is no error.
-    top = curve.saturation_tokens if max_mb is None else curve.tokens_of_mib(max_mb)
+    # tokens_of_mib clamps to curve.max_tokens (2**62 bytes): a huge --max-mib is no error.
+    top = curve.saturation_tokens if max_mib is None else curve.tokens_of_mib(max_mib)
     if json_out:
         print(json.dumps(curve.to_dict(max_tokens=top), allow_nan=False))
     else:

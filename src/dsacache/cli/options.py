@@ -24,8 +24,19 @@ BLOCK_TOKENS = typer.Option(
 CAPACITY_TOKENS = typer.Option(
     None, "--capacity-tokens", "-n", help="Reserved capacity in tokens (>= 0, < 2^62 B)."
 )
-CAPACITY_MB = typer.Option(
-    None, "--capacity-mb", "-m", help="Reserved capacity in MiB (2^20 bytes, >= 0)."
+CAPACITY_MIB = typer.Option(
+    None,
+    "--capacity-mib",
+    "--capacity-mb",
+    "-m",
+    help="Reserved capacity in MiB (2^20 bytes, >= 0; rounded down to whole tokens). "
+    "--capacity-mb is an alias and means MiB too (the paper's 5 MB = 4.77 MiB).",
+)
+NEAR_MISS_SOURCE = typer.Option(
+    None,
+    "--near-miss-source",
+    help="near-miss policy only (required there): prefetch the trace's near-miss rows "
+    "(`trace`, recorded with --near-miss M) or the layer below's top-k (`layer-below`).",
 )
 PARTITION = typer.Option("global", "--partition", help="global | per-layer | pinned:L1,L2,...")
 

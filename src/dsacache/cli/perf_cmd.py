@@ -12,19 +12,20 @@ from rich.table import Table
 from dsacache.cli.app import app
 from dsacache.cli.options import (
     BLOCK_TOKENS,
-    CAPACITY_MB,
+    CAPACITY_MIB,
     CAPACITY_TOKENS,
     INDEX_BYTES,
     KV_BYTES,
+    NEAR_MISS_SOURCE,
     PARTITION,
     TRACE_ARG,
     load_trace_arg,
 )
 from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
-from dsacache.perf import PerfResult, model, perf_params, workload_from_sim
-from dsacache.sim import SimConfig, simulate
-from dsacache.sim.llc.run import LLCConfig, weights_bytes_from_mb
+from dsacache.perf import PerfResult, check_batch, model, perf_params, workload_from_sim
+from dsacache.sim import SimConfig, SimResult, simulate
+from dsacache.sim.llc.run import LLCConfig, weights_bytes_from_mib
 
 HELP = "\n\n".join(
     [
@@ -33,15 +34,20 @@ HELP = "\n\n".join(
         "index-key scans stream at HBM bandwidth; the KV gathers are blocking loads, "
         "--mlp-lines of them in flight, each paying the LLC latency on a hit and the HBM "
         "latency on a miss, or the HBM bandwidth the misses need, whichever is longer.",
+        "The batch is the trace's requests: they share the simulated region (the hit rate is "
+        "theirs together), and gathers count each request's own steps (a ragged batch). "
+        "--batch N only checks that: an N other than the trace's request count is an error "
+        "(make a trace of N requests, e.g. `dsacache synth --requests N`).",
         "Prints the step time, tokens/s per user (1 / step) and per GPU (batch / step), and "
         "the slowdown against the same step with every gather hitting. --json prints one "
         "object: step_seconds, ideal_step_seconds, slowdown, tokens_per_s_per_user, "
         "tokens_per_s_per_gpu, terms, ideal_terms, workload, params (with sources), simulation.",
         "Hardware presets: h100, h200, b200, mi300x; every number can be overridden. Weights "
-        "per layer: --weights-mb, or --model's (llama-3.1-70b, deepseek-v3.2; ASSUMED values), "
-        "by default the model whose geometry the trace has.",
-        "Example: dsacache perf t.zarr --hardware h200 --policy token-lru --capacity-mb 20 "
-        "--layers-per-gpu 20 --batch 8",
+        "per layer: --weights-mib, or --model's (llama-3.1-70b, deepseek-v3.2; ASSUMED "
+        "values), by default the model whose geometry the trace has. Sizes are MiB (2^20 B); "
+        "--capacity-mb and --weights-mb are aliases that mean MiB too.",
+        "Example: dsacache perf t.zarr --hardware h200 --policy token-lru --capacity-mib 20 "
+        "--layers-per-gpu 20",
     ]
 )
 
@@ -58,15 +64,24 @@ def perf_command(
     trace: Path = TRACE_ARG,
     hardware: str = typer.Option("h100", "--hardware", help="h100 | h200 | b200 | mi300x."),
     policy: str = typer.Option("token-lru", "--policy", "-P", help="Reserved-region policy."),
-    capacity_mb: float | None = CAPACITY_MB,
+    capacity_mib: float | None = CAPACITY_MIB,
     capacity_tokens: int | None = CAPACITY_TOKENS,
     partition: str = PARTITION,
+    near_miss_source: str | None = NEAR_MISS_SOURCE,
     layers_per_gpu: int | None = typer.Option(
         None, "--layers-per-gpu", help="Layers on one GPU (default: the trace's layers)."
     ),
-    batch: int = typer.Option(1, "--batch", "-b", help="Requests decoded together (>= 1)."),
-    weights_mb: float | None = typer.Option(
-        None, "--weights-mb", help="Weights MiB per layer (default: --model's)."
+    batch: int | None = typer.Option(
+        None,
+        "--batch",
+        "-b",
+        help="Check only: the batch is the trace's requests; another N is an error.",
+    ),
+    weights_mib: float | None = typer.Option(
+        None,
+        "--weights-mib",
+        "--weights-mb",
+        help="Weights MiB per layer (default: --model's; --weights-mb: alias, MiB).",
     ),
     model_name: str | None = typer.Option(
         None, "--model", help="Model whose weights per layer to use (llama-3.1-70b, ...)."
@@ -95,16 +110,17 @@ def perf_command(
         llc_hit_ns=llc_hit_ns,
         hbm_ns=hbm_ns,
     )
-    cfg = SimConfig(policy, capacity_tokens, capacity_mb, partition)
+    cfg = SimConfig(policy, capacity_tokens, capacity_mib, partition, near_miss_source)
     _positive_int("--batch", batch)
     _positive_int("--layers-per-gpu", layers_per_gpu)
-    weights = None if weights_mb is None else weights_bytes_from_mb(weights_mb)
+    weights = None if weights_mib is None else weights_bytes_from_mib(weights_mib)
     tr = load_trace_arg(trace, kv_bytes, index_bytes, block_tokens)
+    check_batch(tr, batch)
     w_bytes, w_note = LLCConfig(weights_bytes=weights, model=model_name).weights(tr.geometry)
     with progress_bar(f"simulate {policy}", tr.steps) as advance:
         sim = simulate(tr, cfg, progress=advance)
     work = workload_from_sim(
-        tr, sim, weights_bytes_per_layer=w_bytes, layers_per_gpu=layers_per_gpu, batch=batch
+        tr, sim, weights_bytes_per_layer=w_bytes, layers_per_gpu=layers_per_gpu
     )
     result = model(params, work)
     if json_out:
@@ -113,14 +129,17 @@ def perf_command(
         out["simulation"] = sim.to_dict()
         print(json.dumps(out, allow_nan=False))
     else:
-        _print_table(tr.source, result, w_note)
+        _print_table(tr.source, result, w_note, sim)
 
 
-def _print_table(source: str, r: PerfResult, weights_note: str) -> None:
+def _print_table(source: str, r: PerfResult, weights_note: str, sim: SimResult) -> None:
     w, s = r.workload, r.step
     table = Table("", "value", title=f"{source}: decode step on {r.params.name}")
+    eff_mib = sim.effective_tokens * sim.kv_bytes_per_token / 2**20
+    asked = "" if sim.requested_mib is None else f"asked {sim.requested_mib:,.4g} MiB; "
     rows = [
-        ("layers per GPU / batch", f"{w.layers_per_gpu} / {w.batch}"),
+        ("layers per GPU / batch (requests)", f"{w.layers_per_gpu} / {w.batch}"),
+        ("reserved region", f"{asked}holds {sim.effective_tokens:,} tokens = {eff_mib:,.2f} MiB"),
         ("gather hit rate", f"{w.hit_rate:.4f}"),
         ("weights per layer", f"{w.weights_bytes_per_layer / 2**20:,.1f} MiB ({weights_note})"),
         ("weights stream", f"{s.weights_s * 1e3:.4f} ms"),

@@ -13,18 +13,26 @@ from dsacache.sweep import load_config, run_sweep
 
 HELP = "\n\n".join(
     [
-        "Run every point of the grid in CONFIG (TOML) -- traces x policies x capacities x "
-        "partitions x hardware x batch x layers_per_gpu x weights_mb -- as `dsacache perf` "
-        "would (simulate, then model the decode step), on --workers local processes, and "
-        "write one row per run to OUT/results.parquet (and OUT/sweep.toml, the config).",
+        "Run every point of the grid in CONFIG (TOML) -- traces x requests x policies x "
+        "capacities x partitions x hardware x layers_per_gpu x weights_mib x "
+        "near_miss_source -- as `dsacache perf` would (simulate, then model the decode "
+        "step), on --workers local processes, and write one row per run to "
+        "OUT/results.parquet (and OUT/sweep.toml, the config).",
+        "The batch is each trace's requests, simulated together: a synth trace's `requests`, "
+        "or the grid's `requests` axis (a list; it generates each synth trace once per "
+        "count; a grid of trace files only has no use for it and is an error), or a trace "
+        "file's own. There is no `batch` key.",
         "CONFIG keys: `traces` (paths, relative to CONFIG, or synth tables such as "
         '{synth = "deepseek-v3.2", steps = 50, context = 4096, layers = 4, top_k = 256, '
-        'seed = 0}), `policies`, `capacities` (a number = MiB, "20 MiB", "5000 tokens", '
-        '{tokens = 5000}); optional `partitions` ["global"], `hardware` ["h100"], '
-        "`batch` [1], `layers_per_gpu` (default: the trace's), `weights_mb` (default: the "
-        "model's, inferred from the trace geometry).",
+        'seed = 0, requests = 4}), `policies`, `capacities` (a number = MiB, "20 MiB", '
+        '"5 MB" = 5e6 B = 4.77 MiB, "5000 tokens", {tokens = 5000}); optional `requests`, '
+        '`partitions` ["global"], `hardware` ["h100"], `layers_per_gpu` (default: the '
+        "trace's), `weights_mib` (MiB per layer, or \"model\" = the model's, inferred from the "
+        "trace geometry: the default), "
+        '`near_miss_source` ("trace" or "layer-below"; required with the near-miss policy).',
         "Columns: config_hash (sha256 of the run's canonical config JSON, trace identity "
-        "included), config columns, accesses, hits, misses, hit_rate, step_time_s, "
+        "included), config columns, batch (= requests), capacity_mib (asked) and "
+        "effective_capacity_mib, near_miss_source, accesses, hits, misses, hit_rate, step_time_s, "
         "ideal_step_time_s, slowdown, tokens/s; timing columns have `seconds` in their name "
         "and are the only ones that differ between two runs of the same config.",
         "Each finished run is committed at once (OUT/rows/HASH.parquet, atomic rename); "
@@ -32,7 +40,7 @@ HELP = "\n\n".join(
         "rows of an uninterrupted one.",
         "Query example (pyarrow): `import pyarrow.parquet as pq, pyarrow.compute as pc; "
         't = pq.read_table("OUT/results.parquet"); '
-        'print(t.filter(pc.equal(t["policy"], "min")).select(["capacity_mb", '
+        'print(t.filter(pc.equal(t["policy"], "min")).select(["capacity_mib", '
         '"hit_rate", "slowdown"]))`',
         "--executor ray runs each run as a Ray task (retried if its worker dies) on the "
         "cluster at --address HOST:PORT, or on a private local Ray with --workers CPUs; rows "

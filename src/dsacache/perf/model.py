@@ -10,6 +10,8 @@ Per decode step, on one GPU holding L layers and serving a batch of B requests:
     T_gather  = max(T_lat, T_bw)
     T         = T_weights + T_index + T_gather
 
+B is the batch a trace holds (its requests, simulated together: workload_from_sim), g the KV
+tokens gathered per request per layer per step, over the (request, step) pairs the trace has.
 h is the fraction of gather loads served by the LLC (the reserved region); the ideal step has
 h = 1. Output: T, tokens/s per user 1 / T, per GPU B / T, slowdown T / T_ideal.
 """
@@ -189,13 +191,15 @@ def workload_from_sim(
     *,
     weights_bytes_per_layer: int,
     layers_per_gpu: int | None = None,
-    batch: int = 1,
 ) -> Workload:
-    """The Workload a simulation of `trace` describes: gathers per request per layer per step
-    and the mean context from the trace, the hit rate from the result (128 B line hits for a
-    line-granular policy, token hits otherwise). layers_per_gpu defaults to the trace's."""
+    """The Workload a simulation of `trace` describes. The batch is the trace's requests: they
+    shared the simulated region, so the hit rate is theirs together (128 B line hits for a
+    line-granular policy, token hits otherwise). Gathers per request per layer per step and the
+    mean context count each request's own steps (a ragged batch: a request that ends early
+    adds no steps after it ends). layers_per_gpu defaults to the trace's layers."""
     g = trace.geometry
-    pairs = trace.steps * g.layers * len(trace.requests)
+    request_steps = sum(r.steps for r in trace.requests)
+    pairs = request_steps * g.layers
     if pairs == 0 or result.accesses == 0:
         raise DsacacheError("the simulation saw no accesses: nothing to model")
     lh, lm = result.line_hits, result.line_misses
@@ -206,7 +210,7 @@ def workload_from_sim(
     ctx = float(np.mean(np.concatenate([np.asarray(r.context_lens) for r in trace.requests])))
     return Workload(
         layers_per_gpu=g.layers if layers_per_gpu is None else layers_per_gpu,
-        batch=batch,
+        batch=len(trace.requests),
         weights_bytes_per_layer=weights_bytes_per_layer,
         context_tokens=ctx,
         index_bytes_per_token=g.index_bytes_per_token,
@@ -214,3 +218,16 @@ def workload_from_sim(
         gathers_per_layer=result.accesses / pairs,
         hit_rate=float(h),
     )
+
+
+def check_batch(trace: Trace, batch: int | None) -> int:
+    """The trace's request count; a `batch` given that differs is an error (the batch is the
+    requests the trace holds and the simulation shares the region among; a hit rate simulated
+    for fewer requests says nothing about more of them contending for the region)."""
+    n = len(trace.requests)
+    if batch is not None and batch != n:
+        raise DsacacheError(
+            f"--batch {batch} does not match the trace's {n} request(s): the batch is the "
+            f"trace's requests (make a trace with {batch}, e.g. dsacache synth --requests {batch})"
+        )
+    return n

@@ -20,7 +20,7 @@ from typing import Any
 from dsacache.errors import DsacacheError
 from dsacache.sim.llc.hardware import LINE_BYTES, Hardware, hardware
 
-# Levy 2026 (DESIGN.md Facts): H200 NCU, sparse decode HBM bandwidth utilisation 7.3 %.
+# Levy 2026 (arXiv 2603.13430): H200 NCU, sparse decode HBM bandwidth utilisation 7.3 %.
 SPARSE_HBM_UTILISATION = 0.073
 _H200 = hardware("h200")
 DEFAULT_MLP_LINES = (

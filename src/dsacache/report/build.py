@@ -11,6 +11,7 @@ from typing import Any
 
 from dsacache.errors import DsacacheError
 from dsacache.report import figures, html
+from dsacache.report.slowdown_note import slowdown_note
 from dsacache.trace.model import Trace
 
 HIT_PNG = "hit_rate.png"
@@ -86,7 +87,8 @@ def build_report(
         figures.plot_fraction_of_min(rows, figs[-1][0])
     step(1)
     figs.append((folder / SLOWDOWN_PNG, "Modelled slowdown vs reserved MiB, with the paper's "
-                 "Table 4 (Llama-3.1-70B, 20 layers/GPU) for comparison"))  # fmt: skip
+                 "Table 4 (Llama-3.1-70B, 20 layers/GPU) for comparison. "
+                 + slowdown_note(rows)))  # fmt: skip
     figures.plot_slowdown(rows, figs[-1][0])
     step(1)
     metrics = None

@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 
 from dsacache.analysis import analyze
+from dsacache.sim.config import mb_to_mib
 from dsacache.sim.mrc import MissRatioCurve
 from dsacache.trace.model import Trace
 
 # The paper's Table 4 (Llama-3.1-70B, 20 layers/GPU, 100 tok/s/user): reserved MB -> slowdown.
+# The paper writes MB; plotted against MiB axes as 10**6 B (5 MB = 4.77 MiB).
 PAPER_TABLE4 = {0: 1.87, 5: 1.67, 10: 1.5, 15: 1.3, 20: 1.15}
 
 
@@ -30,10 +32,23 @@ def new_lookup_matrix(trace: Trace, request: int = 0) -> np.ndarray:
     return analyze(trace).new_lookup_by_step[request]
 
 
-def _facets(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+Facet = tuple[str, str, str, int]
+
+
+def _facets(rows: list[dict[str, Any]], by_weights: bool) -> dict[Facet, list[dict[str, Any]]]:
+    """Rows by (trace, partition, hardware[, weights bytes per layer]): one panel each. Hit
+    rates do not depend on the weights (-1 in the key: one panel, and a hit rate that rows
+    differing only in the perf-model settings share is drawn once)."""
+    groups: dict[Facet, list[dict[str, Any]]] = {}
+    seen: set[tuple] = set()
     for r in rows:
-        groups.setdefault((r["trace"], r["partition"], r["hardware"]), []).append(r)
+        wb = r["weights_bytes_per_layer"] if by_weights else -1
+        key = (r["trace"], r["partition"], r["hardware"], wb)
+        point = (*key, r["policy"], r["effective_capacity_mib"])
+        if not by_weights and point in seen:
+            continue
+        seen.add(point)
+        groups.setdefault(key, []).append(r)
     return groups
 
 
@@ -52,21 +67,22 @@ def _lines(ax: Any, rows: list[dict[str, Any]], y: str, scale: float) -> None:
 def _facet_figure(rows: list[dict[str, Any]], y: str, ylabel: str, scale: float,
                   out: Path, paper: bool) -> None:  # fmt: skip
     plt = _plt()
-    groups = _facets(rows)
+    groups = _facets(rows, by_weights=paper)
     n = len(groups)
     cols = min(n, 2)
     nrows = (n + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, 4.2 * nrows), squeeze=False)
-    for ax, ((trace, part, hw), grp) in zip(axes.flat, groups.items(), strict=False):
+    for ax, ((trace, part, hw, wb), grp) in zip(axes.flat, groups.items(), strict=False):
         _lines(ax, grp, y, scale)
         if paper:
             mb = list(PAPER_TABLE4)
-            ax.plot(mb, [PAPER_TABLE4[m] for m in mb], "s", color="red", ms=7,
-                    label="paper Table 4 (Llama-3.1-70B)")  # fmt: skip
+            ax.plot([mb_to_mib(m) for m in mb], [PAPER_TABLE4[m] for m in mb], "s", color="red",
+                    ms=7, label="paper Table 4 (Llama-3.1-70B; MB = 1e6 B)")  # fmt: skip
             ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("reserved capacity (MiB)")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{trace}\npartition {part}, {hw}", fontsize=8)
+        weights = f", weights {wb / 2**20:,.0f} MiB/layer" if wb >= 0 else ""
+        ax.set_title(f"{trace}\npartition {part}, {hw}{weights}", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:

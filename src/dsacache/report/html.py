@@ -11,7 +11,7 @@ from typing import Any
 from dsacache.analysis import PAPER
 
 COLUMNS = (
-    "trace", "policy", "capacity_mb", "effective_capacity_mib", "partition", "hardware",
+    "trace", "policy", "capacity_mib", "effective_capacity_mib", "partition", "hardware",
     "hit_rate", "slowdown", "step_time_s", "tokens_per_s_per_user",
 )  # fmt: skip
 STYLE = (

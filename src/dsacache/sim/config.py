@@ -1,10 +1,14 @@
-"""What one token-level simulation runs: policy, reserved capacity, partition.
+"""What one token-level simulation runs: policy, reserved capacity, partition, and where
+the `near-miss` policy takes its prefetches from.
 
-Capacity is given either in tokens or in MiB. A token here is one key (request, layer, token):
-one KV row of one layer, `geometry.kv_bytes_per_token` bytes. So `capacity_mb` X means
-floor(X * 2**20 / kv_bytes_per_token) tokens (MiB = 2**20 bytes, rounded down: the region never
-holds more bytes than it was given). Zero capacity is valid: every access misses. A capacity
-of 2**62 bytes (4 EiB) or more is refused with a one-line error (counts are int64).
+Capacity is given either in tokens or in MiB (2**20 bytes; the paper's "MB" read as 10**6 bytes
+is `mb_to_mib`). A token here is one key (request, layer, token): one KV row of one layer,
+`geometry.kv_bytes_per_token` bytes. So `capacity_mib` X means floor(X * 2**20 /
+kv_bytes_per_token) tokens. The one rounding rule for every reservation in dsacache: round
+DOWN to the unit the region is made of (tokens here, whole ways or 128-byte lines in the LLC
+model), so a region never holds more bytes than it was given; the requested and the effective
+size are both reported. Zero capacity is valid: every access misses. A capacity of 2**62 bytes
+(4 EiB) or more is refused with a one-line error (counts are int64).
 """
 
 from __future__ import annotations
@@ -19,31 +23,42 @@ from dsacache.sim.policies import POLICIES
 from dsacache.trace.geometry import Geometry
 
 MIB = 1 << 20
+# where `near-miss` takes the tokens it prefetches: the trace's near-miss rows (the indexer's
+# ranks k..k+m-1, recorded with `dsacache record --near-miss M`), or the layer below's top-k
+NEAR_MISS_SOURCES = ("trace", "layer-below")
+NEAR_MISS_POLICY = "near-miss"
 
 
 def known_policies() -> str:
     return ", ".join(sorted(POLICIES))
 
 
+def mb_to_mib(mb: float) -> float:
+    """Decimal megabytes (10**6 B, as the paper's tables write MB) in MiB (2**20 B)."""
+    return mb * 1e6 / MIB
+
+
 @dataclass(frozen=True)
 class SimConfig:
-    """policy: a name in POLICIES; exactly one of capacity_tokens / capacity_mb (MiB);
+    """policy: a name in POLICIES; exactly one of capacity_tokens / capacity_mib (MiB);
     partition: `global`, `per-layer` or `pinned:L1,L2,...` (checked against the trace's layers
-    when the simulation starts)."""
+    when the simulation starts); near_miss_source: for the `near-miss` policy only, and
+    required there (NEAR_MISS_SOURCES): it never switches with the trace's contents."""
 
     policy: str
     capacity_tokens: int | None = None
-    capacity_mb: float | None = None
+    capacity_mib: float | None = None
     partition: str = "global"
+    near_miss_source: str | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise DsacacheError(f"unknown policy {self.policy!r} (known: {known_policies()})")
-        tok, mb = self.capacity_tokens, self.capacity_mb
+        tok, mb = self.capacity_tokens, self.capacity_mib
         if (tok is None) == (mb is None):
             raise DsacacheError(
                 "give exactly one capacity: capacity_tokens (--capacity-tokens) or "
-                "capacity_mb (--capacity-mb)"
+                "capacity_mib (--capacity-mib)"
             )
         if tok is not None:
             if isinstance(tok, bool) or not isinstance(tok, Integral):
@@ -54,19 +69,30 @@ class SimConfig:
                 raise DsacacheError(f"capacity {tok} tokens is too large (limit 2**62 bytes)")
         else:
             if isinstance(mb, bool) or not isinstance(mb, Real) or not math.isfinite(mb):
-                raise DsacacheError(f"capacity_mb must be a finite number, got {mb!r}")
+                raise DsacacheError(f"capacity_mib must be a finite number, got {mb!r}")
             if mb < 0:
                 raise DsacacheError(f"capacity must be >= 0 MiB, got {mb}")
             if float(mb) * MIB >= MAX_CAPACITY_BYTES:
                 raise DsacacheError(f"capacity {mb} MiB is too large (limit 2**42 MiB)")
         if not isinstance(self.partition, str) or not self.partition.strip():
             raise DsacacheError(f"partition must be a non-empty string, got {self.partition!r}")
+        src = self.near_miss_source
+        if self.policy == NEAR_MISS_POLICY:
+            if src not in NEAR_MISS_SOURCES:
+                raise DsacacheError(
+                    f"near-miss needs its prefetch source (--near-miss-source): "
+                    f"{' or '.join(NEAR_MISS_SOURCES)}, got {src!r}"
+                )
+        elif src is not None:
+            raise DsacacheError(
+                f"near_miss_source {src!r} is for the near-miss policy only, not {self.policy!r}"
+            )
 
     def tokens(self, geometry: Geometry) -> int:
-        """Reserved capacity in tokens (capacity_mb: floor(MiB * 2**20 / kv_bytes_per_token))."""
+        """Reserved capacity in tokens (capacity_mib: floor(MiB * 2**20 / kv_bytes_per_token))."""
         kv = geometry.kv_bytes_per_token
         if self.capacity_tokens is None:
-            return int(math.floor(float(self.capacity_mb) * MIB / kv))
+            return int(math.floor(float(self.capacity_mib) * MIB / kv))
         tok = int(self.capacity_tokens)
         if tok * kv >= MAX_CAPACITY_BYTES:
             raise DsacacheError(f"capacity {tok} tokens x {kv} B is too large (limit 2**62 bytes)")

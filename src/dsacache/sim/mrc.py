@@ -101,7 +101,7 @@ class MissRatioCurve:
         return MAX_CAPACITY_BYTES // self.kv_bytes_per_token
 
     def tokens_of_mib(self, mib: float) -> int:
-        """Tokens a region of `mib` MiB holds (rounded down, as SimConfig.capacity_mb), at most
+        """Tokens a region of `mib` MiB holds (rounded down, as SimConfig.capacity_mib), at most
         max_tokens."""
         if mib * MIB >= MAX_CAPACITY_BYTES:
             return self.max_tokens

@@ -9,7 +9,6 @@ decompressing / interleaving the blocks are excluded.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +17,10 @@ import numpy as np
 
 from dsacache.sim.config import MIB, SimConfig
 from dsacache.sim.partition import parse_partition
-from dsacache.sim.policies import POLICIES, Counters, TokenPolicy
+from dsacache.sim.policies import POLICIES, Counters
 from dsacache.sim.policies.base import LINE_BYTES
+from dsacache.sim.policies.driver import replay
+from dsacache.sim.policies.near_miss import NearMiss
 from dsacache.trace.blocks import StepBlocks
 from dsacache.trace.model import Trace
 
@@ -29,9 +30,12 @@ class SimResult:
     """Outcome of one simulation. Per-layer arrays are int64 [layers]; a `prefetch` is a token
     the policy brought into the region ahead of demand (an HBM read no access asked for).
 
-    capacity_tokens is the capacity asked for; effective_capacity_tokens what the regions hold
-    in all (per-layer: floor(N / layers) x layers). line_hits / line_misses: 128-byte line
-    accesses for a line-granular policy (line-lru), whose traffic is counted in lines."""
+    capacity_tokens is the capacity asked for in tokens (from MiB: rounded down, see
+    SimConfig), requested_mib the MiB asked for (None when given in tokens);
+    effective_capacity_tokens what the regions hold in all (per-layer: floor(N / layers) x
+    layers). line_hits / line_misses: 128-byte line accesses for a line-granular policy
+    (line-lru), whose traffic is counted in lines. near_miss_source: where `near-miss` took its
+    prefetches from (None for the other policies)."""
 
     policy: str
     partition: str
@@ -49,6 +53,8 @@ class SimResult:
     effective_capacity_tokens: int | None = None
     per_layer_line_hits: np.ndarray | None = None
     per_layer_line_misses: np.ndarray | None = None
+    requested_mib: float | None = None
+    near_miss_source: str | None = None
 
     @property
     def capacity_mib(self) -> float:
@@ -91,6 +97,7 @@ class SimResult:
         out: dict[str, Any] = {
             "policy": self.policy,
             "partition": self.partition,
+            "requested_capacity_mib": self.requested_mib,
             "capacity_tokens": int(self.capacity_tokens),
             "capacity_mib": float(self.capacity_mib),
             "effective_capacity_tokens": eff,
@@ -101,6 +108,7 @@ class SimResult:
             "misses": int(self.misses),
             "hit_rate": float(self.hit_rate),
             "prefetches": int(self.prefetches),
+            "near_miss_source": self.near_miss_source,
             "engine_seconds": float(self.engine_seconds),
             "bytes": {
                 "kv_gather_reserved": self.reserved_bytes,
@@ -122,32 +130,6 @@ class SimResult:
         return out
 
 
-def replay(
-    policy: TokenPolicy,
-    blocks: StepBlocks,
-    counters: Counters,
-    progress: Callable[[int], None] | None = None,
-) -> float:
-    """Run `policy` over `blocks` (its backward pass first, when it needs one); return the
-    engine seconds: the policy's calls only, never the reading of a block."""
-    engine = 0.0
-    if policy.needs_backward_pass:
-        for block in blocks.reversed():
-            t0 = time.perf_counter()
-            policy.prepare_block(block)
-            engine += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    policy.prepare()
-    engine += time.perf_counter() - t0
-    for block in blocks:
-        t0 = time.perf_counter()
-        policy.run_block(block, counters)
-        engine += time.perf_counter() - t0
-        if progress is not None:
-            progress(block.stop - block.start)
-    return engine
-
-
 def simulate(
     trace: Trace, cfg: SimConfig, progress: Callable[[int], None] | None = None
 ) -> SimResult:
@@ -161,8 +143,12 @@ def simulate(
     capacity = cfg.tokens(g)
     partition = parse_partition(cfg.partition, g.layers, capacity)
     policy_cls.warmup()
-    blocks = StepBlocks(trace, near_miss=policy_cls.uses_near_miss)
+    source = cfg.near_miss_source
+    # near-miss rows are read only when the policy is told to prefetch from them
+    blocks = StepBlocks(trace, near_miss=policy_cls.uses_near_miss and source == "trace")
     policy = policy_cls(blocks, partition, g)
+    if isinstance(policy, NearMiss):
+        policy.set_source(str(source))
     counters = Counters.zeros(g.layers, lines=policy_cls.counts_lines)
     engine = replay(policy, blocks, counters, progress)
 
@@ -185,4 +171,6 @@ def simulate(
         effective_capacity_tokens=int(partition.capacity.sum()),
         per_layer_line_hits=counters.line_hits,
         per_layer_line_misses=counters.line_misses,
+        requested_mib=None if cfg.capacity_mib is None else float(cfg.capacity_mib),
+        near_miss_source=source,
     )

@@ -1,5 +1,9 @@
-"""Sweep grids from TOML: traces x policies x capacities x partitions x hardware x batch x
+"""Sweep grids from TOML: traces x requests x policies x capacities x partitions x hardware x
 layers per GPU x weights, one `Run` per point, each with a config hash.
+
+The batch is each trace's requests (they share the simulated region): a synth trace's
+`requests` (or the grid's `requests` axis, which sets it for every synth trace), a file's own.
+There is no `batch` key: scaling one request's hit rate to a bigger batch is not a simulation.
 
 The hash is the sha256 of the run's canonical JSON (sorted keys, no spaces), which holds the
 trace's identity: a synth trace's full parameters (defaults filled in), or a trace file's path
@@ -21,13 +25,20 @@ from typing import Any
 from dsacache.errors import DsacacheError
 from dsacache.perf import perf_params
 from dsacache.sim import POLICIES, SimConfig
+from dsacache.sim.config import NEAR_MISS_POLICY, NEAR_MISS_SOURCES, mb_to_mib
 from dsacache.trace.geometry import PRESETS as GEOMETRY_PRESETS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KEYS = (
-    "traces", "policies", "capacities", "partitions", "hardware", "batch",
-    "layers_per_gpu", "weights_mb",
+    "traces", "requests", "policies", "capacities", "partitions", "hardware",
+    "layers_per_gpu", "weights_mib", "near_miss_source",
 )  # fmt: skip
+# keys of the first schema whose meaning changed: a one-line error says what to write instead
+RENAMED = {
+    "batch": "the batch is each trace's requests: give `requests = [...]` (synth traces) or "
+    "a trace file recorded with that many requests",
+    "weights_mb": "weights are MiB: write `weights_mib`",
+}
 REQUIRED = ("traces", "policies", "capacities")
 SYNTH_KEYS = {"synth", "steps", "context", "layers", "top_k", "seed", "requests"}
 _CAP = re.compile(r"^\s*([0-9.eE+-]+)\s*(mib|mb|tokens?)\s*$", re.IGNORECASE)
@@ -78,6 +89,9 @@ def parse_config(text: str, base_dir: str | Path = ".", source: str = "<config>"
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise DsacacheError(f"{source}: bad TOML: {e}") from None
+    for key, why in RENAMED.items():
+        if key in data:
+            raise DsacacheError(f"{source}: {key!r} is not a key: {why}")
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise DsacacheError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(KEYS)})")
@@ -86,26 +100,33 @@ def parse_config(text: str, base_dir: str | Path = ".", source: str = "<config>"
         raise DsacacheError(f"{source}: missing key {missing[0]!r} (required: traces, policies, "
                             "capacities)")  # fmt: skip
     base = Path(base_dir)
-    traces = [_trace_identity(t, base, source) for t in _list(data, "traces", source)]
+    raw = _list(data, "traces", source)
+    if "requests" in data:
+        raw = _with_requests(raw, _list(data, "requests", source), source)
+    traces = [_trace_identity(t, base, source) for t in raw]
     policies = [_policy(p, source) for p in _list(data, "policies", source)]
     caps = [_capacity(c, source) for c in _list(data, "capacities", source)]
     partitions = [_partition(p, source) for p in _list(data, "partitions", source, ["global"])]
     hardware = [_hardware(h, source) for h in _list(data, "hardware", source, ["h100"])]
-    batches = [_pos_int(b, "batch", source) for b in _list(data, "batch", source, [1])]
     lpg = [
         _opt_int(x, "layers_per_gpu", source) for x in _list(data, "layers_per_gpu", source, [None])
     ]
-    weights = [_weights(w, source) for w in _list(data, "weights_mb", source, [None])]
+    weights = [_weights(w, source) for w in _list(data, "weights_mib", source, [None])]
+    nm_sources = [_nm_source(x, source) for x in _list(data, "near_miss_source", source, [None])]
     runs = []
-    for tr, pol, cap, part, hw, b, lp, w in itertools.product(
-        traces, policies, caps, partitions, hardware, batches, lpg, weights
+    for tr, pol, cap, part, hw, lp, w, nm in itertools.product(
+        traces, policies, caps, partitions, hardware, lpg, weights, nm_sources
     ):
+        nm = nm if pol == NEAR_MISS_POLICY else None  # the other policies have no source
         cfg = {
-            "version": SCHEMA_VERSION, "trace": tr, "policy": pol, "capacity_mb": cap[0],
-            "capacity_tokens": cap[1], "partition": part, "hardware": hw, "batch": b,
-            "layers_per_gpu": lp, "weights_mb": w,
+            "version": SCHEMA_VERSION, "trace": tr, "policy": pol, "capacity_mib": cap[0],
+            "capacity_tokens": cap[1], "partition": part, "hardware": hw,
+            "layers_per_gpu": lp, "weights_mib": w, "near_miss_source": nm,
         }  # fmt: skip
-        SimConfig(pol, cap[1], cap[0], part)  # one-line error on a bad combination
+        try:  # one-line error on a bad combination
+            SimConfig(pol, cap[1], cap[0], part, nm)
+        except DsacacheError as e:
+            raise DsacacheError(f"{source}: {e} (sweep key near_miss_source)") from None
         runs.append(Run(cfg, str(base)))
     seen: set[str] = set()
     unique = []
@@ -133,12 +154,44 @@ def _policy(p: Any, source: str) -> str:
     return p
 
 
+def _with_requests(traces: list, values: list, source: str) -> list:
+    """Each synth trace once per request count (a file trace keeps its own requests)."""
+    counts = [_pos_int(n, "requests", source) for n in values]
+    if not any(isinstance(t, dict) and "synth" in t for t in traces):
+        # the axis would change nothing: a file's batch is the requests it was recorded with
+        raise DsacacheError(
+            f"{source}: the `requests` axis applies to synth traces only and this grid has "
+            "none (a trace file's batch is its own requests)"
+        )
+    out = []
+    for t in traces:
+        if not (isinstance(t, dict) and "synth" in t):
+            out.append(t)
+            continue
+        if "requests" in t:
+            raise DsacacheError(
+                f"{source}: synth trace {t['synth']!r} sets requests and the grid has a "
+                "`requests` axis: give one of them"
+            )
+        out += [{**t, "requests": n} for n in counts]
+    return out
+
+
+def _nm_source(x: Any, source: str) -> str | None:
+    if x is None or x in NEAR_MISS_SOURCES:
+        return x
+    raise DsacacheError(
+        f"{source}: near_miss_source must be {' or '.join(NEAR_MISS_SOURCES)}, got {x!r}"
+    )
+
+
 def _capacity(c: Any, source: str) -> tuple[float | None, int | None]:
-    """(MiB, None) or (None, tokens). A bare number is MiB; "X MiB" / "X MB" / "N tokens";
-    or a table {mb = X} / {tokens = N}."""
+    """(MiB, None) or (None, tokens). A bare number is MiB; "X MiB" / "N tokens"; a table
+    {mib = X} / {tokens = N}. "X MB" means decimal megabytes (10**6 B, as the paper's tables)
+    and is stored as the MiB it equals."""
     bad = DsacacheError(
-        f'{source}: bad capacity {c!r} (give MiB as a number, "20 MiB", "5000 tokens", '
-        "{mb = 20} or {tokens = 5000}; >= 0)"
+        f'{source}: bad capacity {c!r} (give MiB as a number, "20 MiB", "5 MB" (= 4.77 MiB), '
+        '"5000 tokens", {mib = 20} or {tokens = 5000}; >= 0)'
     )
     mb: Any = None
     tok: Any = None
@@ -154,14 +207,15 @@ def _capacity(c: Any, source: str) -> tuple[float | None, int | None]:
             num = float(m.group(1))
         except ValueError:
             raise bad from None
-        if m.group(2).lower().startswith("tok"):
+        unit = m.group(2).lower()
+        if unit.startswith("tok"):
             if num != int(num):
                 raise bad
             tok = int(num)
         else:
-            mb = num
-    elif isinstance(c, dict) and len(c) == 1 and set(c) <= {"mb", "tokens"}:
-        mb, tok = c.get("mb"), c.get("tokens")
+            mb = num if unit == "mib" else mb_to_mib(num)
+    elif isinstance(c, dict) and len(c) == 1 and set(c) <= {"mib", "tokens"}:
+        mb, tok = c.get("mib"), c.get("tokens")
         if tok is not None and (isinstance(tok, bool) or not isinstance(tok, int)):
             raise bad
         if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int | float)):
@@ -213,10 +267,11 @@ def _opt_int(x: Any, key: str, source: str) -> int | None:
 
 
 def _weights(w: Any, source: str) -> float | None:
-    if w is None:
+    """MiB per layer, or None for "model" (the model's own, from the trace geometry)."""
+    if w is None or w == "model":
         return None
     if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w < float("inf"):
-        raise DsacacheError(f"{source}: weights_mb must be numbers >= 0, got {w!r}")
+        raise DsacacheError(f'{source}: weights_mib must be numbers >= 0 or "model", got {w!r}')
     return float(w)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from dsacache.errors import DsacacheError
 from dsacache.perf import model, perf_params, workload_from_sim
 from dsacache.sim import SimConfig, simulate
-from dsacache.sim.llc.run import LLCConfig, weights_bytes_from_mb
+from dsacache.sim.llc.run import LLCConfig, weights_bytes_from_mib
 from dsacache.sweep.config import Run, SweepConfig, canonical_json, trace_label
 from dsacache.sweep.store import ResultStore
 from dsacache.trace.geometry import PRESETS as GEOMETRY_PRESETS
@@ -56,15 +56,15 @@ def execute(run: Run) -> dict[str, Any]:
         built = time.perf_counter() - tb
         _TRACES.clear()  # keep one trace per worker: grids run trace by trace
         _TRACES[key] = trace
-    sim = simulate(trace, SimConfig(cfg["policy"], cfg["capacity_tokens"], cfg["capacity_mb"],
-                                    cfg["partition"]))  # fmt: skip
-    wmb = cfg["weights_mb"]
-    weights = None if wmb is None else weights_bytes_from_mb(wmb)
+    sim = simulate(trace, SimConfig(cfg["policy"], cfg["capacity_tokens"], cfg["capacity_mib"],
+                                    cfg["partition"], cfg["near_miss_source"]))  # fmt: skip
+    wmib = cfg["weights_mib"]
+    weights = None if wmib is None else weights_bytes_from_mib(wmib)
     w_bytes, _ = LLCConfig(weights_bytes=weights).weights(trace.geometry)
+    # the batch is the trace's requests, simulated together (workload_from_sim)
     work = workload_from_sim(
-        trace, sim, weights_bytes_per_layer=w_bytes, layers_per_gpu=cfg["layers_per_gpu"],
-        batch=cfg["batch"],
-    )  # fmt: skip
+        trace, sim, weights_bytes_per_layer=w_bytes, layers_per_gpu=cfg["layers_per_gpu"]
+    )
     perf = model(perf_params(cfg["hardware"]), work)
     g = trace.geometry
     return {
@@ -73,11 +73,12 @@ def execute(run: Run) -> dict[str, Any]:
         "trace_identity": key,
         "config_json": canonical_json(cfg),
         "policy": cfg["policy"],
-        "capacity_mb": cfg["capacity_mb"],
+        "near_miss_source": sim.near_miss_source,
+        "capacity_mib": cfg["capacity_mib"],
         "capacity_tokens_requested": cfg["capacity_tokens"],
         "partition": sim.partition,
         "hardware": cfg["hardware"],
-        "batch": cfg["batch"],
+        "batch": work.batch,
         "layers_per_gpu": work.layers_per_gpu,
         "weights_bytes_per_layer": w_bytes,
         "layers": g.layers,

@@ -2,7 +2,7 @@
 
 A block holds steps [a, b) of every request as int32 [steps, layers, requests, k] (-1 where a
 slot is empty or a request has no such step), so a kernel that loops t -> layer -> request ->
-slot walks the accesses in the DESIGN's access order. Keys (request, layer, token) map to dense
+slot walks the accesses in the trace's access order. Keys (request, layer, token) map to dense
 ids key_offset[r] + layer * max_context[r] + token, so per-key state is a flat array.
 """
 

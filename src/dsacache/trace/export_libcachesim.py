@@ -7,8 +7,8 @@ Format: little-endian packed records of 24 bytes, one per access, in access orde
     uint32 obj_size           bytes (geometry.kv_bytes_per_token unless object_size is given)
     int64  next_access_vtime  1-based position of the next access to the same obj_id, -1 if none
 
-Access order (DESIGN.md): step -> layer -> request -> slot, i.e. for each step t, for each
-layer l, for each request r that has a step t, the valid slots (index >= 0) of
+Access order (docs/trace-format.md): step -> layer -> request -> slot, i.e. for each step t,
+for each layer l, for each request r that has a step t, the valid slots (index >= 0) of
 ``indices[t, l, :]`` in slot order.
 
 ``next_access_vtime`` convention (verified against libcachesim 0.3.5): it is an *absolute*

@@ -42,7 +42,7 @@ class Geometry:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-# Sources: DESIGN.md "Facts to build presets from".
+# Sources: docs/architecture.md "Facts the presets use, and their sources".
 PRESETS: dict[str, Geometry] = {
     # 61 layers, top-k 2048, FlashMLA FP8 sparse KV row 656 B, FP8 index key + fp32 scale 132 B,
     # 64-token KV pages (vLLM, SGLang).

@@ -28,7 +28,7 @@ HISTORY_STEPS = 64  # revisits reach back at most this many steps
 
 @dataclass(frozen=True)
 class SynthTargets:
-    """Statistical targets; defaults are the paper's means (DESIGN.md), PAPER_TARGETS adds
+    """Statistical targets; defaults are the paper's means (analysis/paper.py), PAPER_TARGETS adds
     the paper's spread of the new-lookup fraction (P95 0.90)."""
 
     new_lookup_fraction: float = 0.55

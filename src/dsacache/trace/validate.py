@@ -1,4 +1,5 @@
-"""The format's rules (DESIGN.md "The trace"), checked chunk by chunk so huge traces stream."""
+"""The format's rules (docs/trace-format.md "Validation rules"), checked chunk by chunk so huge
+traces stream."""
 
 from __future__ import annotations
 

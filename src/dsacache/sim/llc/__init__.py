@@ -3,8 +3,8 @@
 hardware (presets) -> layout (addresses) -> stream (runs of lines per step) -> engine
 (set-associative LLC: LRU/SRRIP/DRRIP, sectors, reservation, and an exact LRU/SRRIP
 streaming shortcut: kernels.py, sweep.py, replay.py) -> run (the driver: `simulate_llc`).
-front.py: the `token` reservation, a token-level region (token-lru, fifo) in front of the
-shared LLC.
+front.py: the `token` reservation, a token-level region (token-lru, fifo, keep-previous) in
+front of the shared LLC.
 """
 
 from dsacache.sim.llc.engine import EngineConfig, LLCEngine

@@ -1,11 +1,13 @@
 """The `token` reservation: a token-level region in front of the shared LLC.
 
-This is the paper's architecture (DESIGN.md "Cache engines and policies": a fully-associative
-store of whole tokens, checked before the shared LLC) inside the whole-LLC model of run.py.
+This is the paper's architecture (docs/architecture.md "Cache engines and policy semantics": a
+fully-associative store of whole tokens, checked before the shared LLC) inside the whole-LLC
+model of run.py.
 
-- Capacity. The reserved X MiB are carved out of the LLC as whole ways, rounded UP (the region
-  is at least what was asked for): r = ceil(X x 2**20 / (sets x 128 B)) ways, effective size
-  r x sets x 128 B (reported). The shared LLC keeps the other ways - r ways of every set (at
+- Capacity. The reserved X MiB are carved out of the LLC as whole ways, rounded DOWN like every
+  reservation (the region never holds more than was asked for): r = floor(X x 2**20 / (sets x
+  128 B)) ways, effective size r x sets x 128 B (requested and effective are both reported);
+  an X > 0 below one way is an error. The shared LLC keeps the other ways - r ways of every set (at
   least one must be left). The region holds floor(effective bytes / kv_bytes_per_token) tokens,
   split by the front partition exactly as the token-level simulator splits it (`global`,
   `per-layer`: floor(N / layers) each, `pinned:L1,...`).
@@ -34,7 +36,8 @@ store of whole tokens, checked before the shared LLC) inside the whole-LLC model
   misses per step. Blocking misses per step = kv-gather line misses of the shared LLC, the same
   unit as the other modes.
 
-A front policy must report per-access hits (TokenPolicy.emits_hit_mask: token-lru, fifo).
+A front policy must report per-access hits (TokenPolicy.emits_hit_mask: token-lru, fifo,
+keep-previous; not min, whose backward pass this driver does not run).
 """
 
 from __future__ import annotations
@@ -76,14 +79,19 @@ def front_policy_class(name: str) -> type[TokenPolicy]:
 def resolve_token(
     shape: CacheShape, reserve_bytes: int, classes: tuple[int, ...]
 ) -> tuple[CacheShape, ResolvedReservation]:
-    """(the shared LLC's shape, the reservation): reserve_bytes rounded up to whole ways."""
+    """(the shared LLC's shape, the reservation): reserve_bytes rounded down to whole ways."""
     if tuple(classes) != (KV_GATHER,):
         raise DsacacheError("token reservation serves kv-gather only (--reserved-classes)")
     way_bytes = shape.sets * LINE_BYTES
-    ways = -(-int(reserve_bytes) // way_bytes)
+    ways = int(reserve_bytes) // way_bytes
+    if reserve_bytes > 0 and ways < 1:
+        raise DsacacheError(
+            f"token reservation {reserve_bytes / MIB:g} MiB is less than one way "
+            f"({way_bytes / MIB:g} MiB)"
+        )
     if ways >= shape.ways:
         raise DsacacheError(
-            f"token reservation {reserve_bytes / MIB:g} MiB rounds up to {ways} of "
+            f"token reservation {reserve_bytes / MIB:g} MiB takes {ways} of "
             f"{shape.ways} ways; leave at least one for the shared LLC"
         )
     res = ResolvedReservation(

@@ -1,7 +1,7 @@
 """Hardware presets for the line-level LLC: capacity, line, latency, bandwidth.
 
-Every number carries a source note. Facts come from DESIGN.md "Facts to build presets from";
-anything DESIGN gives no value for is marked ASSUMED in its note.
+Every number carries a source note naming its public source (the table is in docs/architecture.md,
+"Facts the presets use, and their sources"); a number no source gives is marked ASSUMED.
 
 The engine indexes sets with the low bits of the line id (or an XOR fold of it), so it needs a
 power-of-two set count. Real capacities (50, 60, 126.5, 256 MiB) are not powers of two, so each
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from dsacache.errors import DsacacheError
 
 MIB = 1 << 20
-LINE_BYTES = 128  # all presets: 128-byte lines of 4 x 32-byte sectors (DESIGN.md "Facts")
+LINE_BYTES = 128  # all presets: 128-byte lines of 4 x 32-byte sectors (CUDA programming guide)
 SECTOR_BYTES = 32
 MAX_LINES = 1 << 26  # state is ~8 B per line: at most 512 MiB of arrays (real LLCs: < 1 M lines)
 SECTORS_PER_LINE = LINE_BYTES // SECTOR_BYTES
@@ -145,8 +145,11 @@ def _preset(
     return Hardware(name, label, llc_bytes, sets, ways, *latency, clock_ghz, hbm, set_aside, notes)
 
 
-_LINE_NOTE = "DESIGN.md Facts: lines 128 B of 4 x 32 B sectors"
-_CUDA_75 = "CUDA programming guide: persisting-L2 set-aside at most 75 % of L2 (DESIGN.md Facts)"
+_LINE_NOTE = "CUDA programming guide: L2 lines of 128 B in 4 x 32 B sectors"
+_CHASE = "public pointer-chase microbenchmarks: "
+# cudaDeviceProp of the H200 the GPU prototype ran on, recorded in its results JSON.
+_H200_DEVICE = "reported by an H200 (benchmarks/gpu/results/h200-run1.json): "
+_CUDA_75 = "CUDA programming guide: persisting-L2 set-aside at most 75 % of L2"
 
 PRESETS: dict[str, Hardware] = {
     "h100": _preset(
@@ -158,11 +161,11 @@ PRESETS: dict[str, Hardware] = {
         3.35e12,
         int(0.75 * 50 * MIB),
         {
-            "llc_bytes": "DESIGN.md Facts: H100 SXM L2 50 MiB",
-            "llc_hit_cycles": "DESIGN.md Facts: load latency L2 ~291 cycles (H100)",
-            "dram_cycles": "DESIGN.md Facts: load latency DRAM ~700 cycles (H100)",
-            "clock_ghz": "ASSUMED: 1.98 GHz boost clock (NVIDIA H100 SXM spec, not in DESIGN)",
-            "hbm_bytes_per_s": "DESIGN.md Facts: HBM 3.35 TB/s (H100 SXM)",
+            "llc_bytes": "NVIDIA H100 architecture whitepaper: H100 SXM L2 50 MiB",
+            "llc_hit_cycles": _CHASE + "L2 load latency ~291 cycles (H100)",
+            "dram_cycles": _CHASE + "DRAM load latency ~700 cycles (H100)",
+            "clock_ghz": "ASSUMED: 1.98 GHz boost clock (NVIDIA H100 SXM spec)",
+            "hbm_bytes_per_s": "NVIDIA H100 datasheet: HBM3 3.35 TB/s (H100 SXM)",
             "set_aside_max_bytes": _CUDA_75 + ": 37.5 MiB",
         },
     ),
@@ -175,12 +178,13 @@ PRESETS: dict[str, Hardware] = {
         4.8e12,
         int(37.5 * MIB),
         {
-            "llc_bytes": "DESIGN.md Facts: H200 L2 reported 60 MiB",
+            "llc_bytes": _H200_DEVICE + "l2CacheSize 62,914,560 B = 60 MiB",
             "llc_hit_cycles": "ASSUMED: as H100 (same GH100 die), 291 cycles",
             "dram_cycles": "ASSUMED: as H100 (same GH100 die), 700 cycles",
             "clock_ghz": "ASSUMED: 1.98 GHz boost clock, as H100 SXM",
-            "hbm_bytes_per_s": "DESIGN.md Facts: HBM 4.8 TB/s (H200)",
-            "set_aside_max_bytes": "DESIGN.md Facts: H200 measured max set-aside 37.5 MiB",
+            "hbm_bytes_per_s": "NVIDIA H200 datasheet: HBM3e 4.8 TB/s",
+            "set_aside_max_bytes": _H200_DEVICE
+            + "persistingL2CacheMaxSize 39,321,600 B = 37.5 MiB",
         },
     ),
     "b200": _preset(
@@ -192,11 +196,11 @@ PRESETS: dict[str, Hardware] = {
         8e12,
         int(0.75 * 126.5 * MIB),
         {
-            "llc_bytes": "DESIGN.md Facts: B200 L2 126.5 MiB (measured)",
-            "llc_hit_cycles": "DESIGN.md Facts: load latency L2 ~295 cycles (B200)",
-            "dram_cycles": "DESIGN.md Facts: load latency DRAM ~860 cycles (B200)",
-            "clock_ghz": "ASSUMED: 1.965 GHz boost clock (not in DESIGN)",
-            "hbm_bytes_per_s": "DESIGN.md Facts: HBM 8 TB/s (B200)",
+            "llc_bytes": "public microbenchmarks: B200 L2 126.5 MiB (measured)",
+            "llc_hit_cycles": _CHASE + "L2 load latency ~295 cycles (B200)",
+            "dram_cycles": _CHASE + "DRAM load latency ~860 cycles (B200)",
+            "clock_ghz": "ASSUMED: 1.965 GHz boost clock (no latency source states its clock)",
+            "hbm_bytes_per_s": "NVIDIA B200 specifications: HBM3e 8 TB/s",
             "set_aside_max_bytes": _CUDA_75 + ": 94.875 MiB",
         },
     ),
@@ -209,12 +213,12 @@ PRESETS: dict[str, Hardware] = {
         5.3e12,
         int(0.75 * 256 * MIB),
         {
-            "llc_bytes": "DESIGN.md Facts: MI300X Infinity Cache 256 MiB",
+            "llc_bytes": "AMD CDNA 3 architecture whitepaper: MI300X Infinity Cache 256 MiB",
             "line_bytes": "ASSUMED: 128 B lines of 32 B sectors like the NVIDIA parts",
-            "llc_hit_cycles": "ASSUMED: 500 cycles, placeholder (no measurement in DESIGN)",
-            "dram_cycles": "ASSUMED: 900 cycles, placeholder (no measurement in DESIGN)",
-            "clock_ghz": "ASSUMED: 2.1 GHz peak engine clock (AMD spec, not in DESIGN)",
-            "hbm_bytes_per_s": "ASSUMED: 5.3 TB/s HBM3 (AMD spec, not in DESIGN)",
+            "llc_hit_cycles": "ASSUMED: 500 cycles, placeholder (no public measurement used)",
+            "dram_cycles": "ASSUMED: 900 cycles, placeholder (no public measurement used)",
+            "clock_ghz": "ASSUMED: 2.1 GHz peak engine clock (AMD MI300X datasheet)",
+            "hbm_bytes_per_s": "AMD MI300X datasheet: HBM3 5.3 TB/s",
             "set_aside_max_bytes": "ASSUMED: no persisting control documented; 75 % by "
             "analogy with CUDA's set-aside (a what-if)",
         },

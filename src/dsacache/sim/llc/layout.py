@@ -13,10 +13,12 @@ each other without padding, so a token's row spans several 128-byte lines and ma
 and last line with its neighbours (or with the next block). Every layer uses the same block table
 (as vLLM and SGLang do), in its own pool.
 
-Block allocation order: first every request's prompt blocks (the blocks holding tokens below its
-first step's context length), request by request; then, as decode runs, a block is allocated at
-the first step whose append writes into it (the append of step t writes token context_len[t]),
-ordered by (step, request, logical block). Physical block ids count up from 0 in that order.
+Block allocation order: first every request's prompt blocks (the blocks holding tokens below
+its first step's context length - 1: what was cached before step 0), request by request; then,
+as decode runs, a block is allocated at the first step whose append writes into it, ordered by
+(step, request, logical block). Physical block ids count up from 0 in that order. A step's
+context_len counts the token being decoded (see docs/trace-format.md), so the append of step t
+writes token context_len[t] - 1 and a request uses tokens [0, max_t context_len[t]).
 
 Line ids are byte addresses >> 7. `line_span` maps a byte range to its first and last line and
 the 32-byte-sector masks (bit i = sector i) of those two lines; it is written with plain integer
@@ -64,8 +66,8 @@ def align_up(n: int, align: int) -> int:
 def allocate_blocks(context_lens: Sequence[np.ndarray], block_tokens: int) -> np.ndarray:
     """Block table int64 [requests, max logical blocks] of physical ids (-1 past the end).
 
-    Request r needs tokens [0, max_t context_len[t]] (the last append writes token
-    context_len[t]); see the module docstring for the order ids are given in.
+    Request r needs tokens [0, max_t context_len[t]) (step t appends token
+    context_len[t] - 1); see the module docstring for the order ids are given in.
     """
     keys_t, keys_r, keys_b = [], [], []
     widths = []
@@ -76,12 +78,12 @@ def allocate_blocks(context_lens: Sequence[np.ndarray], block_tokens: int) -> np
             continue
         if (ctx < 0).any():
             raise DsacacheError(f"request {r}: negative context length")
-        n = int(ctx.max()) // block_tokens + 1
+        n = -(-int(ctx.max()) // block_tokens)
         widths.append(n)
         b = np.arange(n, dtype=np.int64)
-        reach = np.maximum.accumulate(ctx)  # highest token written or read so far
+        reach = np.maximum.accumulate(ctx) - 1  # highest token written or read so far
         t = np.searchsorted(reach, b * block_tokens, side="left")  # first step reaching block b
-        t = np.where(b * block_tokens < ctx[0], -1, t)  # prompt blocks: before step 0
+        t = np.where(b * block_tokens < ctx[0] - 1, -1, t)  # prompt blocks: before step 0
         keys_t.append(t)
         keys_r.append(np.full(n, r, dtype=np.int64))
         keys_b.append(b)

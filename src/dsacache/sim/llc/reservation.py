@@ -1,5 +1,9 @@
 """The LLC reservation for KV: way-partitioning, capacity set-aside, or none.
 
+Every reservation rounds the requested bytes DOWN to its unit (whole ways, 128-byte lines;
+the token-level region of front.py: whole ways, then whole tokens), so it never holds more than
+it was given; `requested_bytes` and `effective_bytes` are both reported.
+
 Which accesses are *reserved*: those of the reserved classes (default: kv-gather only).
 
 - `way` (Intel CAT style): the first R ways of every set, R = floor(reserve / (sets x 128 B))
@@ -60,15 +64,16 @@ class Reservation:
     classes: tuple[int, ...] = (KV_GATHER,)
 
     @classmethod
-    def from_mb(
-        cls, mode: str, reserve_mb: float, classes: tuple[str, ...] = ("kv-gather",)
+    def from_mib(
+        cls, mode: str, reserve_mib: float, classes: tuple[str, ...] = ("kv-gather",)
     ) -> Reservation:
-        """reserve_mb in MiB (2**20 bytes), rounded down to whole bytes."""
-        if isinstance(reserve_mb, bool) or not isinstance(reserve_mb, int | float):
-            raise DsacacheError(f"reserve MiB must be a number, got {reserve_mb!r}")
-        if not math.isfinite(reserve_mb) or reserve_mb < 0:
-            raise DsacacheError(f"reserve MiB must be a finite number >= 0, got {reserve_mb}")
-        return cls(mode, int(reserve_mb * MIB), class_ids(classes))
+        """reserve_mib in MiB (2**20 bytes), rounded down to whole bytes."""
+        m = reserve_mib
+        if isinstance(m, bool) or not isinstance(m, int | float):
+            raise DsacacheError(f"reserve MiB must be a number, got {m!r}")
+        if not math.isfinite(m) or m < 0:
+            raise DsacacheError(f"reserve MiB must be a finite number >= 0, got {m}")
+        return cls(mode, int(m * MIB), class_ids(classes))
 
     def resolve(self, shape: CacheShape, set_aside_limit: int) -> ResolvedReservation:
         """Check against the cache and turn into ways / per-set quotas."""

@@ -50,7 +50,7 @@ def infer_model(geometry: Geometry) -> str | None:
 
 @dataclass(frozen=True)
 class LLCConfig:
-    """One LLC simulation. reserve_mb in MiB; weights_bytes per layer (None: the model's,
+    """One LLC simulation. reserve_mib in MiB (2**20 B); weights_bytes per layer (None: the model's,
     `model` or the preset whose geometry the trace has); sets/ways override the preset's
     modelled geometry (sets must be a power of two). reservation `token` (front.py): a
     token-level region of whole ways in front of the shared LLC, under front_policy split by
@@ -59,7 +59,7 @@ class LLCConfig:
     hardware: str = "h100"
     policy: str = "lru"
     reservation: str = "none"
-    reserve_mb: float = 0.0
+    reserve_mib: float = 0.0
     reserved_classes: tuple[str, ...] = ("kv-gather",)
     sectors: bool = False
     sets: int | None = None
@@ -78,11 +78,11 @@ class LLCConfig:
         shape = hw.with_shape(self.sets, self.ways)
         if self.reservation == TOKEN:
             front_policy_class(self.front_policy)
-            r = Reservation.from_mb("none", self.reserve_mb, tuple(self.reserved_classes))
+            r = Reservation.from_mib("none", self.reserve_mib, tuple(self.reserved_classes))
             shape, resolved = resolve_token(shape, r.reserve_bytes, r.classes)
         else:
-            res = Reservation.from_mb(
-                self.reservation, self.reserve_mb, tuple(self.reserved_classes)
+            res = Reservation.from_mib(
+                self.reservation, self.reserve_mib, tuple(self.reserved_classes)
             )
             resolved = res.resolve(shape, hw.set_aside_limit(shape))
         engine = EngineConfig(shape, self.policy, self.set_hash, bool(self.sectors), self.shortcut)
@@ -100,7 +100,7 @@ class LLCConfig:
             raise DsacacheError(
                 "cannot tell the model from the trace geometry "
                 f"(kv {geometry.kv_bytes_per_token} B, block {geometry.block_tokens} tokens): "
-                f"give --weights-mb or --model ({', '.join(MODEL_WEIGHTS)})"
+                f"give --weights-mib or --model ({', '.join(MODEL_WEIGHTS)})"
             )
         if model not in MODEL_WEIGHTS:
             raise DsacacheError(f"unknown model {model!r} (known: {', '.join(MODEL_WEIGHTS)})")
@@ -277,8 +277,9 @@ def _replay(
     return engine.counters.copy(), blocking, engine_s, stream_s
 
 
-def weights_bytes_from_mb(mb: float) -> int:
+def weights_bytes_from_mib(mib: float) -> int:
     """MiB per layer to bytes (rounded down)."""
-    if isinstance(mb, bool) or not isinstance(mb, int | float) or not math.isfinite(mb) or mb < 0:
-        raise DsacacheError(f"weights MiB per layer must be a finite number >= 0, got {mb!r}")
-    return int(mb * MIB)
+    m = mib
+    if isinstance(m, bool) or not isinstance(m, int | float) or not math.isfinite(m) or m < 0:
+        raise DsacacheError(f"weights MiB per layer must be a finite number >= 0, got {m!r}")
+    return int(m * MIB)

@@ -1,6 +1,6 @@
 """The memory stream of decode steps, as runs of consecutive 128-byte lines.
 
-Per step, per layer, in order (DESIGN.md "The memory stream of one decode step"):
+Per step, per layer, in order (docs/architecture.md "The memory stream of one decode step"):
 
 1. weights:    the layer's weights, one run (streaming, once per step, shared by the batch);
 2. index-scan: per request, the index keys of all context_len tokens, one run per KV block,
@@ -9,8 +9,11 @@ Per step, per layer, in order (DESIGN.md "The memory stream of one decode step")
                runs take the streaming shortcut);
 3. kv-gather:  per request, the KV row of every top-k token in slot order, one run per token
                (data-dependent: these are the blocking misses);
-4. kv-append:  per request, the new token's KV row, then its index key (token context_len,
-               written after the step's reads; modelled as write-allocate accesses).
+4. kv-append:  per request, the decoded token's KV row, then its index key (token
+               context_len - 1: context_len counts the token being decoded, as the recorder
+               stores it; docs/trace-format.md), modelled as write-allocate accesses after the
+               layer's reads (one row per request, step and layer; a step with context_len 0
+               decodes nothing and appends nothing).
 
 A request takes part in the steps it has (shorter requests drop out). A run is (first line,
 line count, class, sector mask of its first line, of its last line): every line between them is
@@ -100,9 +103,9 @@ def build_runs(layout: Layout, block: StepBlock, ctx: np.ndarray) -> Runs:
     )
     g_count = np.where(valid, g_last - g_first + 1, 0)
 
-    # kv-append: the new token (position context_len) of each present request.
+    # kv-append: the decoded token (position context_len - 1) of each present request.
     present = ctx >= 0  # [T, R]
-    p = np.where(present, ctx, 0)[:, None, :]  # [T, 1, R]
+    p = np.where(ctx > 0, ctx - 1, 0)[:, None, :]  # [T, 1, R]
     a_kv = layout.kv_row_lines(li[None, :, None], ri[None, None, :], p)
     a_ix = layout.index_key_lines(li[None, :, None], ri[None, None, :], p)
 
@@ -282,7 +285,7 @@ def _emit(
                             om1,
                         )
             for r in range(R):
-                if ctx[t, r] < 0:
+                if ctx[t, r] <= 0:  # absent, or nothing cached: no token decoded
                     continue
                 i = _put_append(i, a_kv, t, layer, r, of, oc, ocls, om0, om1)
                 i = _put_append(i, a_ix, t, layer, r, of, oc, ocls, om0, om1)

@@ -1,17 +1,16 @@
 """Token-level policies of the reserved region; importing this package registers them all.
 
-POLICIES maps each policy's name to its class (see base.py for the interface).
+POLICIES maps each policy's name to its class (see base.py for the interface, driver.py for the
+replay driver most policies plug their hooks into). Every module of this package is imported
+here, so a new policy is one new module whose class carries @register.
 """
 
-from dsacache.sim.policies import (  # noqa: F401  (imported to register)
-    belady,
-    fifo,
-    hazard,
-    keep_previous,
-    line_lru,
-    lru,
-    near_miss,
-)
+import importlib
+import pkgutil
+
 from dsacache.sim.policies.base import POLICIES, Counters, TokenPolicy, register
+
+for _mod in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = ["POLICIES", "Counters", "TokenPolicy", "register"]

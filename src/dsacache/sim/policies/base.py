@@ -15,6 +15,15 @@ Traffic: by default one token access moves one KV row (kv_bytes_per_token bytes)
 that caches something else (line-lru: 128-byte lines) sets `counts_lines`; the driver then
 gives it Counters with per-layer line tallies, and the result's bytes are lines x 128 B.
 
+Flags every registered policy sets (--list-policies shows them): `online`, it decides from the
+past only (MIN reads the future); `prefetches`, it may bring in tokens no access asked for
+(counted in Counters.prefetches). MIN bounds the misses of every policy that does not prefetch
+(line-lru only when KV rows are whole 128-byte lines; see line_lru.py).
+
+Most policies do not implement run_block themselves: driver.py's DrivenPolicy walks the block
+and calls the policy's small hooks (find, hit, miss, ...). run_block stays the interface, so a
+policy with its own kernel (line-lru, near-miss) plugs in the same way.
+
 Per-access decisions: a policy with `emits_hit_mask` fills `Counters.hit_mask` when the caller
 sets it (uint8, the block's shape [steps, layers, requests, k], zeros on entry): 1 where the
 access hit, left 0 where it missed or the slot is empty. The LLC driver's token region in front
@@ -60,7 +69,9 @@ class TokenPolicy(ABC):
     """Base of the token-level policies; subclasses register with @register."""
 
     name: ClassVar[str]
-    summary: ClassVar[str]  # one line for --help
+    summary: ClassVar[str]  # one line for --help and --list-policies
+    online: ClassVar[bool]  # decides from the past only (False: it reads the future, e.g. MIN)
+    prefetches: ClassVar[bool]  # may fetch tokens no access asked for (Counters.prefetches)
     uses_near_miss: ClassVar[bool] = False  # ask the driver for near-miss blocks
     needs_backward_pass: ClassVar[bool] = False  # prepare_block() on every block, last first
     counts_lines: ClassVar[bool] = False  # fills Counters.line_hits / line_misses
@@ -95,6 +106,17 @@ class TokenPolicy(ABC):
 POLICIES: dict[str, type[TokenPolicy]] = {}
 
 
+REQUIRED = ("name", "summary", "online", "prefetches")
+
+
 def register(cls: type[TokenPolicy]) -> type[TokenPolicy]:
+    """Class decorator: add `cls` to POLICIES under its name. It must set every attribute of
+    REQUIRED itself (online / prefetches are never inherited by accident: a subclass that changes
+    the decisions must say again what they depend on)."""
+    missing = [a for a in REQUIRED if a not in vars(cls)]
+    if missing:
+        raise TypeError(f"token policy {cls.__name__} must set {', '.join(missing)}")
+    if cls.name in POLICIES and POLICIES[cls.name] is not cls:
+        raise ValueError(f"two token policies are named {cls.name!r}")
     POLICIES[cls.name] = cls
     return cls

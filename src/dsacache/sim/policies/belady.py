@@ -37,8 +37,8 @@ import numpy as np
 from numba import njit
 
 from dsacache.sim.partition import Partition
-from dsacache.sim.policies.base import Counters, TokenPolicy, register
-from dsacache.sim.policies.common import count_bypassed
+from dsacache.sim.policies.base import register
+from dsacache.sim.policies.driver import DrivenPolicy, Hooks, make_replay, same_g
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.geometry import Geometry
 
@@ -100,115 +100,92 @@ def to_positions(out: np.ndarray, total: int, never: int) -> None:
 # ---------------------------------------------------------------- replay with an indexed max-heap
 
 
-@njit(cache=True, boundscheck=False)
-def min_block(
-    block: np.ndarray,
-    next_use: np.ndarray,
-    key_off: np.ndarray,
-    max_ctx: np.ndarray,
-    of_layer: np.ndarray,
-    cap: np.ndarray,
-    heap_off: np.ndarray,
-    heap_n: np.ndarray,
-    heap: np.ndarray,
-    pos_of: np.ndarray,
-    bypass: bool,
-    never: int,
-    hits: np.ndarray,
-    misses: np.ndarray,
-) -> int:
-    """Replay block [steps, layers, requests, k]; next_use[i] is access i's next-use position
-    (`never`: not used again; the largest value of next_use's dtype).
+# st = (next_use, heap, pos_of, heap_n, heap_off, bypass, never); g = (heap size, first node,
+# capacity) of the region. heap[2*j] / heap[2*j+1]: priority (next use) / key of heap node j;
+# region p's heap is nodes heap_off[p] .. heap_off[p] + heap_n[p] - 1 (a binary max-heap, root
+# first); pos_of[key] = the key's node, -1 if not resident.
 
-    heap[2*j] / heap[2*j+1]: priority (next use) / key of heap node j; region p's heap is
-    nodes heap_off[p] .. heap_off[p] + heap_n[p] - 1 (a binary max-heap, root first);
-    pos_of[key] = the key's node, -1 if not resident. The sifts are written out in place
-    (numba helper functions taking the arrays pay reference counting on every call).
-    Returns -1, or the block row of an index out of range.
-    """
-    nb, nl, nr, k = block.shape
-    i = 0
-    for t in range(nb):
-        for layer in range(nl):
-            p = of_layer[layer]
-            h = 0
-            m = 0
-            if p < 0:  # bypass: every valid slot a miss
-                m = count_bypassed(block, t, layer, max_ctx)
-                if m < 0:
-                    return t
-                i += m
-                misses[layer] += m
-                continue
-            base = heap_off[p]
-            c = cap[p]
-            n = heap_n[p]
-            for r in range(nr):
-                lim = max_ctx[r]
-                base_key = key_off[r] + layer * lim
-                for s in range(k):
-                    tok = block[t, layer, r, s]
-                    if tok < 0:
-                        continue
-                    if tok >= lim:
-                        return t
-                    nu = np.int64(next_use[i])
-                    i += 1
-                    key = base_key + tok
-                    j = pos_of[key]
-                    if j >= 0:  # hit: its next use moves further out, sift up from j
-                        h += 1
-                        j -= base
-                    else:
-                        m += 1
-                        if c <= 0 or (bypass and nu == never):
-                            continue
-                        if n < c:  # room: a new leaf, sift up
-                            j = n
-                            n += 1
-                        else:
-                            if bypass and nu >= heap[2 * base]:
-                                continue  # the incoming key is used furthest: bypass it
-                            pos_of[heap[2 * base + 1]] = -1  # evict the root, sift down
-                            j = 0
-                            while True:
-                                ch = 2 * j + 1
-                                if ch >= n:
-                                    break
-                                cp = heap[2 * (base + ch)]
-                                if ch + 1 < n:
-                                    rp = heap[2 * (base + ch + 1)]
-                                    if rp > cp:
-                                        ch += 1
-                                        cp = rp
-                                if cp <= nu:
-                                    break
-                                ck = heap[2 * (base + ch) + 1]
-                                heap[2 * (base + j)] = cp
-                                heap[2 * (base + j) + 1] = ck
-                                pos_of[ck] = base + j
-                                j = ch
-                            heap[2 * (base + j)] = nu
-                            heap[2 * (base + j) + 1] = key
-                            pos_of[key] = base + j
-                            continue
-                    while j > 0:  # sift up
-                        par = (j - 1) >> 1
-                        pp = heap[2 * (base + par)]
-                        if pp >= nu:
-                            break
-                        pk = heap[2 * (base + par) + 1]
-                        heap[2 * (base + j)] = pp
-                        heap[2 * (base + j) + 1] = pk
-                        pos_of[pk] = base + j
-                        j = par
-                    heap[2 * (base + j)] = nu
-                    heap[2 * (base + j) + 1] = key
-                    pos_of[key] = base + j
-            heap_n[p] = n
-            hits[layer] += h
-            misses[layer] += m
-    return -1
+
+@njit(inline="always")
+def _begin(st: tuple, t: int, step: int, layer: int, p: int, c: int) -> tuple:
+    return st[3][p], st[4][p], c
+
+
+@njit(inline="always")
+def _find(st: tuple, key: int, g: tuple) -> bool:
+    return st[2][key] >= 0
+
+
+@njit(inline="always")
+def _sift_up(heap: np.ndarray, pos_of: np.ndarray, base: int, j: int, nu: int, key: int) -> None:
+    """Place (nu, key) at node j or above it (its priority grew, or a new leaf)."""
+    while j > 0:
+        par = (j - 1) >> 1
+        pp = heap[2 * (base + par)]
+        if pp >= nu:
+            break
+        pk = heap[2 * (base + par) + 1]
+        heap[2 * (base + j)] = pp
+        heap[2 * (base + j) + 1] = pk
+        pos_of[pk] = base + j
+        j = par
+    heap[2 * (base + j)] = nu
+    heap[2 * (base + j) + 1] = key
+    pos_of[key] = base + j
+
+
+@njit(inline="always")
+def _hit(st: tuple, key: int, g: tuple, i: int) -> tuple:
+    """Its next use moves further out: sift up from its node."""
+    heap, pos_of = st[1], st[2]
+    base = g[1]
+    _sift_up(heap, pos_of, base, pos_of[key] - base, np.int64(st[0][i]), key)
+    return g
+
+
+@njit(inline="always")
+def _miss(st: tuple, key: int, g: tuple, i: int) -> tuple:
+    next_use, heap, pos_of, bypass, never = st[0], st[1], st[2], st[5], st[6]
+    n, base, c = g
+    nu = np.int64(next_use[i])
+    if bypass and nu == never:
+        return g
+    if n < c:  # room: a new leaf
+        _sift_up(heap, pos_of, base, n, nu, key)
+        return n + 1, base, c
+    if bypass and nu >= heap[2 * base]:
+        return g  # the incoming key is used furthest: bypass it
+    pos_of[heap[2 * base + 1]] = -1  # evict the root, sift down
+    j = 0
+    while True:
+        ch = 2 * j + 1
+        if ch >= n:
+            break
+        cp = heap[2 * (base + ch)]
+        if ch + 1 < n:
+            rp = heap[2 * (base + ch + 1)]
+            if rp > cp:
+                ch += 1
+                cp = rp
+        if cp <= nu:
+            break
+        ck = heap[2 * (base + ch) + 1]
+        heap[2 * (base + j)] = cp
+        heap[2 * (base + j) + 1] = ck
+        pos_of[ck] = base + j
+        j = ch
+    heap[2 * (base + j)] = nu
+    heap[2 * (base + j) + 1] = key
+    pos_of[key] = base + j
+    return g
+
+
+@njit(inline="always")
+def _end(st: tuple, p: int, g: tuple) -> None:
+    st[3][p] = g[0]
+
+
+min_replay = make_replay("min", Hooks(_begin, same_g, _find, _hit, _miss, _end))
 
 
 # ---------------------------------------------------------------- the policy
@@ -225,10 +202,14 @@ def region_keys(partition: Partition, max_context: np.ndarray) -> np.ndarray:
 
 
 @register
-class Belady(TokenPolicy):
+class Belady(DrivenPolicy):
     name = "min"
     summary = "Belady's MIN with bypass: the exact optimum (a bound, needs the future)"
+    online = False
+    prefetches = False
     needs_backward_pass = True
+    emits_hit_mask = False  # it could (the driver fills masks); the LLC front runs no backward pass
+    kernel = min_replay
     bypass: bool = True
 
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
@@ -285,33 +266,16 @@ class Belady(TokenPolicy):
             to_positions(out, self._seen, never)
         self.total_accesses = self._seen
 
-    def run_block(self, block: StepBlock, counters: Counters) -> None:
+    def state(self, block: StepBlock) -> tuple:
         if block.start not in self._next:
             raise RuntimeError("min: prepare() must run first, over the same step blocks")
         next_use = self._next.pop(block.start)
         never = int(np.iinfo(next_use.dtype).max)
-        keys = self.blocks.keys
-        bad = min_block(
-            block.indices,
-            next_use,
-            keys.key_offset,
-            keys.max_context,
-            self.of_layer,
-            self.cap,
-            self.heap_off,
-            self.heap_n,
-            self.heap,
-            self.pos_of,
-            self.bypass,
-            never,
-            counters.hits,
-            counters.misses,
-        )
-        if bad >= 0:
-            raise self.index_error(block.start + bad)
+        return (next_use, self.heap, self.pos_of, self.heap_n, self.heap_off, self.bypass, never)
 
     @classmethod
     def warmup(cls) -> None:
+        super().warmup()
         block = np.array([[[[0, 1, -1, 2]]], [[[1, 3, 0, -1]]], [[[2, 0, 3, 1]]]], np.int32)
         off, ctx = np.zeros(1, np.int64), np.full(1, 4, np.int64)
         for dtype, never in ((np.uint32, NEVER32), (np.int64, NEVER)):
@@ -320,23 +284,12 @@ class Belady(TokenPolicy):
             seen = next_use_block(block, off, ctx, nxt, out, 0)
             to_positions(out, seen, int(never))
             for bypass in (True, False):
-                z = [np.zeros(1, np.int64) for _ in range(4)]
-                min_block(
-                    block,
-                    out,
-                    off,
-                    ctx,
-                    np.zeros(1, np.int32),
-                    np.full(1, 2, np.int64),
-                    z[0],
-                    z[1],
-                    np.zeros(4, np.int64),
-                    np.full(4, -1, np.int64),
-                    bypass,
-                    int(never),
-                    z[2],
-                    z[3],
-                )
+                heap_n, heap_off = np.zeros(1, np.int64), np.zeros(1, np.int64)
+                heap, pos_of = np.zeros(4, np.int64), np.full(4, -1, np.int64)
+                st = (out, heap, pos_of, heap_n, heap_off, bypass, int(never))
+                z = [np.zeros(1, np.int64) for _ in range(2)]
+                cap = np.full(1, 2, np.int64)
+                min_replay(block, 0, off, ctx, np.zeros(1, np.int32), cap, st, z[0], z[1], None)
 
 
 class BeladyNoBypass(Belady):

@@ -1,7 +1,7 @@
 """`fifo`: first-in first-out over whole tokens; a hit does not change the eviction order.
 
-Runs token-lru's linked-list kernel (lru.py) with promote=False, so the list stays in
-insertion order and a full region evicts its oldest insertion.
+Runs token-lru's hooks and kernel (lru.py) with promote=False, so the list stays in insertion
+order and a full region evicts its oldest insertion.
 """
 
 from __future__ import annotations
@@ -14,4 +14,6 @@ from dsacache.sim.policies.lru import ListPolicy
 class TokenFIFO(ListPolicy):
     name = "fifo"
     summary = "first-in first-out over whole tokens (hits do not reorder)"
+    online = True
+    prefetches = False
     promote = False

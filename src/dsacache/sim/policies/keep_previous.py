@@ -14,6 +14,7 @@ nothing and use no quota). A layer outside every region, or a region of capacity
 every access misses.
 
 State: held[key] = the last step at which the key was kept (-2: never), one int32 per key.
+The driver (driver.py) walks the accesses; the hooks below look up and keep.
 """
 
 from __future__ import annotations
@@ -22,61 +23,49 @@ import numpy as np
 from numba import njit
 
 from dsacache.sim.partition import Partition
-from dsacache.sim.policies.base import Counters, TokenPolicy, register
+from dsacache.sim.policies.base import register
+from dsacache.sim.policies.driver import DrivenPolicy, Hooks, make_replay
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.geometry import Geometry
 
 NEVER = -2
 
 
-@njit(cache=True, boundscheck=False)
-def keep_previous_block(
-    block: np.ndarray,
-    step0: int,
-    key_off: np.ndarray,
-    max_ctx: np.ndarray,
-    layer_share: np.ndarray,
-    active: np.ndarray,
-    held: np.ndarray,
-    hits: np.ndarray,
-    misses: np.ndarray,
-) -> int:
-    """Replay block [steps, layers, requests, k] whose row 0 is step `step0`; return -1, or the
-    block row of an index that is out of range.
+# st = (held, share, active); g = (quota of a row, quota left in this row, step)
 
-    layer_share[l]: floor(capacity / L_p) of layer l's region (0: bypass); active[t]: requests
-    that have step step0 + t (the quota is layer_share // active).
-    """
-    nb, nl, nr, k = block.shape
-    for t in range(nb):
-        cur = step0 + t
-        prev = cur - 1
-        n_active = max(active[t], 1)
-        for layer in range(nl):
-            q = layer_share[layer] // n_active
-            h = 0
-            m = 0
-            for r in range(nr):
-                lim = max_ctx[r]
-                base = key_off[r] + layer * lim
-                kept = 0
-                for s in range(k):
-                    tok = block[t, layer, r, s]
-                    if tok < 0:
-                        continue
-                    if tok >= lim:
-                        return t
-                    key = base + tok
-                    if held[key] == prev:
-                        h += 1
-                    else:
-                        m += 1
-                    if kept < q:  # tokens of one row are distinct: no lookup sees this write
-                        held[key] = cur
-                        kept += 1
-            hits[layer] += h
-            misses[layer] += m
-    return -1
+
+@njit(inline="always")
+def _begin(st: tuple, t: int, step: int, layer: int, p: int, c: int) -> tuple:
+    q = st[1][layer] // max(st[2][t], 1)
+    return q, q, step
+
+
+@njit(inline="always")
+def _row(st: tuple, g: tuple) -> tuple:
+    return g[0], g[0], g[2]
+
+
+@njit(inline="always")
+def _find(st: tuple, key: int, g: tuple) -> bool:
+    return st[0][key] == g[2] - 1
+
+
+@njit(inline="always")
+def _keep(st: tuple, key: int, g: tuple, i: int) -> tuple:
+    if g[1] > 0:  # tokens of one row are distinct: no lookup of this row sees this write
+        st[0][key] = g[2]
+        return g[0], g[1] - 1, g[2]
+    return g
+
+
+@njit(inline="always")
+def _end(st: tuple, p: int, g: tuple) -> None:
+    pass
+
+
+keep_previous_replay = make_replay(
+    "keep_previous", Hooks(_begin, _row, _find, _keep, _keep, _end, same_update=True)
+)
 
 
 def layer_share(partition: Partition) -> np.ndarray:
@@ -98,9 +87,12 @@ def active_requests(request_steps: np.ndarray, start: int, stop: int) -> np.ndar
 
 
 @register
-class KeepPrevious(TokenPolicy):
+class KeepPrevious(DrivenPolicy):
     name = "keep-previous"
     summary = "holds exactly the previous step's top-k of each (request, layer) (paper §5.3)"
+    online = True
+    prefetches = False
+    kernel = keep_previous_replay
 
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
         super().__init__(blocks, partition, geometry)
@@ -108,33 +100,6 @@ class KeepPrevious(TokenPolicy):
         self.request_steps = np.array([r.steps for r in blocks.trace.requests], np.int64)
         self.held = np.full(blocks.keys.size, NEVER, dtype=np.int32)
 
-    def run_block(self, block: StepBlock, counters: Counters) -> None:
-        keys = self.blocks.keys
-        bad = keep_previous_block(
-            block.indices,
-            block.start,
-            keys.key_offset,
-            keys.max_context,
-            self.share,
-            active_requests(self.request_steps, block.start, block.stop),
-            self.held,
-            counters.hits,
-            counters.misses,
-        )
-        if bad >= 0:
-            raise self.index_error(block.start + bad)
-
-    @classmethod
-    def warmup(cls) -> None:
-        block = np.array([[[[0, 1, -1]]], [[[1, 2, 0]]]], dtype=np.int32)
-        keep_previous_block(
-            block,
-            0,
-            np.zeros(1, np.int64),
-            np.full(1, 4, np.int64),
-            np.full(1, 2, np.int64),
-            np.ones(2, np.int64),
-            np.full(4, NEVER, np.int32),
-            np.zeros(1, np.int64),
-            np.zeros(1, np.int64),
-        )
+    def state(self, block: StepBlock) -> tuple:
+        active = active_requests(self.request_steps, block.start, block.stop)
+        return (self.held, self.share, active)

@@ -37,6 +37,7 @@ import numpy as np
 from numba import njit
 
 from dsacache.sim.partition import Partition
+from dsacache.sim.policies import list_moves as moves
 from dsacache.sim.policies.base import LINE_BYTES, Counters, TokenPolicy, register
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.geometry import Geometry
@@ -46,9 +47,12 @@ from dsacache.trace.geometry import Geometry
 # Each region p owns slots off[p] .. off[p] + alloc[p] - 1 and a sentinel node sent0 + p; its
 # list is circular through the sentinel: link[2*n] = prev, link[2*n+1] = next of node n,
 # sentinel.next the MRU id, sentinel.prev the LRU id. slot_of[x] is the slot holding id x (-1:
-# not resident), ids[s] the id in slot s, used[p] the slots filled. The kernels (here and in
-# near_miss.py) write the list operations out in place: numba helper functions that take the
-# arrays pay reference counting on every call (measured 5-10x slower).
+# not resident), ids[s] the id in slot s, used[p] the slots filled. The list moves are
+# list_moves.py's, inlined; the kernels (here and in near_miss.py) are compiled without numba's
+# reference counting (_nrt=False), which would otherwise count every inlined move's array
+# arguments (measured 5-10x slower). Their walks stay their own: a token access touches several
+# lines (line-lru), and prefetch rows interleave with the demand row (near-miss), which the
+# driver's one-lookup-per-access hooks do not express.
 
 
 class SlotLRU:
@@ -73,10 +77,7 @@ class SlotLRU:
         dtype = np.int32 if small and not force64 else np.int64
         self.slot_of = np.full(max(n_ids, 1), -1, dtype)
         self.ids = np.zeros(max(n_slots, 1), dtype)
-        self.link = np.full(2 * (n_slots + regions), -1, dtype)
-        sentinels = np.arange(n_slots, n_slots + regions)
-        self.link[2 * sentinels] = sentinels  # empty circular lists
-        self.link[2 * sentinels + 1] = sentinels
+        self.link = moves.new_lists(n_slots, regions, dtype == np.int32)
         self.used = np.zeros(regions, np.int64)
 
     def arrays(self) -> tuple:
@@ -95,7 +96,7 @@ class SlotLRU:
 # ---------------------------------------------------------------- line-lru kernel
 
 
-@njit(cache=True, boundscheck=False)
+@njit(cache=True, boundscheck=False, _nrt=False)
 def _line_block(
     block: np.ndarray,
     area: np.ndarray,
@@ -151,16 +152,7 @@ def _line_block(
                         sl = slot_of[line]
                         if sl >= 0:
                             lh += 1
-                            a = link[2 * sl]
-                            if a != head:  # move to the MRU end
-                                b = link[2 * sl + 1]
-                                link[2 * a + 1] = b
-                                link[2 * b] = a
-                                f = link[2 * head + 1]
-                                link[2 * sl] = head
-                                link[2 * sl + 1] = f
-                                link[2 * f] = sl
-                                link[2 * head + 1] = sl
+                            moves.to_front(link, sl, head)  # move to the MRU end
                             continue
                         lm += 1
                         all_hit = False
@@ -168,18 +160,11 @@ def _line_block(
                             sl = o + u
                             u += 1
                         else:  # evict the LRU line
-                            sl = link[2 * head]
-                            a = link[2 * sl]
-                            link[2 * a + 1] = head
-                            link[2 * head] = a
+                            sl = moves.pop_back(link, head)
                             slot_of[ids[sl]] = -1
                         ids[sl] = line
                         slot_of[line] = sl
-                        f = link[2 * head + 1]
-                        link[2 * sl] = head
-                        link[2 * sl + 1] = f
-                        link[2 * f] = sl
-                        link[2 * head + 1] = sl
+                        moves.push_front(link, sl, head)
                     if all_hit:
                         th += 1
                     else:
@@ -207,6 +192,8 @@ def line_areas(max_context: np.ndarray, layers: int, kv: int) -> tuple[np.ndarra
 class LineLRU(TokenPolicy):
     name = "line-lru"
     summary = "LRU over 128-byte lines of the paged KV rows (a token hits iff all its lines hit)"
+    online = True
+    prefetches = False  # fetches only lines of requested tokens (see the module doc)
     counts_lines = True
 
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:

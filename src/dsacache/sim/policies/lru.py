@@ -5,172 +5,97 @@ State: one doubly-linked list per region over the dense key ids, kept in one fla
 Node n + p (n = number of keys) is region p's sentinel: the list is circular, sentinel.next is
 the most recently used token, sentinel.prev the least recently used. link[2*key] == -1 means the
 key is not cached. A hit moves the key to the MRU end; a miss inserts it there, first evicting
-the region's LRU token when the region is full. A region of capacity 0 never inserts, and a
-layer outside every region (partition.of_layer == -1) only misses.
+the region's LRU token when the region is full. The walk, bypass and counting are the driver's
+(driver.py); the list moves are list_moves.py's.
 
-`fifo` (fifo.py) runs the same kernel with promote=False: hits leave the order alone, so the
+`fifo` (fifo.py) runs the same hooks with promote=False: hits leave the order alone, so the
 list is insertion order and the victim is the oldest insertion.
-
-Both emit per-access hit masks (Counters.hit_mask): `list_block` takes `mask` = None (the
-branch is pruned at compile time, so the plain replay is unchanged) or a uint8 array of the
-block's shape, zeros on entry, in which it sets 1 at every hit.
 """
 
 from __future__ import annotations
 
-import itertools
+from typing import ClassVar
 
 import numpy as np
 from numba import njit
 
 from dsacache.sim.partition import Partition
-from dsacache.sim.policies.base import Counters, TokenPolicy, register
-from dsacache.sim.policies.common import count_bypassed
+from dsacache.sim.policies import list_moves as moves
+from dsacache.sim.policies.base import register
+from dsacache.sim.policies.driver import DrivenPolicy, Hooks, make_replay, same_g
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.geometry import Geometry
 
-
-@njit(cache=True, boundscheck=False)
-def list_block(
-    block: np.ndarray,
-    key_off: np.ndarray,
-    max_ctx: np.ndarray,
-    of_layer: np.ndarray,
-    cap: np.ndarray,
-    size: np.ndarray,
-    link: np.ndarray,
-    sent0: int,
-    promote: bool,
-    hits: np.ndarray,
-    misses: np.ndarray,
-    mask: np.ndarray | None = None,
-) -> int:
-    """Replay block [steps, layers, requests, k]; return -1, or the block row of an index that
-    is out of range (state is then undefined). mask: None, or uint8 of the block's shape
-    (zeros on entry) that gets 1 at every hit."""
-    nb, nl, nr, k = block.shape
-    for t in range(nb):
-        for layer in range(nl):
-            p = of_layer[layer]
-            h = 0
-            m = 0
-            if p < 0 or cap[p] == 0:  # bypass: every valid slot a miss
-                m = count_bypassed(block, t, layer, max_ctx)
-                if m < 0:
-                    return t
-                misses[layer] += m
-                continue
-            c = cap[p]
-            sz = size[p]
-            head = sent0 + p
-            for r in range(nr):
-                lim = max_ctx[r]
-                base = key_off[r] + layer * lim
-                for s in range(k):
-                    tok = block[t, layer, r, s]
-                    if tok < 0:
-                        continue
-                    if tok >= lim:
-                        return t
-                    key = base + tok
-                    pv = link[2 * key]
-                    if pv >= 0:
-                        h += 1
-                        if mask is not None:
-                            mask[t, layer, r, s] = 1
-                        if promote and pv != head:
-                            nx = link[2 * key + 1]
-                            link[2 * pv + 1] = nx  # unlink
-                            link[2 * nx] = pv
-                            first = link[2 * head + 1]  # relink at the MRU end
-                            link[2 * key] = head
-                            link[2 * key + 1] = first
-                            link[2 * first] = key
-                            link[2 * head + 1] = key
-                        continue
-                    m += 1
-                    if sz >= c:  # evict the LRU (or oldest) token
-                        v = link[2 * head]
-                        vp = link[2 * v]
-                        link[2 * vp + 1] = head
-                        link[2 * head] = vp
-                        link[2 * v] = -1
-                    else:
-                        sz += 1
-                    first = link[2 * head + 1]
-                    link[2 * key] = head
-                    link[2 * key + 1] = first
-                    link[2 * first] = key
-                    link[2 * head + 1] = key
-            size[p] = sz
-            hits[layer] += h
-            misses[layer] += m
-    return -1
+# st = (link, size, sent0, promote); g = (fill level, capacity, sentinel) of the region
 
 
-class ListPolicy(TokenPolicy):
+@njit(inline="always")
+def _begin(st: tuple, t: int, step: int, layer: int, p: int, c: int) -> tuple:
+    return st[1][p], c, st[2] + p
+
+
+@njit(inline="always")
+def _find(st: tuple, key: int, g: tuple) -> bool:
+    return st[0][2 * key] >= 0
+
+
+@njit(inline="always")
+def _hit(st: tuple, key: int, g: tuple, i: int) -> tuple:
+    if st[3]:
+        moves.to_front(st[0], key, g[2])
+    return g
+
+
+@njit(inline="always")
+def _miss(st: tuple, key: int, g: tuple, i: int) -> tuple:
+    link = st[0]
+    sz, c, head = g
+    if sz >= c:  # evict the LRU (or oldest) token
+        link[2 * moves.pop_back(link, head)] = -1
+    else:
+        sz += 1
+    moves.push_front(link, key, head)
+    return sz, c, head
+
+
+@njit(inline="always")
+def _end(st: tuple, p: int, g: tuple) -> None:
+    st[1][p] = g[0]
+
+
+list_replay = make_replay("token_list", Hooks(_begin, same_g, _find, _hit, _miss, _end))
+
+
+class ListPolicy(DrivenPolicy):
     """Shared body of token-lru and fifo: a linked list per region, one kernel."""
 
-    promote: bool = True
-    emits_hit_mask = True
+    promote: ClassVar[bool] = True
+    kernel = list_replay
 
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
         super().__init__(blocks, partition, geometry)
         n, regions = blocks.keys.size, partition.regions
-        dtype = np.int32 if n + regions < 2**31 else np.int64
         self.sent0 = n
-        self.link = np.full(2 * (n + regions), -1, dtype=dtype)
-        sentinels = np.arange(n, n + regions)
-        self.link[2 * sentinels] = sentinels  # empty circular lists
-        self.link[2 * sentinels + 1] = sentinels
+        self.link = moves.new_lists(n, regions, n + regions < 2**31)
         self.size = np.zeros(regions, np.int64)
-        self.cap = np.ascontiguousarray(partition.capacity, dtype=np.int64)
-        self.of_layer = np.ascontiguousarray(partition.of_layer, dtype=np.int32)
 
-    def run_block(self, block: StepBlock, counters: Counters) -> None:
-        keys = self.blocks.keys
-        bad = list_block(
-            block.indices,
-            keys.key_offset,
-            keys.max_context,
-            self.of_layer,
-            self.cap,
-            self.size,
-            self.link,
-            self.sent0,
-            self.promote,
-            counters.hits,
-            counters.misses,
-            counters.hit_mask,
-        )
-        if bad >= 0:
-            raise self.index_error(block.start + bad)
+    def state(self, block: StepBlock) -> tuple:
+        return (self.link, self.size, self.sent0, self.promote)
 
     @classmethod
     def warmup(cls) -> None:
-        block = np.array([[[[0, 1, -1, 0]]], [[[1, 2, 0, -1]]]], dtype=np.int32)
-        one = np.zeros(1, np.int64)
-        for dtype, mask in itertools.product((np.int32, np.int64), (None, np.uint8)):
-            link = np.full(2 * 5, -1, dtype=dtype)
-            link[8] = link[9] = 4
-            list_block(
-                block,
-                one.copy(),
-                np.full(1, 4, np.int64),
-                np.zeros(1, np.int32),
-                np.full(1, 2, np.int64),
-                np.zeros(1, np.int64),
-                link,
-                4,
-                cls.promote,
-                np.zeros(1, np.int64),
-                np.zeros(1, np.int64),
-                None if mask is None else np.zeros(block.shape, mask),
-            )
+        super().warmup()
+        for mask in (None, np.zeros((1, 1, 1, 2), np.uint8)):  # int64 links (2**31 keys and up)
+            block, one = np.array([[[[0, 1]]]], np.int32), np.ones(1, np.int64)
+            st = (moves.new_lists(2, 1, small=False), np.zeros(1, np.int64), 2, cls.promote)
+            z = np.zeros(1, np.int64), np.zeros(1, np.int64)
+            list_replay(block, 0, one - 1, one * 2, np.zeros(1, np.int32), one, st, *z, mask)
 
 
 @register
 class TokenLRU(ListPolicy):
     name = "token-lru"
     summary = "exact LRU over whole tokens (the paper's reserved-region policy)"
+    online = True
+    prefetches = False
     promote = True

@@ -10,13 +10,15 @@ request) group, in access order:
   counted in Counters.prefetches (an HBM read no access asked for); a resident one is left
   where it is (not touched). They are meant for the following steps. A request without
   near-miss rows in such a trace gets no prefetches.
-- source `layer-below` (no request of the trace has near-miss indices): a causal predictor.
+- source `layer-below`: a causal predictor (needs no near-miss rows).
   Right before layer l's demand accesses of a (step, request), the tokens layer l-1 selected
   at the same step and request are prefetched for layer l the same way (they are known by
   then: layer l-1's indexer has already run). Layer 0 has no layer below: nothing prefetched.
 
-`source` (instance attribute) says which one is used. A trace with near-miss arrays of width 0
-(m = 0) uses source `trace` with nothing to prefetch: exactly token-lru. Prefetches count
+`source` (instance attribute) says which one is used. The driver sets it from the run's
+explicit choice (SimConfig.near_miss_source, set_source); built directly, the policy defaults to
+`trace` when the trace carries near-miss rows, else `layer-below`. A trace with near-miss arrays
+of width 0 (m = 0) under source `trace` has nothing to prefetch: exactly token-lru. Prefetches count
 tokens actually inserted: none into a region of capacity 0 or for a layer that bypasses the
 reservation (of_layer == -1, every access a miss). Demand counters (hits, misses) never
 include prefetches.
@@ -27,7 +29,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from dsacache.errors import DsacacheError
 from dsacache.sim.partition import Partition
+from dsacache.sim.policies import list_moves as moves
 from dsacache.sim.policies.base import Counters, TokenPolicy, register
 from dsacache.sim.policies.belady import region_keys
 from dsacache.sim.policies.line_lru import SlotLRU
@@ -38,7 +42,7 @@ SOURCE_TRACE = 0
 SOURCE_LAYER_BELOW = 1
 
 
-@njit(cache=True, boundscheck=False)
+@njit(cache=True, boundscheck=False, _nrt=False)
 def near_miss_block(
     block: np.ndarray,
     near: np.ndarray,
@@ -100,16 +104,7 @@ def near_miss_block(
                         if sl >= 0:
                             if demand:
                                 h += 1
-                                a = link[2 * sl]
-                                if a != head:  # move to the MRU end
-                                    b = link[2 * sl + 1]
-                                    link[2 * a + 1] = b
-                                    link[2 * b] = a
-                                    f = link[2 * head + 1]
-                                    link[2 * sl] = head
-                                    link[2 * sl + 1] = f
-                                    link[2 * f] = sl
-                                    link[2 * head + 1] = sl
+                                moves.to_front(link, sl, head)  # move to the MRU end
                             continue  # a resident prefetch is not touched
                         if demand:
                             m += 1
@@ -121,18 +116,11 @@ def near_miss_block(
                             sl = o + u
                             u += 1
                         else:  # evict the LRU token
-                            sl = link[2 * head]
-                            a = link[2 * sl]
-                            link[2 * a + 1] = head
-                            link[2 * head] = a
+                            sl = moves.pop_back(link, head)
                             slot_of[ids[sl]] = -1
                         ids[sl] = x
                         slot_of[x] = sl
-                        f = link[2 * head + 1]
-                        link[2 * sl] = head
-                        link[2 * sl + 1] = f
-                        link[2 * f] = sl
-                        link[2 * head + 1] = sl
+                        moves.push_front(link, sl, head)
             if p >= 0:
                 used[p] = u
             hits[layer] += h
@@ -148,6 +136,8 @@ class NearMiss(TokenPolicy):
         "token LRU that prefetches the indexer's near-miss tokens (trace), else what the "
         "layer below selected at the same step"
     )
+    online = True  # the trace's near-miss rows are the indexer's output at that step
+    prefetches = True
     uses_near_miss = True
 
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
@@ -159,6 +149,18 @@ class NearMiss(TokenPolicy):
         self.lru = SlotLRU(keys.size, cap, region_keys(partition, keys.max_context))
         self.of_layer = np.ascontiguousarray(partition.of_layer, np.int32)
         self._none = np.full((1, 1, 1, 0), -1, np.int32)
+
+    def set_source(self, source: str) -> None:
+        """Use `source` (trace | layer-below); `trace` needs near-miss rows in the trace."""
+        if source not in ("trace", "layer-below"):
+            raise DsacacheError(f"unknown near-miss source {source!r} (trace, layer-below)")
+        trace = self.blocks.trace
+        if source == "trace" and not any(r.near_miss is not None for r in trace.requests):
+            raise DsacacheError(
+                f"{trace.source}: near-miss source 'trace' needs near-miss rows "
+                "(dsacache record --near-miss M); this trace has none (use layer-below)"
+            )
+        self.source = source
 
     def run_block(self, block: StepBlock, counters: Counters) -> None:
         keys = self.blocks.keys

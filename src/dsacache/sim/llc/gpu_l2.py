@@ -1,0 +1,240 @@
+"""The GPU L2 model: partitioned, hashed, with far-hit replication, replayed under the RRZE
+gpu-benches `gpu-l2-cache` sweep (the kernel and the stream: gpu_l2_kernels.py).
+
+Per GPU only documented numbers enter (`GpuL2Preset`: capacity, partitions, SMs, set-aside);
+the structure (`L2Structure`: associativity, replacement, replication) is one for all GPUs,
+fitted jointly on the public H200 and A100-80GB curves (docs/gpu-l2-model.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dsacache.errors import DsacacheError
+from dsacache.sim.llc import gpu_l2_kernels as gk
+
+KIB = 1024
+MIB = 1 << 20
+LINE_BYTES = 128
+PIECE_KIB = gk.PIECE_LINES * LINE_BYTES // KIB  # 16 KiB per block iteration
+CHUNK_KIB = gk.ITERS * PIECE_KIB  # 512 KiB per block in the benchmark
+BLOCKS_PER_SM = 2  # 1024-thread blocks, 2048 resident threads per SM (sm_80 / sm_90)
+POLICIES = {"lru": gk.LRU, "fifo": gk.FIFO, "srrip": gk.SRRIP, "random": gk.RANDOM}
+HASHES = {"mix": gk.HASH_MIX, "modulo": gk.HASH_MODULO}
+
+
+@dataclass(frozen=True)
+class L2Structure:
+    """The structural (not per-GPU) parameters of the model; the defaults are the fitted values
+    (benchmarks/calibrate_l2.py --grid, docs/gpu-l2-model.md)."""
+
+    ways: int = 28
+    policy: str = "lru"
+    replicate: float = 0.25  # probability that a far access leaves a copy in the near partition
+    replica_low: bool = False  # replicas enter at the lowest replacement priority
+    replicate_misses: bool = True  # a far miss (filled from DRAM) also leaves a near copy
+    set_hash: str = "mix"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.ways <= 1024:
+            raise DsacacheError(f"ways must be in 1..1024, got {self.ways}")
+        if self.policy not in POLICIES:
+            raise DsacacheError(f"unknown policy {self.policy!r} (known: {', '.join(POLICIES)})")
+        if self.set_hash not in HASHES:
+            raise DsacacheError(f"unknown set hash {self.set_hash!r} (known: mix, modulo)")
+        if not 0.0 <= self.replicate <= 1.0:
+            raise DsacacheError(f"replicate must be in [0, 1], got {self.replicate}")
+
+
+# Fitted jointly on the H200 and A100-80GB curves: 28 ways, LRU, a quarter of far accesses
+# (hits and misses) leave a most-recent copy in the near partition.
+FITTED = L2Structure()
+
+
+@dataclass(frozen=True)
+class GpuL2Preset:
+    """One GPU's L2 as documented: every number has a source note."""
+
+    name: str
+    label: str
+    l2_bytes: int
+    partitions: int
+    sms: int
+    set_aside_max_bytes: int
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+
+GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
+    p.name: p
+    for p in (
+        GpuL2Preset(
+            "h200",
+            "NVIDIA H200",
+            62_914_560,
+            2,
+            132,
+            int(37.5 * MIB),
+            {
+                "l2_bytes": "measured: cudaDeviceProp.l2CacheSize = 62,914,560 B (60 MiB)",
+                "partitions": "public microbenchmark studies: two L2 partitions (GH100)",
+                "sms": "documented: 132 SMs (H200 SXM, same GH100 configuration as H100 SXM)",
+                "set_aside_max_bytes": "measured: persistingL2CacheMaxSize = 37.5 MiB",
+            },
+        ),
+        GpuL2Preset(
+            "h100",
+            "NVIDIA H100 SXM",
+            50 * MIB,
+            2,
+            132,
+            int(0.75 * 50 * MIB),
+            {
+                "l2_bytes": "documented: 50 MB L2 (Hopper whitepaper), read as MiB like the H200",
+                "partitions": "public microbenchmark studies: 2 x 25 MB partitions",
+                "sms": "documented: 132 SMs (H100 SXM5)",
+                "set_aside_max_bytes": "documented: at most 75 % of L2 (CUDA programming guide)",
+            },
+        ),
+        GpuL2Preset(
+            "a100-80gb",
+            "NVIDIA A100 80GB",
+            40 * MIB,
+            2,
+            108,
+            int(0.75 * 40 * MIB),
+            {
+                "l2_bytes": "documented: 40 MB L2 (Ampere whitepaper), read as MiB like the H200",
+                "partitions": "documented: L2 divided into two partitions (Ampere whitepaper)",
+                "sms": "documented: 108 SMs (A100)",
+                "set_aside_max_bytes": "documented: at most 75 % of L2 (CUDA programming guide)",
+            },
+        ),
+        GpuL2Preset(
+            "b200",
+            "NVIDIA B200",
+            int(126.5 * MIB),
+            2,
+            148,
+            int(0.75 * 126.5 * MIB),
+            {
+                "l2_bytes": "measured: 126.5 MiB (public cudaDeviceProp reports)",
+                "partitions": "ASSUMED: one partition per die of the two-die package",
+                "sms": "documented: 148 SMs (B200)",
+                "set_aside_max_bytes": "documented: at most 75 % of L2 (CUDA programming guide)",
+            },
+        ),
+    )
+}
+
+
+def gpu_l2_preset(name: str) -> GpuL2Preset:
+    """The preset called `name` (case-insensitive)."""
+    try:
+        return GPU_L2_PRESETS[name.lower()]
+    except (KeyError, AttributeError):
+        known = ", ".join(GPU_L2_PRESETS)
+        raise DsacacheError(f"unknown hardware {name!r} (known: {known})") from None
+
+
+@dataclass(frozen=True)
+class L2Geometry:
+    """The modelled cache: `partitions` x `sets` x `ways` lines, `reserved_ways` of each set
+    held back as the persisting set-aside."""
+
+    partitions: int
+    sets: int
+    ways: int
+    reserved_ways: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return self.partitions * self.sets * self.ways * LINE_BYTES
+
+
+def geometry(l2_bytes: int, partitions: int, ways: int, set_aside_bytes: int = 0) -> L2Geometry:
+    """Sets per partition = capacity / partitions / (ways x 128 B), rounded down; the set-aside
+    takes whole ways of every set (rounded up)."""
+    if partitions < 1:
+        raise DsacacheError(f"partitions must be >= 1, got {partitions}")
+    sets = l2_bytes // (partitions * ways * LINE_BYTES)
+    if sets < 1:
+        raise DsacacheError(f"{l2_bytes} B cannot hold one set of {ways} ways per partition")
+    reserved = -(-set_aside_bytes * ways // l2_bytes) if set_aside_bytes > 0 else 0
+    if not 0 <= reserved < ways:
+        raise DsacacheError(f"set-aside {set_aside_bytes} B leaves no way for streaming data")
+    return L2Geometry(partitions, sets, ways, reserved)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    sizes_kib: list[int]
+    hit_rate: list[float]
+    near_fraction: list[float]  # of all requests, those served by the near partition
+
+
+def sweep(
+    geo: L2Geometry,
+    sms: int,
+    sizes_kib: Sequence[int],
+    chunk_kib: int = CHUNK_KIB,
+    structure: L2Structure = FITTED,
+    warm_sweeps: int = 2,
+    measured_sweeps: int = 2,
+    seed: int = 1,
+) -> SweepResult:
+    """Steady-state hit rates of the sweep over each data set in `sizes_kib`."""
+    if chunk_kib < PIECE_KIB or chunk_kib % PIECE_KIB:
+        raise DsacacheError(
+            f"chunk must be a positive multiple of {PIECE_KIB} KiB (one block iteration), "
+            f"got {chunk_kib}"
+        )
+    if sms < 1:
+        raise DsacacheError(f"sms must be >= 1, got {sms}")
+    slots = sms * BLOCKS_PER_SM
+    hits, near = [], []
+    for size in sizes_kib:
+        if size < chunk_kib or size % chunk_kib:
+            raise DsacacheError(
+                f"data set {size} KiB must be a positive multiple of the {chunk_kib} KiB chunk"
+            )
+        run = size // chunk_kib
+        warm = warm_sweeps * run + slots
+        stop = warm + max(measured_sweeps * run, slots)
+        counts = gk.replay_sweep(
+            run,
+            chunk_kib // PIECE_KIB,
+            stop + slots,  # the last `slots` blocks run but are not counted: they drain
+            warm,
+            stop,
+            slots,
+            sms,
+            geo.partitions,
+            geo.sets,
+            geo.ways,
+            POLICIES[structure.policy],
+            HASHES[structure.set_hash],
+            int(round(structure.replicate * gk.REP_ONE)),
+            int(structure.replica_low),
+            int(structure.replicate_misses),
+            geo.reserved_ways,
+            seed,
+            np.zeros(0, np.int8),
+        )
+        total = counts[gk.K_ACCESSES]
+        hits.append(float(counts[gk.K_NEAR] + counts[gk.K_FAR]) / total)
+        near.append(float(counts[gk.K_NEAR]) / total)
+    return SweepResult(list(sizes_kib), hits, near)
+
+
+def l2_sweep_hit_rates(
+    hardware: str, sizes_kib: Sequence[int], chunk_kib: int = 512, sms: int | None = None
+) -> list[float]:
+    """The model's steady-state L2 hit rate of the `gpu-l2-cache` sweep on `hardware` for each
+    data set in `sizes_kib` (KiB, multiples of the 512 KiB chunk); `sms` overrides the preset's
+    SM count."""
+    p = gpu_l2_preset(hardware)
+    geo = geometry(p.l2_bytes, p.partitions, FITTED.ways)
+    return sweep(geo, p.sms if sms is None else sms, sizes_kib, chunk_kib, FITTED).hit_rate

@@ -1,0 +1,349 @@
+"""The GPU L2 model (sim/llc/gpu_l2*.py): hand-computed sweeps, a plain-Python reference of the
+same model replayed access by access, the bundled measured curves and the fitted structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsacache.errors import DsacacheError
+from dsacache.sim.llc import gpu_l2 as g
+from dsacache.sim.llc import gpu_l2_kernels as gk
+from dsacache.sim.llc.gpu_l2 import L2Geometry, L2Structure, geometry, l2_sweep_hit_rates, sweep
+from dsacache.sim.llc.l2_measured import hit_rates, measured_sweep
+
+M64 = (1 << 64) - 1
+
+
+# ---- a plain-Python reference of the model (the kernel's docstring is the spec) ----
+
+
+def ref_mix64(x):
+    z = (x + 0x9E3779B97F4A7C15) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+class RefRng:
+    def __init__(self, seed):
+        self.x = (seed * 2 + 1) & M64
+
+    def next(self):
+        x = self.x
+        x ^= (x << 13) & M64
+        x ^= x >> 7
+        x ^= (x << 17) & M64
+        self.x = x
+        return x
+
+
+def ref_stream(run, iters, n_blocks, slots, sms, seed):
+    """(block, sm, line) in replay order: rolling start ticks, line-by-line interleave."""
+    out = []
+    last_tick = (n_blocks - 1) * iters // slots + iters
+    for tick in range(last_tick):
+        running = [
+            b for b in range(n_blocks) if b * iters // slots <= tick < b * iters // slots + iters
+        ]
+        for o in range(128):
+            for b in running:
+                i = tick - b * iters // slots
+                sm = ref_mix64(b ^ (seed << 40)) % sms
+                out.append((b, sm, (run * i + b % run) * 128 + o))
+    return out
+
+
+class RefL2:
+    def __init__(self, parts, sets, ways, policy, hmode, rep_q, rep_low, rep_miss, res_ways, seed):
+        self.parts, self.sets, self.ways = parts, sets, ways
+        self.policy, self.hmode = policy, hmode
+        self.rep_q, self.rep_low, self.rep_miss, self.res = rep_q, rep_low, rep_miss, res_ways
+        self.rng = RefRng(seed)
+        # one list of [line, meta] (or None) per (partition, set)
+        self.rows = [[None] * ways for _ in range(parts * sets)]
+        self.now = 0
+
+    def _find(self, row, line):
+        for w, e in enumerate(self.rows[row]):
+            if e is not None and e[0] == line:
+                return w
+        return -1
+
+    def _touch(self, row, w):
+        if self.policy == "lru":
+            self.rows[row][w][1] = self.now
+        elif self.policy == "srrip":
+            self.rows[row][w][1] = 0
+
+    def _fill(self, row, line, low):
+        r = self.rows[row]
+        ways = range(self.res, self.ways)
+        free = [w for w in ways if r[w] is None]
+        if free:
+            v = free[0]
+        elif self.policy == "random":
+            v = self.res + self.rng.next() % (self.ways - self.res)
+        elif self.policy == "srrip":
+            top = max(r[w][1] for w in ways)
+            for w in ways:
+                r[w][1] += 3 - top
+            v = next(w for w in ways if r[w][1] == 3)
+        else:
+            v = min(ways, key=lambda w: (r[w][1], w))
+        if self.policy == "srrip":
+            meta = 3 if low else 2
+        elif self.policy in ("lru", "fifo") and low:
+            others = [r[w][1] for w in ways if w != v and r[w] is not None]
+            meta = min([self.now, *others]) - 1
+        else:
+            meta = self.now
+        r[v] = [line, meta]
+
+    def access(self, sm, line):
+        near = sm % self.parts
+        if self.hmode == "modulo":
+            home, s = line % self.parts, (line // self.parts) % self.sets
+        else:
+            h = ref_mix64(line)
+            home, s = h % self.parts, (h >> 20) % self.sets
+        self.now += 1
+        hrow = home * self.sets + s
+        if home == near:
+            w = self._find(hrow, line)
+            if w >= 0:
+                self._touch(hrow, w)
+                return gk.NEAR_HIT
+            self._fill(hrow, line, False)
+            return gk.MISS
+        nrow = near * self.sets + s
+        w = self._find(nrow, line)
+        if w >= 0:
+            self._touch(nrow, w)
+            return gk.NEAR_HIT
+        w = self._find(hrow, line)
+        if w >= 0:
+            self._touch(hrow, w)
+            res = gk.FAR_HIT
+        else:
+            self._fill(hrow, line, False)
+            res = gk.MISS
+        if (res == gk.FAR_HIT or self.rep_miss) and (
+            self.rep_q >= gk.REP_ONE
+            or (self.rep_q > 0 and self.rng.next() % gk.REP_ONE < self.rep_q)
+        ):
+            self._fill(nrow, line, self.rep_low)
+        return res
+
+
+def kernel_outcomes(
+    run,
+    iters,
+    n_blocks,
+    slots,
+    sms,
+    parts,
+    sets,
+    ways,
+    policy,
+    hmode,
+    rep_q,
+    rep_low,
+    rep_miss,
+    res_ways,
+    seed,
+):
+    n = n_blocks * iters * 128
+    out = np.full(n, -1, np.int8)
+    counts = gk.replay_sweep(
+        run,
+        iters,
+        n_blocks,
+        0,
+        n_blocks,
+        slots,
+        sms,
+        parts,
+        sets,
+        ways,
+        g.POLICIES[policy],
+        g.HASHES[hmode],
+        rep_q,
+        rep_low,
+        rep_miss,
+        res_ways,
+        seed,
+        out,
+    )
+    return out, counts
+
+
+def reference_outcomes(
+    run,
+    iters,
+    n_blocks,
+    slots,
+    sms,
+    parts,
+    sets,
+    ways,
+    policy,
+    hmode,
+    rep_q,
+    rep_low,
+    rep_miss,
+    res_ways,
+    seed,
+):
+    ref = RefL2(parts, sets, ways, policy, hmode, rep_q, rep_low, rep_miss, res_ways, seed)
+    return np.array(
+        [
+            ref.access(sm, line)
+            for _, sm, line in ref_stream(run, iters, n_blocks, slots, sms, seed)
+        ],
+        np.int8,
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    run=st.integers(1, 6),
+    iters=st.integers(1, 3),
+    n_blocks=st.integers(1, 10),
+    sms=st.integers(1, 4),
+    parts=st.sampled_from([1, 2]),
+    sets=st.sampled_from([1, 2, 3, 8]),
+    ways=st.integers(1, 6),
+    policy=st.sampled_from(list(g.POLICIES)),
+    hmode=st.sampled_from(list(g.HASHES)),
+    rep_q=st.sampled_from([0, 1 << 14, gk.REP_ONE]),
+    rep_low=st.integers(0, 1),
+    rep_miss=st.integers(0, 1),
+    res=st.integers(0, 2),
+    seed=st.integers(0, 1000),
+)
+def test_kernel_equals_reference_access_by_access(
+    run, iters, n_blocks, sms, parts, sets, ways, policy, hmode, rep_q, rep_low, rep_miss, res, seed
+):
+    res_ways = min(res, ways - 1)
+    args = (
+        run,
+        iters,
+        n_blocks,
+        2 * sms,
+        sms,
+        parts,
+        sets,
+        ways,
+        policy,
+        hmode,
+        rep_q,
+        rep_low,
+        rep_miss,
+        res_ways,
+        seed,
+    )
+    got, counts = kernel_outcomes(*args)
+    want = reference_outcomes(*args)
+    np.testing.assert_array_equal(got, want)
+    assert counts[gk.K_ACCESSES] == got.size
+    assert counts[gk.K_NEAR] == np.sum(got == gk.NEAR_HIT)
+    assert counts[gk.K_FAR] == np.sum(got == gk.FAR_HIT)
+
+
+# ---- hand-computed sweeps ----
+
+
+def hand(parts, sets, ways, sizes, sms=1, **kw):
+    structure = L2Structure(ways=ways, set_hash="modulo", **kw)
+    return sweep(L2Geometry(parts, sets, ways), sms, sizes, 16, structure)
+
+
+def test_lru_cyclic_sweep_is_a_cliff_at_capacity():
+    # 4 sets x 64 ways = 256 lines = 32 KiB; the sweep over 3 x 16 KiB chunks re-reads every line
+    # after 383 others, 96 per set > 64 ways: LRU misses every time; 32 KiB fits
+    r = hand(1, 4, 64, [16, 32, 48, 64], replicate=0.0)
+    assert r.hit_rate == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_replication_costs_the_near_partition_capacity():
+    # 2 partitions x 4 sets x 64 ways (64 KiB); 48 KiB = 384 lines, 192 homed in each partition.
+    # One SM, near partition 0: without replicas every line fits (48 per set <= 64): all hits,
+    # half near. Replicas at MRU: partition 0 holds 48 home lines + 48 replicas per set > 64:
+    # every access there misses; far lines still hit in partition 1: h = 0.5, none near.
+    # Replicas at the lowest priority only take the 16 spare ways (LRU insertion): each new
+    # replica is the next victim, so 15 replicas per set stay and hit near, one way churns:
+    # all hits, near = (192 home + 4 sets x 15 replicas) / 384.
+    none = hand(2, 4, 64, [48], replicate=0.0)
+    mru = hand(2, 4, 64, [48], replicate=1.0, replica_low=False)
+    low = hand(2, 4, 64, [48], replicate=1.0, replica_low=True)
+    assert (none.hit_rate, none.near_fraction) == ([1.0], [0.5])
+    assert (mru.hit_rate, mru.near_fraction) == ([0.5], [0.0])
+    assert (low.hit_rate, low.near_fraction) == ([1.0], [(192 + 4 * 15) / 384])
+
+
+def test_set_aside_ways_shrink_the_streaming_capacity():
+    # 32 KiB of data in 4 sets x 64 ways fits; with 16 ways per set set aside, 48 remain < 64
+    assert hand(1, 4, 64, [32], replicate=0.0).hit_rate == [1.0]
+    geo = L2Geometry(1, 4, 64, reserved_ways=16)
+    r = sweep(geo, 1, [32], 16, L2Structure(ways=64, set_hash="modulo", replicate=0.0))
+    assert r.hit_rate == [0.0]
+
+
+def test_geometry_from_documented_capacity():
+    geo = geometry(62_914_560, 2, 16)
+    assert (geo.sets, geo.ways, geo.bytes) == (15360, 16, 62_914_560)
+    assert geometry(62_914_560, 2, 16, int(37.5 * 2**20)).reserved_ways == 10
+    with pytest.raises(DsacacheError, match="no way"):
+        geometry(2**20, 1, 4, 2**20)
+    with pytest.raises(DsacacheError, match="unknown hardware"):
+        l2_sweep_hit_rates("tpu", [512])
+    with pytest.raises(DsacacheError, match="multiple"):
+        l2_sweep_hit_rates("h200", [700])
+
+
+def test_public_function_small_data_set_hits():
+    # far below capacity: (almost) every request hits; a few hashed sets overflow at 8 MiB
+    rates = l2_sweep_hit_rates("a100-80gb", [4096, 8192], chunk_kib=512, sms=16)
+    assert rates[0] == 1.0 and 0.999 < rates[1] <= 1.0
+
+
+# ---- the measured curves ----
+
+
+def test_hit_rate_conversion_hand_case():
+    sizes = np.array([8192, 16384, 32768, 65536, 131072])
+    bw = np.array([10.0, 10.0, 5.0, 2.0, 2.0])  # plateau 10, tail 2 (L2 = 32 MiB)
+    b_l2, b_dram, h = hit_rates(sizes, bw, 32768)
+    assert (b_l2, b_dram) == (10.0, 2.0)
+    # 1/5 = h/10 + (1 - h)/2 -> h = 0.75
+    np.testing.assert_allclose(h, [1.0, 1.0, 0.75, 0.0, 0.0])
+
+
+def test_bundled_measured_sweeps():
+    h200 = measured_sweep("h200", 62_914_560)
+    a100 = measured_sweep("a100-80gb", 40 * 2**20)
+    assert 9000 < h200.b_l2 < 10500 and 3800 < h200.b_dram < 4000
+    assert 5200 < a100.b_l2 < 5500 and 1800 < a100.b_dram < 1900
+    assert h200.at(8192) > 0.98 and h200.at(100352) < 0.02 and h200.at(1000) is None
+    with pytest.raises(DsacacheError, match="no measured"):
+        measured_sweep("h100", 50 * 2**20)
+
+
+# ---- the fitted structure against the bundled curves ----
+
+
+@pytest.mark.parametrize(
+    "name, l2_bytes, sizes",
+    [
+        ("h200", 62_914_560, [48128, 52736, 63488]),
+        ("a100-80gb", 40 * 2**20, [30720, 36864, 57856]),
+    ],
+)
+def test_fitted_model_within_005_of_measured(name, l2_bytes, sizes):
+    ref = measured_sweep(name, l2_bytes)
+    model = l2_sweep_hit_rates(name, sizes)
+    for s, m in zip(sizes, model, strict=True):
+        assert abs(m - ref.at(s)) <= 0.05, (name, s, m, ref.at(s))
