@@ -46,7 +46,7 @@ def test_sweep_with_new_policies_reports_fraction_of_min(tmp_path: Path):
     out = tmp_path / "sweep"
     run_sweep(parse_config(GRID), out, workers=1)
     rows = pq.read_table(out / "results.parquet").to_pylist()
-    by = {(r["policy"], r["capacity_mb"]): r for r in rows}
+    by = {(r["policy"], r["capacity_mib"]): r for r in rows}
     for (_, mib), r in by.items():
         assert r["slowdown"] is not None and r["slowdown"] >= 1.0  # perf ran on it
         assert by[("min", mib)]["hit_rate"] >= r["hit_rate"]

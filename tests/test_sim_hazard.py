@@ -119,18 +119,18 @@ def reference(trace: Trace, cls: type[Hazard], capacity: int, partition: str) ->
                         order[p][resident[p].pop(victim)].remove(victim)
                     resident[p][key] = b
                     order[p][b].append(key)
-                if not toks:
-                    continue
                 pp = pop.setdefault((r, layer), [[0] * na for _ in range(ns)])
                 for c in range(ns):
                     for a in range(na):
-                        exp[tb][c][a] += pp[c][a]
-                        sel[tb][c][a] += xrow[c][a]
+                        if toks:  # an empty row ages the population but exposes nothing
+                            exp[tb][c][a] += pp[c][a]
+                            sel[tb][c][a] += xrow[c][a]
                     tail = pp[c][na - 1] - xrow[c][na - 1]
                     new = [nsel[c]] + [pp[c][a - 1] - xrow[c][a - 1] for a in range(1, na)]
                     new[na - 1] += tail
                     pp[c] = new
-                pr[tb] = prio(tb)
+                if toks:
+                    pr[tb] = prio(tb)
     return flags
 
 
@@ -341,7 +341,7 @@ def test_llc_token_front_equals_token_simulator(name, partition):
     sets, ways = 64, 8
     trace = persistent_trace(14, 3, 16, 60, requests=2, keep=0.5, seed=4, core=0.25)
     cfg = LLCConfig(hardware="h100", sets=sets, ways=ways, weights_bytes=20_000,
-                    reservation="token", reserve_mb=2 * sets * 128 / 2**20,
+                    reservation="token", reserve_mib=2 * sets * 128 / 2**20,
                     front_policy=name, front_partition=partition)  # fmt: skip
     res = simulate_llc(trace, cfg, block_elements=100)
     tokens = 2 * sets * 128 // trace.geometry.kv_bytes_per_token
@@ -359,7 +359,22 @@ def test_cli_simulate_and_llc_accept_hazard(tmp_path, capsys):
     assert run(["simulate", str(store), "--policy", "hazard", "--capacity-tokens", "8",
                 "--json"]) == 0  # fmt: skip
     assert '"policy": "hazard"' in capsys.readouterr().out
-    args = ["llc", str(store), "--sets", "64", "--ways", "8", "--weights-mb", "0.02",
+    args = ["llc", str(store), "--sets", "64", "--ways", "8", "--weights-mib", "0.02",
             "--reservation", "token", "--front-policy", "hazard-plus",
-            "--reserve-mb", "0.01"]  # fmt: skip
+            "--reserve-mib", "0.01"]  # fmt: skip
     assert run(args) == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_rows_age_the_population(name):
+    """A row whose slots are all empty is still a step for the row time; the population tables
+    must age with it (they once went negative here) and match the reference."""
+    trace = make_trace(5, 2, 2, 2, seed=2385)  # k=2, 20 % padding: some rows are all -1
+    assert any((r.indices < 0).all(axis=-1).any() for r in trace.requests)
+    for cap in range(0, 10):
+        flags, _ = policy_flags(trace, name, cap, "global")
+        assert flags == reference(trace, POLICIES[name], cap, "global")
+    blocks = StepBlocks(trace)
+    pol = POLICIES[name](blocks, parse_partition("global", 2, 3), trace.geometry)
+    replay(pol, blocks, Counters.zeros(2))
+    assert (pol.pop >= 0).all() and (pol.exp >= 0).all()

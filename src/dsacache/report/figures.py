@@ -107,8 +107,16 @@ def has_policy_frontier(rows: list[dict[str, Any]]) -> bool:
     fraction-of-MIN figure says something the hit-rate figure does not."""
     return any(
         "min" in {r["policy"] for r in grp} and len({r["policy"] for r in grp}) >= 3
-        for grp in _facets(rows).values()
+        for grp in _panels(rows).values()
     )
+
+
+def _panels(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """Rows by (trace, partition, hardware): hit rates do not depend on the perf settings."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["trace"], r["partition"], r["hardware"]), []).append(r)
+    return groups
 
 
 def plot_fraction_of_min(rows: list[dict[str, Any]], out: Path, x: str = "effective_capacity_mib",
@@ -117,7 +125,7 @@ def plot_fraction_of_min(rows: list[dict[str, Any]], out: Path, x: str = "effect
     """Each policy's hits as a fraction of MIN's at the same capacity (hit rates share the
     access count, so their ratio is the ratio of hits), one panel per trace/partition/HW."""
     plt = _plt()
-    groups = {k: g for k, g in _facets(rows).items() if any(r["policy"] == "min" for r in g)}
+    groups = {k: g for k, g in _panels(rows).items() if any(r["policy"] == "min" for r in g)}
     n = max(len(groups), 1)
     cols = min(n, 3)
     nrows = (n + cols - 1) // cols
@@ -127,12 +135,12 @@ def plot_fraction_of_min(rows: list[dict[str, Any]], out: Path, x: str = "effect
     color = {p: palette[i % len(palette)] for i, p in enumerate(names)}  # same in every panel
     for ax, ((trace, part, hw), grp) in zip(axes.flat, groups.items(), strict=False):
         best = {r[x]: r["hit_rate"] for r in grp if r["policy"] == "min"}
-        by_policy: dict[str, list[tuple[float, float]]] = {}
+        by_policy: dict[str, dict[float, float]] = {}
         for r in grp:
             if r["policy"] != "min" and r["hit_rate"] is not None and best.get(r[x]):
-                by_policy.setdefault(r["policy"], []).append((r[x], r["hit_rate"] / best[r[x]]))
+                by_policy.setdefault(r["policy"], {})[r[x]] = r["hit_rate"] / best[r[x]]
         for policy in sorted(by_policy):
-            pts = sorted(by_policy[policy])
+            pts = sorted(by_policy[policy].items())
             lw = 2.2 if policy.startswith("hazard") else 1.2
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=policy,
                     color=color[policy], lw=lw)  # fmt: skip

@@ -255,12 +255,13 @@ def hazard_block(
                     node[i + NEXT] = first
                     node[4 * first + PREV] = key
                     node[4 * head + NEXT] = key
-                if valid == 0:  # a finished request: no opportunity, nothing ages
-                    continue
-                for sb in range(ns):  # exposures, then the population ages one step
-                    for a in range(na):
-                        exp[tb, sb, a] += pop[r, layer, sb, a]
-                        sel[tb, sb, a] += xrow[sb, a]
+                # exposures (not for an empty row: a finished request's tokens would dilute
+                # the table), then the population ages one step, as the row time does
+                for sb in range(ns):
+                    if valid > 0:
+                        for a in range(na):
+                            exp[tb, sb, a] += pop[r, layer, sb, a]
+                            sel[tb, sb, a] += xrow[sb, a]
                     tail = pop[r, layer, sb, na - 1] - xrow[sb, na - 1]
                     for a in range(na - 1, 0, -1):
                         pop[r, layer, sb, a] = pop[r, layer, sb, a - 1] - xrow[sb, a - 1]
@@ -276,8 +277,6 @@ class Hazard(TokenPolicy):
     """Shared body of `hazard` and `hazard-plus` (they differ in the token classes)."""
 
     emits_hit_mask = True
-    online = True
-    prefetches = False
     horizon: int = HORIZON
     streaks: int = STREAKS
     ages: int = AGES
@@ -385,12 +384,16 @@ class Hazard(TokenPolicy):
 @register
 class HazardPolicy(Hazard):
     name = "hazard"
+    online = True
+    prefetches = False
     summary = "online: keeps the tokens most likely re-selected (learned: streak, age); bypasses"
 
 
 @register
 class HazardPlus(Hazard):
     name = "hazard-plus"
+    online = True
+    prefetches = False
     summary = "hazard with two more features: the indexer's rank and the layer below's pick"
     rank_edges = (0.25,)
     use_below = True
