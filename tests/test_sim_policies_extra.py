@@ -206,7 +206,7 @@ def test_min_matches_python_min_and_bounds_every_policy(random_trace, part):
     n = random_trace.count_accesses()
     layers = random_trace.geometry.layers
     bypassed = sum(1 for _, layer, _, _ in accesses(random_trace) if layer == 1)
-    demand = ["token-lru", "fifo", "keep-previous"]
+    demand = ["token-lru", "fifo", "keep-previous", "hazard", "hazard-plus"]
     assert set(demand) | {"min", "line-lru", "near-miss"} == set(POLICIES)
     gaps = 0
     for cap in (0, 6, 24, 60, 200):

@@ -18,6 +18,7 @@ HIT_PNG = "hit_rate.png"
 SLOWDOWN_PNG = "slowdown.png"
 HEATMAP_PNG = "new_lookup_heatmap.png"
 MRC_PNG = "mrc.png"
+FRONTIER_PNG = "fraction_of_min.png"
 REPORT = "report.html"
 STAGES = 5  # progress units: load, two sweep figures, trace figures, html
 
@@ -81,6 +82,9 @@ def build_report(
     figs: list[tuple[Path, str]] = []
     figs.append((folder / HIT_PNG, "Hit rate vs reserved MiB per policy (min = optimal)"))
     figures.plot_hit_rate(rows, figs[-1][0])
+    if figures.has_policy_frontier(rows):
+        figs.append((folder / FRONTIER_PNG, "Each policy's hits as a fraction of MIN's"))
+        figures.plot_fraction_of_min(rows, figs[-1][0])
     step(1)
     figs.append((folder / SLOWDOWN_PNG, "Modelled slowdown vs reserved MiB, with the paper's "
                  "Table 4 (Llama-3.1-70B, 20 layers/GPU) for comparison. "

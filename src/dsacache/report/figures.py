@@ -102,6 +102,65 @@ def plot_slowdown(rows: list[dict[str, Any]], out: Path) -> None:
     _facet_figure(rows, "slowdown", "slowdown vs all-hit ideal", 1.0, out, paper=True)
 
 
+def has_policy_frontier(rows: list[dict[str, Any]]) -> bool:
+    """Whether the rows hold MIN and at least two other policies on one panel: then the
+    fraction-of-MIN figure says something the hit-rate figure does not."""
+    return any(
+        "min" in {r["policy"] for r in grp} and len({r["policy"] for r in grp}) >= 3
+        for grp in _panels(rows).values()
+    )
+
+
+def _panels(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """Rows by (trace, partition, hardware): hit rates do not depend on the perf settings."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["trace"], r["partition"], r["hardware"]), []).append(r)
+    return groups
+
+
+def plot_fraction_of_min(rows: list[dict[str, Any]], out: Path, x: str = "effective_capacity_mib",
+                         xlabel: str = "reserved capacity (MiB)",
+                         log_x: bool = False) -> None:  # fmt: skip
+    """Each policy's hits as a fraction of MIN's at the same capacity (hit rates share the
+    access count, so their ratio is the ratio of hits), one panel per trace/partition/HW."""
+    plt = _plt()
+    groups = {k: g for k, g in _panels(rows).items() if any(r["policy"] == "min" for r in g)}
+    n = max(len(groups), 1)
+    cols = min(n, 3)
+    nrows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.8 * nrows), squeeze=False)
+    names = sorted({r["policy"] for r in rows} - {"min"})
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {p: palette[i % len(palette)] for i, p in enumerate(names)}  # same in every panel
+    for ax, ((trace, part, hw), grp) in zip(axes.flat, groups.items(), strict=False):
+        best = {r[x]: r["hit_rate"] for r in grp if r["policy"] == "min"}
+        by_policy: dict[str, dict[float, float]] = {}
+        for r in grp:
+            if r["policy"] != "min" and r["hit_rate"] is not None and best.get(r[x]):
+                by_policy.setdefault(r["policy"], {})[r[x]] = r["hit_rate"] / best[r[x]]
+        for policy in sorted(by_policy):
+            pts = sorted(by_policy[policy].items())
+            lw = 2.2 if policy.startswith("hazard") else 1.2
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=policy,
+                    color=color[policy], lw=lw)  # fmt: skip
+        ax.axhline(1.0, color="black", ls="--", lw=1, label="min (optimal)")
+        ax.axhline(0.9, color="grey", ls=":", lw=1)
+        if log_x:
+            ax.set_xscale("log", base=2)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("fraction of MIN's hits")
+        ax.set_title(f"{trace}\npartition {part}, {hw}", fontsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 def plot_heatmap(matrix: np.ndarray, title: str, out: Path) -> None:
     """Per-layer new-lookup fraction over decode steps."""
     plt = _plt()
