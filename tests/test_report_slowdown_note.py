@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from dsacache.report.slowdown_note import IMPLIED_HIT_RATES, facet_numbers, slowdown_note
+from dsacache.report.slowdown_note import (
+    BEST_ONLINE,
+    IMPLIED_HIT_RATES,
+    best_online_numbers,
+    facet_numbers,
+    slowdown_note,
+)
 
 
 def row(cap: float, slowdown: float, weights_mib: float, policy: str = "min") -> dict:
     return {"trace": "t", "partition": "global", "hardware": "h100", "policy": policy,
             "weights_bytes_per_layer": int(weights_mib * 2**20), "layers_per_gpu": 4,
-            "effective_capacity_mib": cap, "slowdown": slowdown,
+            "capacity_mib": cap, "effective_capacity_mib": cap * 0.99998, "slowdown": slowdown,
             "ideal_step_time_s": 2e-3}  # fmt: skip
 
 
@@ -28,6 +34,31 @@ def test_facet_numbers_by_hand():
     assert "slowdown 1.830 at the smallest reservation and 1.070 at best" in text
     assert "slowdown 1.010 at the smallest reservation and 1.002 at best" in text
     assert "0.23 / 0.43 / 0.66 / 0.83" in text
+    assert best_online_numbers(rows) is None and "best online policy," not in text
+
+
+def test_best_online_slowdowns_are_the_rows_of_the_panel_where_the_reservation_matters():
+    """Two panels hold hazard-plus; the note quotes the one whose slowdown spans most, with
+    each policy's slowdown per requested MiB, in capacity order, and skips 0 MiB."""
+    grid = {  # weights MiB -> policy -> slowdown at 0, 5, 10, 20 MiB
+        0: {"min": (1.8, 1.4, 1.2, 1.07), BEST_ONLINE: (1.8, 1.6, 1.35, 1.1),
+            "token-lru": (1.8, 1.8, 1.55, 1.12), "fifo": (1.8, 1.8, 1.6, 1.2)},
+        400: {"min": (1.01, 1.008, 1.005, 1.002), BEST_ONLINE: (1.01, 1.009, 1.007, 1.004)},
+    }  # fmt: skip
+    caps = (0.0, 5.0, 10.0, 20.0)
+    rows = [row(caps[i], ss[i], w, pol) for w, pols in grid.items() for pol, ss in pols.items()
+            for i in (3, 0, 2, 1)]  # rows out of capacity order  # fmt: skip
+    got = best_online_numbers(rows)
+    assert got is not None and got["weights_mib"] == 0.0 and got["capacities"] == [5, 10, 20]
+    assert got["slowdowns"] == {p: list(grid[0][p][1:]) for p in ("min", BEST_ONLINE, "token-lru")}
+    text = slowdown_note(rows)
+    assert (f"With the best online policy, {BEST_ONLINE} (docs/policies.md), where the "
+            "reservation matters most here (weights 0 MiB/layer on h100) the slowdown is "
+            "1.600 / 1.350 / 1.100 at 5 / 10 / 20 MiB, against MIN's 1.400 / 1.200 / 1.070, "
+            "token-lru's 1.800 / 1.550 / 1.120.") in text  # fmt: skip
+    # a panel without token-lru: only MIN is compared
+    only = [r for r in rows if r["policy"] != "token-lru"]
+    assert "against MIN's 1.400 / 1.200 / 1.070." in slowdown_note(only)
 
 
 def test_implied_hit_rates_are_the_paper_s_slowdowns_inverted():
@@ -52,14 +83,19 @@ def test_the_quoted_table4_setting_is_what_the_pipeline_gives():
     trace = synthesize(geometry, 64, 8192, PAPER_TARGETS, seed=0, requests=1)
     weights = MODEL_WEIGHTS["llama-3.1-70b"][0]
     text = slowdown_note([row(0.0, 1.5, 0)])
-    hit_rates = {}
-    for policy in ("min", "keep-previous", "token-lru"):
-        hit_rates[policy] = []
+
+    def workloads(trace, policy):
+        out = []
         for mb in (5, 10, 15, 20):
             sim = simulate(trace, SimConfig(policy, capacity_mib=mb_to_mib(mb)))
-            w = workload_from_sim(trace, sim, weights_bytes_per_layer=weights)
-            hit_rates[policy].append(w.hit_rate)
-    quoted = {"min": "MIN then reaches", "keep-previous": "keep-previous"}
+            out.append(workload_from_sim(trace, sim, weights_bytes_per_layer=weights))
+        return out
+
+    hit_rates = {}
+    for policy in ("min", BEST_ONLINE, "keep-previous", "token-lru"):
+        hit_rates[policy] = [w.hit_rate for w in workloads(trace, policy)]
+    w = workloads(trace, "min")[-1]
+    quoted = {"min": "MIN then reaches", BEST_ONLINE: BEST_ONLINE, "keep-previous": "keep-previous"}
     for policy, words in quoted.items():
         assert f"{words} {' / '.join(f'{h:.2f}' for h in hit_rates[policy])}," in text
     assert max(hit_rates["token-lru"]) < 0.005 and "token-LRU 0." in text
@@ -70,3 +106,10 @@ def test_the_quoted_table4_setting_is_what_the_pipeline_gives():
     assert round(mlp) == 2 and "about 2 gather loads in flight" in text
     per_user = 1 / model(replace(h200, mlp_lines=mlp), w0).ideal.total_s
     assert round(per_user) == 52 and "at 52 tok/s per user" in text
+    # "With half that footprint (top-k 128) hazard-plus ...: slowdown 1.68 / 1.50 / 1.35 / 1.23",
+    # under the MLP that makes that trace's all-miss slowdown 1.87
+    half = synthesize(geometry.with_overrides(top_k=128), 64, 8192, PAPER_TARGETS, seed=0)
+    ws = workloads(half, BEST_ONLINE)
+    cal = replace(h200, mlp_lines=mlp_for_slowdown(h200, ws[0].with_(hit_rate=0.0), 1.87))
+    slow = " / ".join(f"{model(cal, x).slowdown:.2f}" for x in ws)
+    assert f"{BEST_ONLINE} is the online policy closest to the paper: slowdown {slow}." in text
