@@ -12,6 +12,7 @@ import pytest
 from dsacache.analysis import analyze
 from dsacache.cli.app import run as cli_run
 from dsacache.cli.demo_cmd import DEMO_CAPACITIES_MB, DEMO_POLICIES, DEMO_WEIGHTS_MIB
+from dsacache.report.slowdown_note import BEST_ONLINE
 from dsacache.sim.mrc import mrc
 from dsacache.sweep import parse_config
 from dsacache.sweep.runner import build_trace
@@ -58,7 +59,7 @@ def _check_printed(table: list[tuple[str, str]], result: dict) -> None:
 
 
 OUTPUTS = ("analysis.json", "sweep.toml", "results.parquet", "report.html", "hit_rate.png",
-           "slowdown.png", "new_lookup_heatmap.png", "mrc.png")  # fmt: skip
+           "slowdown.png", "new_lookup_heatmap.png", "mrc.png", "fraction_of_min.png")  # fmt: skip
 
 
 def test_demo_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,6 +77,13 @@ def test_demo_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert {r["policy"] for r in rows} == set(DEMO_POLICIES)
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "SYNTHETIC" in html
+    # the slowdown note quotes the best online policy's slowdowns from the 0-weights panel
+    assert BEST_ONLINE in DEMO_POLICIES
+    mine = {r["capacity_mib"]: r["slowdown"] for r in rows
+            if r["policy"] == BEST_ONLINE and r["weights_bytes_per_layer"] == 0}  # fmt: skip
+    caps = [c for c in DEMO_CAPACITIES_MB if c > 0]
+    quoted = " / ".join(f"{mine[c]:.3f}" for c in caps)
+    assert f"the slowdown is {quoted} at {' / '.join(map(str, caps))} MiB" in html
     text = capsys.readouterr().out
     assert "SYNTHETIC" in text and str(out / "report.html") in text
     # the bundled backbone's real recording: 2 prompts x 3 decode steps, top-k 32, analysed

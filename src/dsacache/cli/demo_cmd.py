@@ -25,7 +25,8 @@ DEMO_PRESET = "deepseek-v3.2"
 DEMO_STEPS = 200
 DEMO_CONTEXT = 32768
 DEMO_LAYERS = 8  # a reduced DeepSeek-V3.2 (61 layers) so the whole demo fits in 2 minutes
-DEMO_POLICIES = ("min", "token-lru", "fifo", "keep-previous")
+# hazard-plus: the best online policy on the policy frontier (docs/policies.md)
+DEMO_POLICIES = ("min", "token-lru", "fifo", "keep-previous", "hazard-plus")
 DEMO_CAPACITIES_MB = (0, 5, 10, 20, 40)  # MiB
 # Two weight settings: the model's own (its weight stream dominates the step, so no reservation
 # moves the slowdown much) and 0 (the attention part of the step alone, as when the weights
@@ -79,11 +80,11 @@ def demo(
     and OUT/recorded-analysis.json). Then a SYNTHETIC trace at DeepSeek-V3.2 scale, calibrated
     to the paper's statistics (top-k 2048, 32K context, reduced to 8 layers), goes through the
     cache study, since no CPU can decode a 61-layer model. Writes OUT/analysis.json,
-    OUT/sweep.toml (the grid: policies min, token-lru, fifo,
-    keep-previous x 0-40 MiB reserved x weights per layer: the model's, and 0 -- the attention
-    part of the step alone, where the reservation decides the step time -- on H100),
-    OUT/results.parquet, the figures
-    (hit_rate.png, slowdown.png, new_lookup_heatmap.png, mrc.png) and OUT/report.html.
+    OUT/sweep.toml (the grid: policies min, token-lru, fifo, keep-previous, hazard-plus x
+    0-40 MiB reserved x weights per layer: the model's, and 0 -- the attention part of the step
+    alone, where the reservation decides the step time -- on H100), OUT/results.parquet, the
+    figures (hit_rate.png, fraction_of_min.png, slowdown.png, new_lookup_heatmap.png, mrc.png)
+    and OUT/report.html.
     """
     start = time.perf_counter()
     if steps < 2:
