@@ -59,6 +59,10 @@ def test_best_online_slowdowns_are_the_rows_of_the_panel_where_the_reservation_m
     # a panel without token-lru: only MIN is compared
     only = [r for r in rows if r["policy"] != "token-lru"]
     assert "against MIN's 1.400 / 1.200 / 1.070." in slowdown_note(only)
+    # capacities given in tokens (no requested MiB): the effective MiB label the series
+    for r in rows:
+        r["capacity_mib"], r["effective_capacity_mib"] = None, r["capacity_mib"] * 1.05
+    assert "the slowdown is 1.600 / 1.350 / 1.100 at 5.25 / 10.5 / 21 MiB" in slowdown_note(rows)
 
 
 def test_implied_hit_rates_are_the_paper_s_slowdowns_inverted():

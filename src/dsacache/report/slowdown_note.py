@@ -17,6 +17,12 @@ BEST_ONLINE = "hazard-plus"
 COMPARED = ("min", "token-lru")
 
 
+def _mib(r: dict[str, Any]) -> float:
+    """The capacity a row asked for, in MiB (a capacity given in tokens: the effective one)."""
+    mib = r.get("capacity_mib")
+    return r["effective_capacity_mib"] if mib is None else mib
+
+
 def facet_numbers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (trace, partition, hardware, weights) panel: the all-miss-side slowdown (the
     smallest capacity's largest slowdown), the best slowdown, the weight stream's share of
@@ -29,7 +35,7 @@ def facet_numbers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (trace, part, hw, wb), grp in groups.items():
         policies: dict[str, dict[float, float]] = {}
         for r in grp:
-            policies.setdefault(r["policy"], {})[r["capacity_mib"]] = r["slowdown"]
+            policies.setdefault(r["policy"], {})[_mib(r)] = r["slowdown"]
         low = min(r["effective_capacity_mib"] for r in grp)
         worst = max(r["slowdown"] for r in grp if r["effective_capacity_mib"] == low)
         best = min(r["slowdown"] for r in grp)
@@ -67,7 +73,7 @@ def _online_sentence(rows: list[dict[str, Any]]) -> str:
     others = ", ".join(
         f"{'MIN' if p == 'min' else p}'s {series(sd[p])}" for p in COMPARED if p in sd
     )
-    caps = " / ".join(f"{c:g}" for c in got["capacities"])
+    caps = " / ".join(f"{c:.4g}" for c in got["capacities"])
     return (
         f" With the best online policy, {BEST_ONLINE} (docs/policies.md), where the reservation "
         f"matters most here (weights {got['weights_mib']:,.0f} MiB/layer on {got['hardware']}) "
