@@ -11,11 +11,11 @@ The model side is the bandwidth-equivalent hit rate (far hits `far_cost` times s
 near ones, the modelled bandwidth converted like the measured one; equal to the fraction served
 by L2 when far_cost is 1). The error of a structure is max |model - measured| on each curve
 (H200, A100 80GB) over the measured sizes up to 100 MiB: from 8 MiB for the fitted structure,
-from 0.6 x L2 in the grid (below that both are 1 within noise; ~30 s per structure, 30 structures); the fit takes the
-structure with the smallest larger-of-two error. Per GPU only the documented capacity,
-partition count and SM count enter. The default run writes docs/gpu-l2-model.png and prints
-the markdown table of docs/gpu-l2-model.md, with the model's prediction for the H100 (not
-fitted on) beside them.
+from 0.6 x L2 in the grid (below that both are 1 within noise; ~30 s per structure, 30
+structures); the fit takes the structure with the smallest larger-of-two error. Per GPU only
+the documented capacity, partition count and SM count enter. The default run writes
+docs/gpu-l2-model.png and prints the markdown table of docs/gpu-l2-model.md, with the model's
+prediction for the H100 (not fitted on) beside them.
 """
 
 from __future__ import annotations

@@ -427,7 +427,10 @@ def test_public_function_bandwidth_equivalent():
     r = sweep(geometry(62_914_560, 2, g.FITTED.ways), 132, sizes, 512, g.FITTED)
     ref = measured_sweep("h200", 62_914_560)
     want = bandwidth_equivalent_hit_rate(
-        np.array(r.near_fraction), np.array(r.far_fraction), ref.b_l2, ref.b_dram,
+        np.array(r.near_fraction),
+        np.array(r.far_fraction),
+        ref.b_l2,
+        ref.b_dram,
         g.FITTED.far_cost,
     )
     got = l2_sweep_hit_rates("h200", sizes, bandwidth_equivalent=True)

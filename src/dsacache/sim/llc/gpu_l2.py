@@ -187,9 +187,7 @@ class SweepResult:
         """Of all requests, those served by the far partition."""
         return [h - n for h, n in zip(self.hit_rate, self.near_fraction, strict=True)]
 
-    def bandwidth_equivalent(
-        self, hardware: str, far_cost: float = FITTED.far_cost
-    ) -> list[float]:
+    def bandwidth_equivalent(self, hardware: str, far_cost: float = FITTED.far_cost) -> list[float]:
         """The hit rate the public sweep of `hardware` would report for this result: its modelled
         bandwidth (far hits `far_cost` times slower than near ones) converted with the measured
         curve's own plateau and tail (l2_measured.bandwidth_equivalent_hit_rate)."""
