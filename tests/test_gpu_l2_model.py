@@ -423,9 +423,9 @@ def test_bandwidth_equivalent_equals_converting_the_modelled_bandwidth(
 
 
 def test_public_function_bandwidth_equivalent():
-    sizes = [40960, 57856]
-    r = sweep(geometry(62_914_560, 2, g.FITTED.ways), 132, sizes, 512, g.FITTED)
-    ref = measured_sweep("h200", 62_914_560)
+    sizes = [30720]  # 0.75 x L2: a quarter of the requests are far hits
+    r = sweep(geometry(40 * 2**20, 2, g.FITTED.ways), 108, sizes, 512, g.FITTED)
+    ref = measured_sweep("a100-80gb", 40 * 2**20)
     want = bandwidth_equivalent_hit_rate(
         np.array(r.near_fraction),
         np.array(r.far_fraction),
@@ -433,12 +433,24 @@ def test_public_function_bandwidth_equivalent():
         ref.b_dram,
         g.FITTED.far_cost,
     )
-    got = l2_sweep_hit_rates("h200", sizes, bandwidth_equivalent=True)
+    got = l2_sweep_hit_rates("a100-80gb", sizes, bandwidth_equivalent=True)
     np.testing.assert_allclose(got, want)
     assert all(e <= h + 1e-12 for e, h in zip(got, r.hit_rate, strict=True))
-    assert min(r.far_fraction) > 0  # far hits exist past half the L2
+    assert min(r.far_fraction) > 0.1  # far hits exist past half the L2
     with pytest.raises(DsacacheError, match="no measured"):
         l2_sweep_hit_rates("h100", [512], bandwidth_equivalent=True)
+
+
+def test_slower_far_hits_lower_the_equivalent(monkeypatch):
+    # far hits 1.75 x as slow: each counts (r - 1.75) / (r - 1) of a hit, r = B_l2 / B_dram
+    sizes = [30720]
+    ref = measured_sweep("a100-80gb", 40 * 2**20)
+    monkeypatch.setattr(g, "FITTED", L2Structure(far_cost=1.75))
+    r = sweep(geometry(40 * 2**20, 2, g.FITTED.ways), 108, sizes, 512, g.FITTED)
+    ratio = ref.b_l2 / ref.b_dram
+    want = r.near_fraction[0] + r.far_fraction[0] * (ratio - 1.75) / (ratio - 1)
+    got = l2_sweep_hit_rates("a100-80gb", sizes, bandwidth_equivalent=True)
+    assert got[0] == pytest.approx(want) and got[0] < r.hit_rate[0] - 0.05
 
 
 def test_bundled_measured_sweeps():

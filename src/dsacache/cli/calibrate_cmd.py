@@ -71,7 +71,9 @@ def l2_sweep_command(
         ref = measured_sweep(preset.name, preset.l2_bytes)
     geo = geometry(preset.l2_bytes, preset.partitions, FITTED.ways)
     result = sweep(geo, preset.sms if sms is None else sms, sizes, chunk_kib, FITTED)
-    equivalent = result.bandwidth_equivalent(preset.name) if ref is not None else None
+    equivalent = None
+    if ref is not None:  # the model as the public sweep would report it: the one to compare
+        equivalent = result.bandwidth_equivalent(preset.name, FITTED.far_cost)
     if json_out:
         out: dict = {"sizes_kib": sizes, "hit_rate": result.hit_rate}
         if ref is not None:

@@ -187,7 +187,7 @@ class SweepResult:
         """Of all requests, those served by the far partition."""
         return [h - n for h, n in zip(self.hit_rate, self.near_fraction, strict=True)]
 
-    def bandwidth_equivalent(self, hardware: str, far_cost: float = FITTED.far_cost) -> list[float]:
+    def bandwidth_equivalent(self, hardware: str, far_cost: float) -> list[float]:
         """The hit rate the public sweep of `hardware` would report for this result: its modelled
         bandwidth (far hits `far_cost` times slower than near ones) converted with the measured
         curve's own plateau and tail (l2_measured.bandwidth_equivalent_hit_rate)."""
@@ -269,4 +269,6 @@ def l2_sweep_hit_rates(
     p = gpu_l2_preset(hardware)
     geo = geometry(p.l2_bytes, p.partitions, FITTED.ways)
     result = sweep(geo, p.sms if sms is None else sms, sizes_kib, chunk_kib, FITTED)
-    return result.bandwidth_equivalent(p.name) if bandwidth_equivalent else result.hit_rate
+    if bandwidth_equivalent:
+        return result.bandwidth_equivalent(p.name, FITTED.far_cost)
+    return result.hit_rate
