@@ -4,14 +4,18 @@
     .venv/bin/python benchmarks/calibrate_l2.py --grid     # the fit: every structure of the grid
     .venv/bin/python benchmarks/calibrate_l2.py --try '{"ways": 28, "victim_pool": 2}' ...
                                                   # given structures at the knee and tail sizes
+    .venv/bin/python benchmarks/calibrate_l2.py --scan-far-cost '{"ways": 28}' ...
+                                                  # one replay per structure, far_cost 1.0-2.5
 
-The error of a structure is max |model - measured| on each curve (H200, A100 80GB) over the
-measured sizes up to 100 MiB: from 8 MiB for the fitted structure, from 0.6 x L2 in the grid
-(below that both are 1 within noise; ~30 s per structure, 30 structures); the fit takes the
-structure with the smallest larger-of-two error. Per GPU only the documented capacity,
-partition count and SM count enter. The default run writes docs/gpu-l2-model.png and prints
-the markdown table of docs/gpu-l2-model.md, with the model's prediction for the H100 (not
-fitted on) beside them.
+The model side is the bandwidth-equivalent hit rate (far hits `far_cost` times slower than
+near ones, the modelled bandwidth converted like the measured one; equal to the fraction served
+by L2 when far_cost is 1). The error of a structure is max |model - measured| on each curve
+(H200, A100 80GB) over the measured sizes up to 100 MiB: from 8 MiB for the fitted structure,
+from 0.6 x L2 in the grid (below that both are 1 within noise; ~30 s per structure, 30
+structures); the fit takes the structure with the smallest larger-of-two error. Per GPU only
+the documented capacity, partition count and SM count enter. The default run writes
+docs/gpu-l2-model.png and prints the markdown table of docs/gpu-l2-model.md, with the model's
+prediction for the H100 (not fitted on) beside them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dsacache.sim.llc.gpu_l2 import FITTED, L2Structure, geometry, gpu_l2_preset, sweep
-from dsacache.sim.llc.l2_measured import measured_sweep
+from dsacache.sim.llc.l2_measured import MEASURED, bandwidth_equivalent_hit_rate, measured_sweep
 
 CURVES = ("h200", "a100-80gb")
 LO_KIB, HI_KIB = 8 * 1024, 100 * 1024 + 512
@@ -46,7 +50,10 @@ def evaluate(structure: L2Structure, name: str, sizes=None, lo_fraction=0.0) -> 
         keep = (ref.sizes_kib >= lo) & (ref.sizes_kib <= HI_KIB)
         sizes = [int(s) for s in ref.sizes_kib[keep]]
     r = sweep(geo, p.sms, sizes, 512, structure)
-    out = {"sizes_kib": sizes, "model": r.hit_rate, "near": r.near_fraction}
+    # like for like: the model's bandwidth (far hits `far_cost` times slower) converted as the
+    # measured bandwidths are; a GPU without a measured sweep gets the plain fraction served by L2
+    model = r.bandwidth_equivalent(name, structure.far_cost) if name in MEASURED else r.hit_rate
+    out = {"sizes_kib": sizes, "model": model, "hit_rate": r.hit_rate, "near": r.near_fraction}
     if ref is not None:
         meas = [ref.at(s) for s in sizes]
         err = np.abs(np.array(r.hit_rate) - np.array(meas))
@@ -103,6 +110,29 @@ def try_structures(specs: list[str]) -> None:
         print(json.dumps({"structure": json.loads(spec)} | row), flush=True)
 
 
+def scan_far_cost(specs: list[str], far_costs=np.round(np.arange(1.0, 2.51, 0.05), 2)) -> None:
+    """For each structure (JSON keyword arguments of L2Structure), one replay of both curves over
+    8-100 MiB, then the max error of the bandwidth-equivalent hit rate for every far_cost (the
+    replay does not depend on it); prints the best far_cost and the rows at 1.0 and 1.75."""
+    for spec in specs:
+        s = L2Structure(**json.loads(spec))
+        runs = {n: evaluate(s, n) for n in CURVES}
+        rows = []
+        for phi in far_costs:
+            row = {"far_cost": float(phi)}
+            for n, e in runs.items():
+                ref = measured_sweep(n, gpu_l2_preset(n).l2_bytes)
+                near, hit = np.array(e["near"]), np.array(e["hit_rate"])
+                eq = bandwidth_equivalent_hit_rate(near, hit - near, ref.b_l2, ref.b_dram, phi)
+                d = eq - np.array(e["measured"])
+                i = int(np.abs(d).argmax())
+                row[n] = (round(float(abs(d[i])), 4), e["sizes_kib"][i], round(float(d[i]), 3))
+            rows.append(row)
+        best = min(rows, key=lambda r: max(r[n][0] for n in CURVES))
+        pick = [best] + [r for r in rows if r["far_cost"] in (1.0, 1.75)]
+        print(json.dumps({"structure": json.loads(spec), "rows": pick}), flush=True)
+
+
 def report() -> None:
     import matplotlib
 
@@ -155,8 +185,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", action="store_true", help="evaluate the fit's grid")
     ap.add_argument("--try", dest="specs", nargs="+", metavar="JSON", help="structures to try")
+    ap.add_argument("--scan-far-cost", nargs="+", metavar="JSON", help="far_cost per structure")
     args = ap.parse_args()
-    if args.specs:
+    if args.scan_far_cost:
+        scan_far_cost(args.scan_far_cost)
+    elif args.specs:
         try_structures(args.specs)
     else:
         grid() if args.grid else report()

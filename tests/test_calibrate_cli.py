@@ -23,9 +23,12 @@ def test_measured_column_and_table(capsys):
     assert run([*args, "--measured", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["measured_hit_rate"][0] > 0.99 and d["measured_hit_rate"][1] > 0.99
+    eq = l2_sweep_hit_rates("h200", [2048, 2560], sms=8, bandwidth_equivalent=True)
+    assert d["bandwidth_equivalent_hit_rate"] == eq
     assert run([*args, "--measured"]) == 0
     out = capsys.readouterr().out
     assert "NVIDIA H200" in out and "measured" in out and "2,560" in out
+    assert "bw-equivalent" in out
 
 
 @pytest.mark.parametrize(

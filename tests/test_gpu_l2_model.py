@@ -12,7 +12,11 @@ from dsacache.errors import DsacacheError
 from dsacache.sim.llc import gpu_l2 as g
 from dsacache.sim.llc import gpu_l2_kernels as gk
 from dsacache.sim.llc.gpu_l2 import L2Geometry, L2Structure, geometry, l2_sweep_hit_rates, sweep
-from dsacache.sim.llc.l2_measured import hit_rates, measured_sweep
+from dsacache.sim.llc.l2_measured import (
+    bandwidth_equivalent_hit_rate,
+    hit_rates,
+    measured_sweep,
+)
 
 M64 = (1 << 64) - 1
 
@@ -385,6 +389,70 @@ def test_hit_rate_conversion_hand_case():
     np.testing.assert_allclose(h, [1.0, 1.0, 0.75, 0.0, 0.0])
 
 
+def test_bandwidth_equivalent_hand_case():
+    # B_l2 10, B_dram 2, far hits twice as slow: half near, half far -> t = 0.05 + 0.1 = 0.15
+    # per byte, B = 6.67, h = (1/2 - 0.15) / (1/2 - 1/10) = 0.875
+    h = bandwidth_equivalent_hit_rate(np.array([0.5]), np.array([0.5]), 10.0, 2.0, 2.0)
+    np.testing.assert_allclose(h, [0.875])
+    # far_cost 1: the plain fraction served by L2
+    np.testing.assert_allclose(bandwidth_equivalent_hit_rate([0.3], [0.4], 10.0, 2.0, 1.0), [0.7])
+    with pytest.raises(DsacacheError, match="faster"):
+        bandwidth_equivalent_hit_rate([0.5], [0.5], 10.0, 2.0, 0.9)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    near=st.floats(0, 1),
+    share=st.floats(0, 1),
+    phi=st.floats(1, 2.5),
+    b_dram=st.floats(1, 5),
+    ratio=st.floats(2.6, 4),
+)
+def test_bandwidth_equivalent_equals_converting_the_modelled_bandwidth(
+    near, share, phi, b_dram, ratio
+):
+    # the same conversion as the measured curves: a modelled bandwidth placed in a sweep with
+    # that plateau and tail, converted by hit_rates
+    far = (1 - near) * share
+    b_l2 = ratio * b_dram
+    t = near / b_l2 + far * phi / b_l2 + (1 - near - far) / b_dram
+    sizes = np.array([8192, 16384, 40000, 131072])
+    _, _, h = hit_rates(sizes, np.array([b_l2, b_l2, 1 / t, b_dram]), 32768)
+    eq = bandwidth_equivalent_hit_rate([near], [far], b_l2, b_dram, phi)
+    np.testing.assert_allclose(eq, [h[2]], atol=1e-9)
+
+
+def test_public_function_bandwidth_equivalent():
+    sizes = [30720]  # 0.75 x L2: a quarter of the requests are far hits
+    r = sweep(geometry(40 * 2**20, 2, g.FITTED.ways), 108, sizes, 512, g.FITTED)
+    ref = measured_sweep("a100-80gb", 40 * 2**20)
+    want = bandwidth_equivalent_hit_rate(
+        np.array(r.near_fraction),
+        np.array(r.far_fraction),
+        ref.b_l2,
+        ref.b_dram,
+        g.FITTED.far_cost,
+    )
+    got = l2_sweep_hit_rates("a100-80gb", sizes, bandwidth_equivalent=True)
+    np.testing.assert_allclose(got, want)
+    assert all(e <= h + 1e-12 for e, h in zip(got, r.hit_rate, strict=True))
+    assert min(r.far_fraction) > 0.1  # far hits exist past half the L2
+    with pytest.raises(DsacacheError, match="no measured"):
+        l2_sweep_hit_rates("h100", [512], bandwidth_equivalent=True)
+
+
+def test_slower_far_hits_lower_the_equivalent(monkeypatch):
+    # far hits 1.75 x as slow: each counts (r - 1.75) / (r - 1) of a hit, r = B_l2 / B_dram
+    sizes = [30720]
+    ref = measured_sweep("a100-80gb", 40 * 2**20)
+    monkeypatch.setattr(g, "FITTED", L2Structure(far_cost=1.75))
+    r = sweep(geometry(40 * 2**20, 2, g.FITTED.ways), 108, sizes, 512, g.FITTED)
+    ratio = ref.b_l2 / ref.b_dram
+    want = r.near_fraction[0] + r.far_fraction[0] * (ratio - 1.75) / (ratio - 1)
+    got = l2_sweep_hit_rates("a100-80gb", sizes, bandwidth_equivalent=True)
+    assert got[0] == pytest.approx(want) and got[0] < r.hit_rate[0] - 0.05
+
+
 def test_bundled_measured_sweeps():
     h200 = measured_sweep("h200", 62_914_560)
     a100 = measured_sweep("a100-80gb", 40 * 2**20)
@@ -407,6 +475,6 @@ def test_bundled_measured_sweeps():
 )
 def test_fitted_model_within_005_of_measured(name, l2_bytes, sizes):
     ref = measured_sweep(name, l2_bytes)
-    model = l2_sweep_hit_rates(name, sizes)
+    model = l2_sweep_hit_rates(name, sizes, bandwidth_equivalent=True)  # like for like
     for s, m in zip(sizes, model, strict=True):
         assert abs(m - ref.at(s)) <= 0.05, (name, s, m, ref.at(s))

@@ -55,7 +55,8 @@ def l2_sweep_command(
         False,
         "--measured",
         help="Also show the public measured hit rate at the sizes it has "
-        f"(bundled: {', '.join(MEASURED)}).",
+        f"(bundled: {', '.join(MEASURED)}) and the model's bandwidth-equivalent hit rate "
+        "(far hits slower, converted like the measured bandwidths: the one to compare).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -70,9 +71,13 @@ def l2_sweep_command(
         ref = measured_sweep(preset.name, preset.l2_bytes)
     geo = geometry(preset.l2_bytes, preset.partitions, FITTED.ways)
     result = sweep(geo, preset.sms if sms is None else sms, sizes, chunk_kib, FITTED)
+    equivalent = None
+    if ref is not None:  # the model as the public sweep would report it: the one to compare
+        equivalent = result.bandwidth_equivalent(preset.name, FITTED.far_cost)
     if json_out:
         out: dict = {"sizes_kib": sizes, "hit_rate": result.hit_rate}
         if ref is not None:
+            out["bandwidth_equivalent_hit_rate"] = equivalent
             out["measured_hit_rate"] = [ref.at(s) for s in sizes]
         print(json.dumps(out, allow_nan=False))
         return
@@ -81,11 +86,12 @@ def l2_sweep_command(
     table.add_column("model hit rate", justify="right")
     table.add_column("near hits", justify="right")  # of all requests, served near
     if ref is not None:
+        table.add_column("model bw-equivalent", justify="right")
         table.add_column("measured", justify="right")
     for i, s in enumerate(sizes):
         row = [f"{s:,}", f"{result.hit_rate[i]:.3f}", f"{result.near_fraction[i]:.3f}"]
         if ref is not None:
             m = ref.at(s)
-            row.append("-" if m is None else f"{m:.3f}")
+            row += [f"{equivalent[i]:.3f}", "-" if m is None else f"{m:.3f}"]
         table.add_row(*row)
     Console().print(table)

@@ -15,6 +15,7 @@ import numpy as np
 
 from dsacache.errors import DsacacheError
 from dsacache.sim.llc import gpu_l2_kernels as gk
+from dsacache.sim.llc.l2_measured import bandwidth_equivalent_hit_rate, measured_sweep
 
 KIB = 1024
 MIB = 1 << 20
@@ -39,6 +40,7 @@ class L2Structure:
     set_hash: str = "mix"
     replicate_by_line: bool = False  # a fixed `replicate` share of lines (by address) replicate
     victim_pool: int = 1  # LRU/FIFO: the victim is a uniform pick among this many oldest ways
+    far_cost: float = 1.0  # time of a far hit / a near hit, for the bandwidth-equivalent rate
 
     def __post_init__(self) -> None:
         if not 1 <= self.ways <= 1024:
@@ -51,6 +53,8 @@ class L2Structure:
             raise DsacacheError(f"victim_pool must be in 1..ways, got {self.victim_pool}")
         if not 0.0 <= self.replicate <= 1.0:
             raise DsacacheError(f"replicate must be in [0, 1], got {self.replicate}")
+        if not self.far_cost >= 1.0:
+            raise DsacacheError(f"far_cost must be >= 1, got {self.far_cost}")
 
 
 # Fitted jointly on the H200 and A100-80GB curves: 28 ways, LRU, a quarter of far accesses
@@ -178,6 +182,21 @@ class SweepResult:
     hit_rate: list[float]
     near_fraction: list[float]  # of all requests, those served by the near partition
 
+    @property
+    def far_fraction(self) -> list[float]:
+        """Of all requests, those served by the far partition."""
+        return [h - n for h, n in zip(self.hit_rate, self.near_fraction, strict=True)]
+
+    def bandwidth_equivalent(self, hardware: str, far_cost: float) -> list[float]:
+        """The hit rate the public sweep of `hardware` would report for this result: its modelled
+        bandwidth (far hits `far_cost` times slower than near ones) converted with the measured
+        curve's own plateau and tail (l2_measured.bandwidth_equivalent_hit_rate)."""
+        p = gpu_l2_preset(hardware)
+        ref = measured_sweep(p.name, p.l2_bytes)
+        near, far = np.array(self.near_fraction), np.array(self.far_fraction)
+        h = bandwidth_equivalent_hit_rate(near, far, ref.b_l2, ref.b_dram, far_cost)
+        return [float(x) for x in h]
+
 
 def sweep(
     geo: L2Geometry,
@@ -236,11 +255,20 @@ def sweep(
 
 
 def l2_sweep_hit_rates(
-    hardware: str, sizes_kib: Sequence[int], chunk_kib: int = 512, sms: int | None = None
+    hardware: str,
+    sizes_kib: Sequence[int],
+    chunk_kib: int = 512,
+    sms: int | None = None,
+    *,
+    bandwidth_equivalent: bool = False,
 ) -> list[float]:
     """The model's steady-state L2 hit rate of the `gpu-l2-cache` sweep on `hardware` for each
     data set in `sizes_kib` (KiB, multiples of the 512 KiB chunk); `sms` overrides the preset's
-    SM count."""
+    SM count. With `bandwidth_equivalent`, the hit rate the public bandwidth sweep would report
+    (far hits slower; needs a bundled measured sweep of `hardware` for its plateau and tail)."""
     p = gpu_l2_preset(hardware)
     geo = geometry(p.l2_bytes, p.partitions, FITTED.ways)
-    return sweep(geo, p.sms if sms is None else sms, sizes_kib, chunk_kib, FITTED).hit_rate
+    result = sweep(geo, p.sms if sms is None else sms, sizes_kib, chunk_kib, FITTED)
+    if bandwidth_equivalent:
+        return result.bandwidth_equivalent(p.name, FITTED.far_cost)
+    return result.hit_rate

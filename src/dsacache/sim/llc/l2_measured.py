@@ -48,6 +48,23 @@ def hit_rates(
     return b_l2, b_dram, h
 
 
+def bandwidth_equivalent_hit_rate(
+    near: np.ndarray, far: np.ndarray, b_l2: float, b_dram: float, far_cost: float
+) -> np.ndarray:
+    """The hit rate the measured curves would show for a model with `near` and `far` fractions of
+    requests served by the near / far L2 partition (the rest from DRAM): the modelled time per
+    request near / B_l2 + far * far_cost / B_l2 + miss / B_dram (B_l2 the plateau, where
+    requests are near; a far hit `far_cost` times slower) converted with the same formula as the
+    measured bandwidths (module docstring). Equals near + far when far_cost is 1."""
+    if not b_l2 > b_dram > 0:
+        raise DsacacheError(f"need B_l2 > B_dram > 0, got {b_l2} and {b_dram}")
+    if far_cost < 1:
+        raise DsacacheError(f"a far hit cannot be faster than a near one: far_cost {far_cost}")
+    near, far = np.asarray(near, np.float64), np.asarray(far, np.float64)
+    r = b_l2 / b_dram
+    return near + far * (r - far_cost) / (r - 1)
+
+
 def measured_sweep(name: str, l2_bytes: int) -> MeasuredSweep:
     """The bundled sweep of GPU `name` (h200, a100-80gb)."""
     if name not in MEASURED:
