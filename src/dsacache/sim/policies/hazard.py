@@ -137,6 +137,7 @@ def hazard_block(
     ns, na = sel.shape[1], sel.shape[2]
     nq = ns // n_streak  # sub-classes per streak: (below flag x) rank buckets
     period = nl * nr  # rows per step: a key's own row comes once per period
+    inv_period = 1.0 / period
     xrow = np.zeros((ns, na), np.int64)
     nsel = np.zeros(ns, np.int64)
     # Each class's eviction candidate (its oldest member) and priority, kept while the row's
@@ -167,6 +168,7 @@ def hazard_block(
             s0 = sent0 + p * ns
             h = 0
             m = 0
+            below_on = use_below and layer > 0
             for r in range(nr):
                 now = (step * nl + layer) * nr + r  # this row's time; rows of a step: period
                 lim = max_ctx[r]
@@ -185,17 +187,16 @@ def hazard_block(
                     key = base + tok * nl
                     i = 4 * key
                     tl = node[i + LAST]
-                    sn = 1
-                    if tl >= 0:
-                        meta = node[i + META]
-                        d = now - tl  # its own rows: whole steps apart
-                        a = 1 if d == period else d // period  # (skip the division mostly)
-                        xrow[meta >> 8, min(a, na) - 1] += 1
-                        if a == 1:
-                            sn = min((meta & 255) + 1, 255)
+                    meta = node[i + META]  # 0 for a token never selected
+                    seen = tl >= 0
+                    # its own rows are whole steps apart, so d / period is exact in floating
+                    # point (no division; branch-free: new and old tokens interleave at random)
+                    a = max(int((now - tl) * inv_period + 0.5), 1)
+                    xrow[meta >> 8, min(a, na) - 1] += 1 if seen else 0
+                    sn = min((meta & 255) + 1, 255) if seen and a == 1 else 1
                     b = (min(sn, n_streak) - 1) * nq + rank_of[s]
-                    if use_below and layer > 0 and node[i - 4 + LAST] == now - nr:
-                        b += nq // 2  # the layer below selected it too, at this step
+                    if below_on:  # the layer below selected it too, at this step
+                        b += (nq // 2) * (node[i - 4 + LAST] == now - nr)
                     node[i + LAST] = now
                     node[i + META] = sn | (b << 8)
                     nsel[b] += 1
