@@ -128,8 +128,8 @@ def hazard_block(
 
     node[4 * i + PREV / NEXT]: circular lists, one per (region, class) as in lru.py (node
     sent0 + p * classes + c is a sentinel; sentinel.prev is the oldest; PREV == -1: the key is
-    not resident). Keys are token-major inside the policy: key_off[r] + token * layers + layer,
-    so the layer below's record (hazard-plus's flag) shares the cache line.
+    not resident). With use_below the keys are token-major inside the policy (key_off[r] +
+    token * layers + layer), so the layer below's record shares the cache line.
     node[4 * key + LAST]: the row time (step * layers + layer) * requests + request of the key's
     last selection (-1: never); node[4 * key + META]: its streak then | its class << 8.
     pop [requests, layers, classes, AGES]; sel / exp / prio [tables, classes, AGES]."""
@@ -172,7 +172,11 @@ def hazard_block(
             for r in range(nr):
                 now = (step * nl + layer) * nr + r  # this row's time; rows of a step: period
                 lim = max_ctx[r]
-                base = key_off[r] + layer  # token-major: a token's layers are neighbours
+                # hazard-plus: token-major keys (a token's layers are neighbours: the layer
+                # below's record shares the cache line); hazard: layer-major (a row's keys are
+                # closer together; measured faster above one footprint)
+                base = key_off[r] + (layer if use_below else layer * lim)
+                kstride = nl if use_below else 1
                 xrow[:, :] = 0
                 nsel[:] = 0
                 valid = 0
@@ -184,7 +188,7 @@ def hazard_block(
                     if tok >= lim:
                         return t
                     valid += 1
-                    key = base + tok * nl
+                    key = base + tok * kstride
                     i = 4 * key
                     tl = node[i + LAST]
                     meta = node[i + META]  # 0 for a token never selected
