@@ -36,8 +36,9 @@ population adds its size to the exposures; then the population ages by one step 
 tokens enter (new streak, age 1). h = (selections + 1) / (exposures + 2).
 
 Eviction order: residents sit in one list per (region, class), ordered by their last selection;
-the oldest of each list is its candidate (the priority never rises with age), so a victim costs
-one comparison per class.
+the oldest of each list is its candidate (the priority never rises with age). Ages are fixed
+within a row, so the lowest candidate is found again only after an eviction (one comparison per
+class); a miss that bypasses costs one comparison against it.
 
 Hardware cost: per cached token (slot): the key, the list links (or a timestamp for an
 approximate oldest-of-class search) and its class (3 bits; 5 for hazard-plus). Per token of
@@ -48,7 +49,8 @@ hazard-plus), the population tables (the same size per request and layer) and th
 table, refreshed after each (step, layer, request) row: O(classes x AGES) work per row, against
 k accesses. Work per access: one metadata read-modify-write (twice: the row is read once to
 update the metadata and move resident tokens, once to gather), a priority lookup; per miss
-with the region full, one comparison per class (8; 32 for hazard-plus). The controller must be
+with the region full, one comparison against the lowest candidate, and after an eviction one
+per class to find the next (8; 32 for hazard-plus). The controller must be
 told the (step, layer) of each gather and the indexer's whole selection of the row before the
 gathers start.
 """
@@ -126,14 +128,16 @@ def hazard_block(
 
     node[4 * i + PREV / NEXT]: circular lists, one per (region, class) as in lru.py (node
     sent0 + p * classes + c is a sentinel; sentinel.prev is the oldest; PREV == -1: the key is
-    not resident). node[4 * key + LAST]: the row time (step * layers + layer) * requests +
-    request of the key's last selection (-1: never); node[4 * key + META]: its streak then |
-    its class << 8. pop [requests, layers, classes, AGES]; sel / exp / prio [tables, classes,
-    AGES]."""
+    not resident). With use_below the keys are token-major inside the policy (key_off[r] +
+    token * layers + layer), so the layer below's record shares the cache line.
+    node[4 * key + LAST]: the row time (step * layers + layer) * requests + request of the key's
+    last selection (-1: never); node[4 * key + META]: its streak then | its class << 8.
+    pop [requests, layers, classes, AGES]; sel / exp / prio [tables, classes, AGES]."""
     nb, nl, nr, k = block.shape
     ns, na = sel.shape[1], sel.shape[2]
     nq = ns // n_streak  # sub-classes per streak: (below flag x) rank buckets
     period = nl * nr  # rows per step: a key's own row comes once per period
+    inv_period = 1.0 / period
     xrow = np.zeros((ns, na), np.int64)
     nsel = np.zeros(ns, np.int64)
     # Each class's eviction candidate (its oldest member) and priority, kept while the row's
@@ -143,6 +147,12 @@ def hazard_block(
     miss_key = np.empty(k, np.int64)  # the row's misses, for pass 2
     cand_p = np.empty(ns, np.float64)
     stale = np.ones(ns, np.bool_)
+    dirty = True  # some candidate changed since the lowest was found
+    low = np.inf
+    low_c = -1
+    one_table = True
+    for x in range(nl):
+        one_table = one_table and tab_of[x] == 0
     for t in range(nb):
         step = step0 + t
         for layer in range(nl):
@@ -158,10 +168,15 @@ def hazard_block(
             s0 = sent0 + p * ns
             h = 0
             m = 0
+            below_on = use_below and layer > 0
             for r in range(nr):
                 now = (step * nl + layer) * nr + r  # this row's time; rows of a step: period
                 lim = max_ctx[r]
-                base = key_off[r] + layer * lim
+                # hazard-plus: token-major keys (a token's layers are neighbours: the layer
+                # below's record shares the cache line); hazard: layer-major (a row's keys are
+                # closer together; measured faster above one footprint)
+                base = key_off[r] + (layer if use_below else layer * lim)
+                kstride = nl if use_below else 1
                 xrow[:, :] = 0
                 nsel[:] = 0
                 valid = 0
@@ -173,20 +188,19 @@ def hazard_block(
                     if tok >= lim:
                         return t
                     valid += 1
-                    key = base + tok
+                    key = base + tok * kstride
                     i = 4 * key
                     tl = node[i + LAST]
-                    sn = 1
-                    if tl >= 0:
-                        meta = node[i + META]
-                        d = now - tl  # its own rows: whole steps apart
-                        a = 1 if d == period else d // period  # (skip the division mostly)
-                        xrow[meta >> 8, min(a, na) - 1] += 1
-                        if a == 1:
-                            sn = min((meta & 255) + 1, 255)
+                    meta = node[i + META]  # 0 for a token never selected
+                    seen = tl >= 0
+                    # its own rows are whole steps apart, so d / period is exact in floating
+                    # point (no division; branch-free: new and old tokens interleave at random)
+                    a = max(int((now - tl) * inv_period + 0.5), 1)
+                    xrow[meta >> 8, min(a, na) - 1] += 1 if seen else 0
+                    sn = min((meta & 255) + 1, 255) if seen and a == 1 else 1
                     b = (min(sn, n_streak) - 1) * nq + rank_of[s]
-                    if use_below and layer > 0 and node[i - 4 * lim + LAST] == now - nr:
-                        b += nq // 2  # the layer below selected it too, at this step
+                    if below_on:  # the layer below selected it too, at this step
+                        b += (nq // 2) * (node[i - 4 + LAST] == now - nr)
                     node[i + LAST] = now
                     node[i + META] = sn | (b << 8)
                     nsel[b] += 1
@@ -210,35 +224,40 @@ def hazard_block(
                 # pass 2: the misses, in slot order. Victims are never tokens of this row
                 # (LAST == now), so a token resident at the start of the row was a hit.
                 stale[:] = True
+                dirty = True
                 m += n_miss
                 for q in range(n_miss):
                     key = miss_key[q]
                     i = 4 * key
                     b = node[i + META] >> 8
                     if size[p] >= c:
-                        best = prio[tb, b, 0] * (1.0 - margin)  # the victim must rank below it
-                        victim = -1
-                        vc = -1
-                        for vb in range(ns):
-                            if stale[vb]:
-                                stale[vb] = False
-                                cand[vb] = -1
-                                cand_p[vb] = np.inf
-                                vh = s0 + vb
-                                v = node[4 * vh + PREV]
-                                if v != vh:
-                                    tv = node[4 * v + LAST]
-                                    if tv != now:  # in this row: its gather is in flight
-                                        av = min((now - tv) // period + 1, na)  # rows passed + 1
-                                        cand[vb] = v
-                                        cand_p[vb] = prio[tab_of[(tv // nr) % nl], vb, av - 1]
-                            if cand_p[vb] < best:
-                                best = cand_p[vb]
-                                victim = cand[vb]
-                                vc = vb
-                        if victim < 0:
+                        if dirty:  # refresh the changed candidates, then the lowest of all
+                            dirty = False
+                            low = np.inf
+                            low_c = -1
+                            for vb in range(ns):
+                                if stale[vb]:
+                                    stale[vb] = False
+                                    cand[vb] = -1
+                                    cand_p[vb] = np.inf
+                                    vh = s0 + vb
+                                    v = node[4 * vh + PREV]
+                                    if v != vh:
+                                        tv = node[4 * v + LAST]
+                                        if tv != now:  # in this row: its gather is in flight
+                                            av = min((now - tv) // period + 1, na)
+                                            tv_tab = tb if one_table else tab_of[(tv // nr) % nl]
+                                            cand[vb] = v
+                                            cand_p[vb] = prio[tv_tab, vb, av - 1]
+                                if cand_p[vb] < low:  # the first class of the lowest rank
+                                    low = cand_p[vb]
+                                    low_c = vb
+                        # the victim must rank below (1 - margin) x the incoming token
+                        if not low < prio[tb, b, 0] * (1.0 - margin):
                             continue  # bypass
-                        stale[vc] = True
+                        victim = cand[low_c]
+                        stale[low_c] = True
+                        dirty = True
                         j = 4 * victim
                         vp = node[j + PREV]
                         vn = node[j + NEXT]
@@ -251,6 +270,7 @@ def hazard_block(
                     first = node[4 * head + NEXT]
                     if first == head:
                         stale[b] = True  # its first member: a new candidate
+                        dirty = True
                     node[i + PREV] = head
                     node[i + NEXT] = first
                     node[4 * first + PREV] = key
