@@ -29,8 +29,8 @@ HASHES = {"mix": gk.HASH_MIX, "modulo": gk.HASH_MODULO}
 
 @dataclass(frozen=True)
 class L2Structure:
-    """The structural (not per-GPU) parameters of the model; the defaults are the fitted values
-    (benchmarks/calibrate_l2.py --grid, docs/gpu-l2-model.md)."""
+    """The structural (not per-GPU) parameters of the model (the fitted values: FITTED below;
+    benchmarks/calibrate_l2.py, docs/gpu-l2-model.md)."""
 
     ways: int = 28
     policy: str = "lru"
@@ -57,9 +57,10 @@ class L2Structure:
             raise DsacacheError(f"far_cost must be >= 1, got {self.far_cost}")
 
 
-# Fitted jointly on the H200 and A100-80GB curves: 28 ways, LRU, a quarter of far accesses
-# (hits and misses) leave a most-recent copy in the near partition.
-FITTED = L2Structure()
+# Fitted jointly on the H200 and A100-80GB curves under the steady-state warm-up: 24 ways,
+# LRU with the victim drawn among the 2 oldest ways, and a third of lines (by address: 0.33)
+# leave a most-recent copy in the near partition whenever a far SM reads them.
+FITTED = L2Structure(ways=24, replicate=0.33, replicate_by_line=True, victim_pool=2)
 
 
 @dataclass(frozen=True)
