@@ -488,15 +488,17 @@ def test_bundled_measured_sweeps():
 # ---- the fitted structure against the bundled curves ----
 
 
+# The fit's real max error over 8-100 MiB (docs/gpu-l2-model.md): 0.0532 on the H200 (at
+# 56.5 MiB), 0.0467 on the A100 (at 36 MiB); the sizes include each curve's worst point.
 @pytest.mark.parametrize(
-    "name, l2_bytes, sizes",
+    "name, l2_bytes, sizes, tol",
     [
-        ("h200", 62_914_560, [48128, 52736, 63488]),
-        ("a100-80gb", 40 * 2**20, [30720, 36864, 57856]),
+        ("h200", 62_914_560, [40448, 57856, 63488], 0.054),
+        ("a100-80gb", 40 * 2**20, [28160, 36864, 48128], 0.048),
     ],
 )
-def test_fitted_model_within_005_of_measured(name, l2_bytes, sizes):
+def test_fitted_model_within_its_fit_error_of_measured(name, l2_bytes, sizes, tol):
     ref = measured_sweep(name, l2_bytes)
     model = l2_sweep_hit_rates(name, sizes, bandwidth_equivalent=True)  # like for like
     for s, m in zip(sizes, model, strict=True):
-        assert abs(m - ref.at(s)) <= 0.05, (name, s, m, ref.at(s))
+        assert abs(m - ref.at(s)) <= tol, (name, s, m, ref.at(s))
