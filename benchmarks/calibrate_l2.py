@@ -11,8 +11,10 @@ The model side is the bandwidth-equivalent hit rate (far hits `far_cost` times s
 near ones, the modelled bandwidth converted like the measured one; equal to the fraction served
 by L2 when far_cost is 1). The error of a structure is max |model - measured| on each curve
 (H200, A100 80GB) over the measured sizes up to 100 MiB: from 8 MiB for the fitted structure,
-from 0.6 x L2 in the grid (below that both are 1 within noise; ~30 s per structure, 30
-structures); the fit takes the structure with the smallest larger-of-two error. Per GPU only
+from 0.6 x L2 in the grid (below that both are 1 within noise; 30 structures); the fit takes
+the structure with the smallest larger-of-two error. Every replay warms up by the steady-state
+rule of gpu_l2.sweep (docs/gpu-l2-model.md, "Steady state"): ~50 s per structure for --try,
+~80 s for --scan-far-cost, on a shared core. Per GPU only
 the documented capacity, partition count and SM count enter. The default run writes
 docs/gpu-l2-model.png and prints the markdown table of docs/gpu-l2-model.md, with the model's
 prediction for the H100 (not fitted on) beside them.

@@ -297,9 +297,9 @@ def test_kernel_equals_reference_access_by_access(
 # ---- hand-computed sweeps ----
 
 
-def hand(parts, sets, ways, sizes, sms=1, **kw):
+def hand(parts, sets, ways, sizes, sms=1, warm_sweeps=None, **kw):
     structure = L2Structure(ways=ways, set_hash="modulo", **kw)
-    return sweep(L2Geometry(parts, sets, ways), sms, sizes, 16, structure)
+    return sweep(L2Geometry(parts, sets, ways), sms, sizes, 16, structure, warm_sweeps)
 
 
 def test_lru_cyclic_sweep_is_a_cliff_at_capacity():
@@ -307,6 +307,28 @@ def test_lru_cyclic_sweep_is_a_cliff_at_capacity():
     # after 383 others, 96 per set > 64 ways: LRU misses every time; 32 KiB fits
     r = hand(1, 4, 64, [16, 32, 48, 64], replicate=0.0)
     assert r.hit_rate == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_steady_rule_stops_as_soon_as_nothing_drifts():
+    # no replication: pass 1 is cold (all misses), pass 2 all hits (32 KiB fits), pass 3 equals
+    # pass 2 -> the warm-up ends after 3 passes; 48 KiB thrashes: passes 1 and 2 both miss -> 2
+    r = hand(1, 4, 64, [32, 48], replicate=0.0)
+    assert r.warm_passes == [3, 2] and r.hit_rate == [1.0, 0.0]
+
+
+def test_steady_rule_waits_for_replicas_to_build_up():
+    # 2 x 4 sets x 64 ways; 32 KiB = 256 lines, 32 home lines per set and partition: home lines
+    # and a replica of every line fit (64 ways), so the steady state is every request near.
+    # Each pass a line is read once from a random SM and a far read copies it with p = 0.5:
+    # the near share approaches 1 like 0.75 ** passes. Two warm-up passes leave it well short;
+    # the rule keeps warming until pass n and pass n/2 agree, and lands on the long-run value.
+    two = hand(2, 4, 64, [32], sms=2, replicate=0.5, warm_sweeps=2)
+    long = hand(2, 4, 64, [32], sms=2, replicate=0.5, warm_sweeps=g.MAX_WARM_PASSES)
+    rule = hand(2, 4, 64, [32], sms=2, replicate=0.5)
+    assert two.hit_rate == long.hit_rate == rule.hit_rate == [1.0]
+    assert long.near_fraction[0] > 0.999 and two.near_fraction[0] < 0.95
+    assert abs(rule.near_fraction[0] - long.near_fraction[0]) < 0.01
+    assert 3 < rule.warm_passes[0] < g.MAX_WARM_PASSES and two.warm_passes == [2]
 
 
 def test_victim_pool_keeps_part_of_a_thrashing_sweep():
@@ -466,15 +488,17 @@ def test_bundled_measured_sweeps():
 # ---- the fitted structure against the bundled curves ----
 
 
+# The fit's real max error over 8-100 MiB (docs/gpu-l2-model.md): 0.0532 on the H200 (at
+# 56.5 MiB), 0.0467 on the A100 (at 36 MiB); the sizes include each curve's worst point.
 @pytest.mark.parametrize(
-    "name, l2_bytes, sizes",
+    "name, l2_bytes, sizes, tol",
     [
-        ("h200", 62_914_560, [48128, 52736, 63488]),
-        ("a100-80gb", 40 * 2**20, [30720, 36864, 57856]),
+        ("h200", 62_914_560, [40448, 57856, 63488], 0.054),
+        ("a100-80gb", 40 * 2**20, [28160, 36864, 48128], 0.048),
     ],
 )
-def test_fitted_model_within_005_of_measured(name, l2_bytes, sizes):
+def test_fitted_model_within_its_fit_error_of_measured(name, l2_bytes, sizes, tol):
     ref = measured_sweep(name, l2_bytes)
     model = l2_sweep_hit_rates(name, sizes, bandwidth_equivalent=True)  # like for like
     for s, m in zip(sizes, model, strict=True):
-        assert abs(m - ref.at(s)) <= 0.05, (name, s, m, ref.at(s))
+        assert abs(m - ref.at(s)) <= tol, (name, s, m, ref.at(s))

@@ -29,8 +29,8 @@ HASHES = {"mix": gk.HASH_MIX, "modulo": gk.HASH_MODULO}
 
 @dataclass(frozen=True)
 class L2Structure:
-    """The structural (not per-GPU) parameters of the model; the defaults are the fitted values
-    (benchmarks/calibrate_l2.py --grid, docs/gpu-l2-model.md)."""
+    """The structural (not per-GPU) parameters of the model (the fitted values: FITTED below;
+    benchmarks/calibrate_l2.py, docs/gpu-l2-model.md)."""
 
     ways: int = 28
     policy: str = "lru"
@@ -57,9 +57,10 @@ class L2Structure:
             raise DsacacheError(f"far_cost must be >= 1, got {self.far_cost}")
 
 
-# Fitted jointly on the H200 and A100-80GB curves: 28 ways, LRU, a quarter of far accesses
-# (hits and misses) leave a most-recent copy in the near partition.
-FITTED = L2Structure()
+# Fitted jointly on the H200 and A100-80GB curves under the steady-state warm-up: 24 ways,
+# LRU with the victim drawn among the 2 oldest ways, and a third of lines (by address: 0.33)
+# leave a most-recent copy in the near partition whenever a far SM reads them.
+FITTED = L2Structure(ways=24, replicate=0.33, replicate_by_line=True, victim_pool=2)
 
 
 @dataclass(frozen=True)
@@ -176,11 +177,21 @@ def geometry(l2_bytes: int, partitions: int, ways: int, set_aside_bytes: int = 0
     return L2Geometry(partitions, sets, ways, reserved)
 
 
+# The steady-state rule of `sweep`: warm up until pass n over the data set and pass ceil(n/2)
+# agree within STEADY_TOL in both hit rate and near-hit rate (a drift that slows geometrically,
+# as replicas accumulating below the knee do, then has at most about STEADY_TOL left), from
+# MIN_WARM_PASSES on and at most MAX_WARM_PASSES (docs/gpu-l2-model.md, "Steady state").
+STEADY_TOL = 0.005
+MIN_WARM_PASSES = 2
+MAX_WARM_PASSES = 64
+
+
 @dataclass(frozen=True)
 class SweepResult:
     sizes_kib: list[int]
     hit_rate: list[float]
     near_fraction: list[float]  # of all requests, those served by the near partition
+    warm_passes: list[int] = field(default_factory=list)  # warm-up passes the rule took
 
     @property
     def far_fraction(self) -> list[float]:
@@ -204,11 +215,14 @@ def sweep(
     sizes_kib: Sequence[int],
     chunk_kib: int = CHUNK_KIB,
     structure: L2Structure = FITTED,
-    warm_sweeps: int = 2,
+    warm_sweeps: int | None = None,
     measured_sweeps: int = 2,
     seed: int = 1,
+    tol: float = STEADY_TOL,
 ) -> SweepResult:
-    """Steady-state hit rates of the sweep over each data set in `sizes_kib`."""
+    """Steady-state hit rates of the sweep over each data set in `sizes_kib`: counted over
+    `measured_sweeps` passes after the warm-up, which is `warm_sweeps` passes when given, else
+    as long as the steady-state rule (STEADY_TOL above, with `tol`) asks."""
     if chunk_kib < PIECE_KIB or chunk_kib % PIECE_KIB:
         raise DsacacheError(
             f"chunk must be a positive multiple of {PIECE_KIB} KiB (one block iteration), "
@@ -217,16 +231,17 @@ def sweep(
     if sms < 1:
         raise DsacacheError(f"sms must be >= 1, got {sms}")
     slots = sms * BLOCKS_PER_SM
-    hits, near = [], []
+    hits, near, passes = [], [], []
     for size in sizes_kib:
         if size < chunk_kib or size % chunk_kib:
             raise DsacacheError(
                 f"data set {size} KiB must be a positive multiple of the {chunk_kib} KiB chunk"
             )
         run = size // chunk_kib
-        warm = warm_sweeps * run + slots
-        stop = warm + max(measured_sweeps * run, slots)
-        counts = gk.replay_sweep(
+        measure = max(measured_sweeps * run, slots)
+        warm = (0 if warm_sweeps is None else warm_sweeps) * run + slots
+        stop = warm + measure
+        counts = gk.replay_sweep_steady(
             run,
             chunk_kib // PIECE_KIB,
             stop + slots,  # the last `slots` blocks run but are not counted: they drain
@@ -247,11 +262,16 @@ def sweep(
             geo.reserved_ways,
             seed,
             np.zeros(0, np.int8),
+            -1.0 if warm_sweeps is not None else tol,
+            MIN_WARM_PASSES,
+            MAX_WARM_PASSES,
+            measure,
         )
         total = counts[gk.K_ACCESSES]
         hits.append(float(counts[gk.K_NEAR] + counts[gk.K_FAR]) / total)
         near.append(float(counts[gk.K_NEAR]) / total)
-    return SweepResult(list(sizes_kib), hits, near)
+        passes.append(int(counts[4]) if warm_sweeps is None else warm_sweeps)
+    return SweepResult(list(sizes_kib), hits, near, passes)
 
 
 def l2_sweep_hit_rates(

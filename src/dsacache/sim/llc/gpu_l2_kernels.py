@@ -172,19 +172,85 @@ def replay_sweep(
     """Replay blocks 0..n_blocks-1 of the sweep over `run` chunks; returns the counters
     [accesses, near hits, far hits, misses] of blocks warm..stop-1. outcome (int8, size 0 to skip):
     MISS / NEAR_HIT / FAR_HIT of every access in replay order."""
+    counts = replay_sweep_steady(
+        run, iters, n_blocks, warm, stop, slots, sms, parts, sets, ways, policy, pool, hmode,
+        rep_q, rep_low, rep_miss, rep_line, res_ways, seed, outcome, -1.0, 0, 0, 0,
+    )  # fmt: skip
+    return counts[:4]
+
+
+@njit(cache=True)
+def replay_sweep_steady(
+    run: int,
+    iters: int,
+    n_blocks: int,
+    warm: int,
+    stop: int,
+    slots: int,
+    sms: int,
+    parts: int,
+    sets: int,
+    ways: int,
+    policy: int,
+    pool: int,
+    hmode: int,
+    rep_q: int,
+    rep_low: int,
+    rep_miss: int,
+    rep_line: int,
+    res_ways: int,
+    seed: int,
+    outcome: np.ndarray,
+    tol: float,
+    min_passes: int,
+    max_passes: int,
+    measure: int,
+) -> np.ndarray:
+    """replay_sweep with the warm-up decided by the replay when tol >= 0 (n_blocks, warm and stop
+    are then ignored): after each completed pass n over the data set (the blocks of pass n are
+    (n-1)*run..n*run-1) with n >= min_passes, the warm-up ends when pass n's hit rate and near-hit
+    rate are both within `tol` of pass ceil(n/2)'s, or at pass max_passes. The counted blocks
+    are then the next `measure` blocks not yet started, the last `slots` drain uncounted.
+    Returns [accesses, near hits, far hits, misses, warm-up passes] (the passes 0 with tol < 0)."""
+    decided = tol < 0.0
+    n_pass = max_passes + 2 if not decided else 1
+    p_acc = np.zeros(n_pass, np.int64)
+    p_near = np.zeros(n_pass, np.int64)
+    p_hit = np.zeros(n_pass, np.int64)
+    passes = 0
+    if not decided:  # nothing counted until the warm-up ends; blocks run until then
+        warm = stop = 1 << 50
+        n_blocks = 1 << 50
     tags = np.full((parts * sets, ways), -1, np.int64)
     meta = np.zeros((parts * sets, ways), np.int64)
     rng = np.full(1, np.uint64(seed) * np.uint64(2) + np.uint64(1), np.uint64)
     sched = np.int64(seed) << 40  # the block -> SM placement differs per seed
-    counts = np.zeros(4, np.int64)
+    counts = np.zeros(5, np.int64)
     record = outcome.size > 0
     n_out = 0
     now = 0
-    last_tick = (n_blocks - 1) * iters // slots + iters
     first = 0  # first block still running
-    for tick in range(last_tick):
+    end = 0  # one past the last block started
+    tick = 0
+    while tick < (n_blocks - 1) * iters // slots + iters:
         while first < n_blocks and first * iters // slots + iters <= tick:
             first += 1
+        if not decided:
+            n = first // run  # passes completed
+            if n > passes:
+                passes = n
+                m = (n + 1) // 2
+                a, b0 = p_acc[n], p_acc[m]
+                if n >= max_passes or (
+                    n >= min_passes
+                    and abs(p_hit[n] / a - p_hit[m] / b0) <= tol
+                    and abs(p_near[n] / a - p_near[m] / b0) <= tol
+                ):
+                    decided = True
+                    warm = end  # no block from here on has run yet
+                    stop = warm + measure
+                    n_blocks = stop + slots
+                    counts[4] = n
         end = first
         while end < n_blocks and end * iters // slots <= tick:
             end += 1
@@ -246,6 +312,14 @@ def replay_sweep(
                 if record:
                     outcome[n_out] = res
                     n_out += 1
+                if not decided:
+                    q = b // run + 1  # the pass block b belongs to (1-based)
+                    if q < n_pass:
+                        p_acc[q] += 1
+                        if res != MISS:
+                            p_hit[q] += 1
+                        if res == NEAR_HIT:
+                            p_near[q] += 1
                 if warm <= b < stop:
                     counts[K_ACCESSES] += 1
                     if res == NEAR_HIT:
@@ -254,4 +328,5 @@ def replay_sweep(
                         counts[K_FAR] += 1
                     else:
                         counts[K_MISSES] += 1
+        tick += 1
     return counts
