@@ -151,7 +151,8 @@ def plot_fraction_of_min(rows: list[dict[str, Any]], out: Path, x: str = "effect
         ax.set_ylim(0, 1.05)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("fraction of MIN's hits")
-        ax.set_title(f"{trace}\npartition {part}, {hw}", fontsize=8)
+        name = "\n".join(textwrap.wrap(str(trace), 60))  # a long synthetic name overflows the panel
+        ax.set_title(f"{name}\npartition {part}, {hw}", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(groups) :]:
