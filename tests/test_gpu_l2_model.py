@@ -152,83 +152,6 @@ class RefL2:
         return res
 
 
-def kernel_outcomes(
-    run,
-    iters,
-    n_blocks,
-    slots,
-    sms,
-    parts,
-    sets,
-    ways,
-    policy,
-    pool,
-    hmode,
-    rep_q,
-    rep_low,
-    rep_miss,
-    rep_line,
-    res_ways,
-    seed,
-):
-    n = n_blocks * iters * 128
-    out = np.full(n, -1, np.int8)
-    counts = gk.replay_sweep(
-        run,
-        iters,
-        n_blocks,
-        0,
-        n_blocks,
-        slots,
-        sms,
-        parts,
-        sets,
-        ways,
-        g.POLICIES[policy],
-        pool,
-        g.HASHES[hmode],
-        rep_q,
-        rep_low,
-        rep_miss,
-        rep_line,
-        res_ways,
-        seed,
-        out,
-    )
-    return out, counts
-
-
-def reference_outcomes(
-    run,
-    iters,
-    n_blocks,
-    slots,
-    sms,
-    parts,
-    sets,
-    ways,
-    policy,
-    pool,
-    hmode,
-    rep_q,
-    rep_low,
-    rep_miss,
-    rep_line,
-    res_ways,
-    seed,
-):
-    ref = RefL2(
-        parts, sets, ways, policy, pool, hmode, rep_q, rep_low, rep_miss, rep_line, res_ways, seed
-    )
-    return np.array(
-        [
-            ref.access(sm, line)
-            for _, sm, line in ref_stream(run, iters, n_blocks, slots, sms, seed)
-        ],
-        np.int8,
-    )
-
-
 @settings(max_examples=30, deadline=None)
 @given(
     run=st.integers(1, 6),
@@ -267,27 +190,18 @@ def test_kernel_equals_reference_access_by_access(
     seed,
 ):
     res_ways = min(res, ways - 1)
-    args = (
-        run,
-        iters,
-        n_blocks,
-        2 * sms,
-        sms,
-        parts,
-        sets,
-        ways,
-        policy,
-        pool,
-        hmode,
-        rep_q,
-        rep_low,
-        rep_miss,
-        rep_line,
-        res_ways,
-        seed,
+    slots = 2 * sms
+    got = np.full(n_blocks * iters * 128, -1, np.int8)
+    counts = gk.replay_sweep_steady(
+        run, iters, n_blocks, 0, n_blocks, slots, sms, parts, sets, ways, g.POLICIES[policy],
+        pool, g.HASHES[hmode], rep_q, rep_low, rep_miss, rep_line, res_ways, seed, got,
+        -1.0, 0, 0, 0,  # tol < 0: warm-up and counted blocks as given
+    )  # fmt: skip
+    ref = RefL2(
+        parts, sets, ways, policy, pool, hmode, rep_q, rep_low, rep_miss, rep_line, res_ways, seed
     )
-    got, counts = kernel_outcomes(*args)
-    want = reference_outcomes(*args)
+    stream = ref_stream(run, iters, n_blocks, slots, sms, seed)
+    want = np.array([ref.access(sm, line) for _, sm, line in stream], np.int8)
     np.testing.assert_array_equal(got, want)
     assert counts[gk.K_ACCESSES] == got.size
     assert counts[gk.K_NEAR] == np.sum(got == gk.NEAR_HIT)

@@ -147,39 +147,6 @@ def _fill(
 
 
 @njit(cache=True)
-def replay_sweep(
-    run: int,
-    iters: int,
-    n_blocks: int,
-    warm: int,
-    stop: int,
-    slots: int,
-    sms: int,
-    parts: int,
-    sets: int,
-    ways: int,
-    policy: int,
-    pool: int,
-    hmode: int,
-    rep_q: int,
-    rep_low: int,
-    rep_miss: int,
-    rep_line: int,
-    res_ways: int,
-    seed: int,
-    outcome: np.ndarray,
-) -> np.ndarray:
-    """Replay blocks 0..n_blocks-1 of the sweep over `run` chunks; returns the counters
-    [accesses, near hits, far hits, misses] of blocks warm..stop-1. outcome (int8, size 0 to skip):
-    MISS / NEAR_HIT / FAR_HIT of every access in replay order."""
-    counts = replay_sweep_steady(
-        run, iters, n_blocks, warm, stop, slots, sms, parts, sets, ways, policy, pool, hmode,
-        rep_q, rep_low, rep_miss, rep_line, res_ways, seed, outcome, -1.0, 0, 0, 0,
-    )  # fmt: skip
-    return counts[:4]
-
-
-@njit(cache=True)
 def replay_sweep_steady(
     run: int,
     iters: int,
@@ -206,7 +173,9 @@ def replay_sweep_steady(
     max_passes: int,
     measure: int,
 ) -> np.ndarray:
-    """replay_sweep with the warm-up decided by the replay when tol >= 0 (n_blocks, warm and stop
+    """Replay blocks 0..n_blocks-1 of the sweep over `run` chunks and count the accesses of blocks
+    warm..stop-1. outcome (int8, size 0 to skip): MISS / NEAR_HIT / FAR_HIT of every access in
+    replay order. With tol >= 0 the replay decides the warm-up itself (n_blocks, warm and stop
     are then ignored): after each completed pass n over the data set (the blocks of pass n are
     (n-1)*run..n*run-1) with n >= min_passes, the warm-up ends when pass n's hit rate and near-hit
     rate are both within `tol` of pass ceil(n/2)'s, or at pass max_passes. The counted blocks
