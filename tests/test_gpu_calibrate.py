@@ -266,6 +266,23 @@ def test_phase_log_records_errors_and_goes_on(tmp_path):
 # ---------------------------------------------------------------- the whole run
 
 
+def test_release_window_records_a_failure_and_goes_on(monkeypatch):
+    from dsacache.gpu import l2
+
+    released = []
+    monkeypatch.setattr(l2, "release", released.append)
+    rec = {}
+    session.release_window(7, rec)
+    assert released == [7] and rec == {}
+
+    def fail(handle):
+        raise RuntimeError(f"no window on {handle}")
+
+    monkeypatch.setattr(l2, "release", fail)
+    session.release_window(7, rec)
+    assert rec == {"release_error": "RuntimeError: no window on 7"}
+
+
 def test_l2_sizes_rounding():
     sys.path.insert(0, str(ROOT / "benchmarks/gpu"))
     try:

@@ -51,6 +51,7 @@ from dsacache.gpu.session import (  # noqa: E402
     calibrate_sleep,
     env_info,
     gpu_slug,
+    release_window,
     stub_zarr,
     time_ms,
 )
@@ -342,10 +343,7 @@ def run_config(a: argparse.Namespace, ctx: dict, cfg: Any, pred: dict) -> dict: 
         if cuda:  # the queued steps finish under the window before it is released
             torch.cuda.synchronize()
         if plan is not None:
-            try:
-                l2.release(s_cuda.cuda_stream)
-            except Exception as e:  # noqa: BLE001
-                rec["release_error"] = f"{type(e).__name__}: {e}"
+            release_window(s_cuda.cuda_stream, rec)
         if cuda:
             torch.cuda.set_stream(torch.cuda.default_stream())
     rows = [phase_ms(tm.deltas_ms(), L) for t, tm in timers if t >= cfg.warmup]

@@ -38,6 +38,7 @@ from dsacache.gpu.session import (  # noqa: E402
     calibrate_sleep,
     env_info,
     measure_host_ms,
+    release_window,
     stub_zarr,
 )
 
@@ -241,10 +242,7 @@ def run_one_mode(ctx: dict, spec, a: argparse.Namespace, layout: str = "ds") -> 
         )  # fmt: skip
     finally:
         if plan is not None:
-            try:
-                l2.release(stream.cuda_stream)
-            except Exception as e:  # noqa: BLE001
-                rec["release_error"] = f"{type(e).__name__}: {e}"
+            release_window(stream.cuda_stream, rec)
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.set_stream(torch.cuda.default_stream())

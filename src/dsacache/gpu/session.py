@@ -134,6 +134,17 @@ def env_info(cuda: bool) -> dict[str, Any]:
     return info
 
 
+def release_window(stream_handle: int, rec: dict[str, Any]) -> None:
+    """Release the stream's L2 access-policy window (l2.release); a failure is recorded in
+    rec["release_error"], not raised: the run goes on with its results."""
+    from dsacache.gpu import l2
+
+    try:
+        l2.release(stream_handle)
+    except Exception as e:  # noqa: BLE001
+        rec["release_error"] = f"{type(e).__name__}: {e}"
+
+
 def gpu_slug(name: str | None) -> str:
     """A file-name tag for a GPU name: 'NVIDIA H200' -> 'h200'; none -> 'cpu'."""
     if not name:
