@@ -1,7 +1,7 @@
 """The GPU L2 model: partitioned, hashed, with far-hit replication, replayed under the RRZE
 gpu-benches `gpu-l2-cache` sweep (the kernel and the stream: gpu_l2_kernels.py).
 
-Per GPU only documented numbers enter (`GpuL2Preset`: capacity, partitions, SMs, set-aside);
+Per GPU only documented numbers enter (`GpuL2Preset`: capacity, partitions, SMs);
 the structure (`L2Structure`: associativity, replacement, replication) is one for all GPUs,
 fitted jointly on the public H200 and A100-80GB curves (docs/gpu-l2-model.md).
 """
@@ -72,7 +72,6 @@ class GpuL2Preset:
     l2_bytes: int
     partitions: int
     sms: int
-    set_aside_max_bytes: int
     sources: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -85,12 +84,10 @@ GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
             62_914_560,
             2,
             132,
-            int(37.5 * MIB),
             {
                 "l2_bytes": "measured: cudaDeviceProp.l2CacheSize = 62,914,560 B (60 MiB)",
                 "partitions": "public microbenchmark studies: two L2 partitions (GH100)",
                 "sms": "documented: 132 SMs (H200 SXM, same GH100 configuration as H100 SXM)",
-                "set_aside_max_bytes": "measured: persistingL2CacheMaxSize = 37.5 MiB",
             },
         ),
         GpuL2Preset(
@@ -99,12 +96,10 @@ GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
             50 * MIB,
             2,
             132,
-            int(0.75 * 50 * MIB),
             {
                 "l2_bytes": "documented: 50 MB L2 (Hopper whitepaper), read as MiB like the H200",
                 "partitions": "public microbenchmark studies: 2 x 25 MB partitions",
                 "sms": "documented: 132 SMs (H100 SXM5)",
-                "set_aside_max_bytes": "documented: at most 75 % of L2 (CUDA programming guide)",
             },
         ),
         GpuL2Preset(
@@ -113,12 +108,10 @@ GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
             40 * MIB,
             2,
             108,
-            int(0.75 * 40 * MIB),
             {
                 "l2_bytes": "documented: 40 MB L2 (Ampere whitepaper), read as MiB like the H200",
                 "partitions": "documented: L2 divided into two partitions (Ampere whitepaper)",
                 "sms": "documented: 108 SMs (A100)",
-                "set_aside_max_bytes": "documented: at most 75 % of L2 (CUDA programming guide)",
             },
         ),
         GpuL2Preset(
@@ -127,12 +120,10 @@ GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
             int(126.5 * MIB),
             2,
             148,
-            int(0.75 * 126.5 * MIB),
             {
                 "l2_bytes": "measured: 126.5 MiB (public cudaDeviceProp reports)",
                 "partitions": "ASSUMED: one partition per die of the two-die package",
                 "sms": "documented: 148 SMs (B200)",
-                "set_aside_max_bytes": "documented: at most 75 % of L2 (CUDA programming guide)",
             },
         ),
     )
