@@ -192,7 +192,8 @@ min_replay = make_replay("min", Hooks(_begin, same_g, _find, _hit, _miss, _end))
 
 
 def region_keys(partition: Partition, max_context: np.ndarray) -> np.ndarray:
-    """Keys each region can ever hold (int64 [regions])."""
+    """Keys each region can ever hold (int64 [regions]): max_context[r] per (request, layer) of
+    its layers (line-lru passes lines per (request, layer) area instead)."""
     per_layer = int(np.asarray(max_context, np.int64).sum())
     out = np.zeros(partition.regions, np.int64)
     for p in partition.of_layer:
@@ -215,9 +216,7 @@ class Belady(DrivenPolicy):
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
         super().__init__(blocks, partition, geometry)
         keys = blocks.keys
-        self.cap = np.ascontiguousarray(partition.capacity, np.int64)
-        self.of_layer = np.ascontiguousarray(partition.of_layer, np.int32)
-        alloc = np.minimum(self.cap, region_keys(partition, keys.max_context))
+        alloc = np.minimum(partition.capacity, region_keys(partition, keys.max_context))
         self.heap_off = np.zeros(partition.regions, np.int64)
         self.heap_off[1:] = np.cumsum(alloc)[:-1]
         self.heap_n = np.zeros(partition.regions, np.int64)
@@ -226,7 +225,6 @@ class Belady(DrivenPolicy):
         self._next: dict[int, np.ndarray] = {}  # block start -> next-use positions
         self._nxt: np.ndarray | None = None  # per key, during the backward pass
         self._seen = 0
-        self.total_accesses = 0
 
     def prepare_block(self, block: StepBlock) -> None:
         keys = self.blocks.keys
@@ -264,7 +262,6 @@ class Belady(DrivenPolicy):
         self._nxt = None
         for out in self._next.values():
             to_positions(out, self._seen, never)
-        self.total_accesses = self._seen
 
     def state(self, block: StepBlock) -> tuple:
         if block.start not in self._next:

@@ -35,8 +35,9 @@ keep-previous and min run as fast as the hand-written kernels they replaced
 Adding a policy: subclass `DrivenPolicy` in a new module of this package (every module is
 imported, so @register is all it takes), write its hooks, build its state in `state()` and its
 kernel with `make_replay` at module level; lru.py (with list_moves.py) and keep_previous.py are
-short examples. A policy that needs more than one lookup per access (line-lru) or accesses that
-are not demand (near-miss's prefetches) implements run_block with its own kernel instead.
+short examples. A policy that needs more than one lookup per access (line-lru), accesses that
+are not demand (near-miss's prefetches) or two passes over a row (hazard) implements run_block
+with its own kernel instead.
 """
 
 from __future__ import annotations

@@ -98,6 +98,17 @@ def priorities(sel: np.ndarray, exp: np.ndarray, prio: np.ndarray, tab: int, hor
 PREV, NEXT, LAST, META = 0, 1, 2, 3
 
 
+def new_nodes(keys: int, lists: int, dtype: type) -> np.ndarray:
+    """The flat node records of `keys` keys (unlinked, never selected) followed by `lists`
+    empty circular lists' sentinels."""
+    node = np.full((keys + lists, 4), -1, dtype)
+    node[:, META] = 0
+    sentinels = np.arange(keys, keys + lists)
+    node[sentinels, PREV] = sentinels
+    node[sentinels, NEXT] = sentinels
+    return node.reshape(-1)
+
+
 @njit(cache=True, boundscheck=False)
 def hazard_block(
     block: np.ndarray,
@@ -316,12 +327,7 @@ class Hazard(TokenPolicy):
         nc, na = self.streaks * (len(edges) + 1) * (2 if self.use_below else 1), self.ages
         nodes = n + regions * nc
         self.sent0 = n
-        self.node = np.full((nodes, 4), -1, dtype=np.int32 if nodes < 2**31 else np.int64)
-        self.node[:, META] = 0
-        sentinels = np.arange(n, nodes)
-        self.node[sentinels, PREV] = sentinels  # empty circular lists
-        self.node[sentinels, NEXT] = sentinels
-        self.node = self.node.reshape(-1)
+        self.node = new_nodes(n, regions * nc, np.int32 if nodes < 2**31 else np.int64)
         self.size = np.zeros(regions, np.int64)
         self.cap = np.ascontiguousarray(partition.capacity, dtype=np.int64)
         self.of_layer = np.ascontiguousarray(partition.of_layer, dtype=np.int32)
@@ -369,11 +375,7 @@ class Hazard(TokenPolicy):
         priorities(np.zeros((1, 2, 3)), np.zeros((1, 2, 3)), np.zeros((1, 2, 3)), 0, 1)
         for dtype in (np.int32, np.int64):
             for mask in (None, np.zeros(block.shape, np.uint8)):
-                node = np.full((4 + STREAKS, 4), -1, dtype)
-                node[:, META] = 0
-                sn = np.arange(4, 4 + STREAKS)
-                node[sn, PREV] = sn
-                node[sn, NEXT] = sn
+                node = new_nodes(4, STREAKS, dtype)
                 sel = np.zeros((1, STREAKS, AGES))
                 hazard_block(
                     block,
@@ -384,7 +386,7 @@ class Hazard(TokenPolicy):
                     np.zeros(1, np.int64),
                     np.full(1, 2, np.int64),
                     np.zeros(1, np.int64),
-                    node.reshape(-1),
+                    node,
                     4,
                     STREAKS,
                     np.zeros(4, np.int64),

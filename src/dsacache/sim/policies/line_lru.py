@@ -39,6 +39,7 @@ from numba import njit
 from dsacache.sim.partition import Partition
 from dsacache.sim.policies import list_moves as moves
 from dsacache.sim.policies.base import LINE_BYTES, Counters, TokenPolicy, register
+from dsacache.sim.policies.belady import region_keys
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.geometry import Geometry
 
@@ -204,12 +205,7 @@ class LineLRU(TokenPolicy):
         self.area, total = line_areas(keys.max_context, geometry.layers, kv)
         lines_of_area = -(-(keys.max_context * kv) // LINE_BYTES)  # per request
         cap = partition.capacity * kv // LINE_BYTES
-        region_lines = np.zeros(partition.regions, np.int64)
-        for p in partition.of_layer:
-            if p >= 0:
-                region_lines[p] += int(lines_of_area.sum())
-        self.lru = SlotLRU(total // LINE_BYTES, cap, region_lines)
-        self.capacity_lines = cap
+        self.lru = SlotLRU(total // LINE_BYTES, cap, region_keys(partition, lines_of_area))
         self.of_layer = np.ascontiguousarray(partition.of_layer, np.int32)
 
     def run_block(self, block: StepBlock, counters: Counters) -> None:

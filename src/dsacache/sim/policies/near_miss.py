@@ -15,7 +15,7 @@ request) group, in access order:
   at the same step and request are prefetched for layer l the same way (they are known by
   then: layer l-1's indexer has already run). Layer 0 has no layer below: nothing prefetched.
 
-`source` (instance attribute) says which one is used. The driver sets it from the run's
+`source` (instance attribute) says which one is used. simulate() sets it from the run's
 explicit choice (SimConfig.near_miss_source, set_source); built directly, the policy defaults to
 `trace` when the trace carries near-miss rows, else `layer-below`. A trace with near-miss arrays
 of width 0 (m = 0) under source `trace` has nothing to prefetch: exactly token-lru. Prefetches count
@@ -37,6 +37,7 @@ from dsacache.sim.policies.belady import region_keys
 from dsacache.sim.policies.line_lru import SlotLRU
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.geometry import Geometry
+from dsacache.trace.model import Trace
 
 SOURCE_TRACE = 0
 SOURCE_LAYER_BELOW = 1
@@ -129,6 +130,11 @@ def near_miss_block(
     return -1
 
 
+def has_rows(trace: Trace) -> bool:
+    """Whether any request of `trace` carries near-miss rows (source `trace` needs them)."""
+    return any(r.near_miss is not None for r in trace.requests)
+
+
 @register
 class NearMiss(TokenPolicy):
     name = "near-miss"
@@ -142,8 +148,7 @@ class NearMiss(TokenPolicy):
 
     def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
         super().__init__(blocks, partition, geometry)
-        has = any(r.near_miss is not None for r in blocks.trace.requests)
-        self.source = "trace" if has else "layer-below"
+        self.source = "trace" if has_rows(blocks.trace) else "layer-below"
         keys = blocks.keys
         cap = np.ascontiguousarray(partition.capacity, np.int64)
         self.lru = SlotLRU(keys.size, cap, region_keys(partition, keys.max_context))
@@ -155,7 +160,7 @@ class NearMiss(TokenPolicy):
         if source not in ("trace", "layer-below"):
             raise DsacacheError(f"unknown near-miss source {source!r} (trace, layer-below)")
         trace = self.blocks.trace
-        if source == "trace" and not any(r.near_miss is not None for r in trace.requests):
+        if source == "trace" and not has_rows(trace):
             raise DsacacheError(
                 f"{trace.source}: near-miss source 'trace' needs near-miss rows "
                 "(dsacache record --near-miss M); this trace has none (use layer-below)"
