@@ -134,16 +134,31 @@ def test_min_bounds_every_demand_policy_at_every_capacity(name, p, spec):
     # kv = 256 B: whole 128-byte lines per row, so line-lru fetches nothing beyond the token
     # (with a line shared by two tokens it prefetches part of the neighbour; see line_lru.py).
     # MIN is optimal per region (its layers together), not per layer of a shared region.
+    # keep-previous checks a row against the previous step's kept tokens while it keeps the
+    # current row's: it holds up to twice its capacity, so MIN at twice the capacity bounds it.
     trace = random_trace(p, kv=256)
     g = trace.geometry
+    scale = 2 if name == "keep-previous" else 1
     for cap in range(0, g.layers * g.top_k * 2 + 2):
         of_layer = parse_partition(spec, g.layers, cap).of_layer
-        best = simulate(trace, config("min", cap, spec))
+        best = simulate(trace, config("min", scale * cap, spec))
         res = simulate(trace, config(name, cap, spec))
         for region in set(of_layer.tolist()):
             layers = of_layer == region
             mine, bound = res.per_layer_misses[layers].sum(), best.per_layer_misses[layers].sum()
             assert bound <= mine, (cap, spec, region)
+
+
+def test_keep_previous_can_beat_min_at_equal_capacity():
+    # By hand, one layer, capacity 1: accesses 0 2 | 3 0 | 3 1. keep-previous keeps 0, then 3:
+    # hits 0 (step 1) and 3 (step 2), 4 misses. MIN with bypass in one slot: keeps 0 for step 1,
+    # bypasses 3 twice, 5 misses. With two slots MIN keeps 0 and 3: 4 misses.
+    rows = np.array([[[0, 2]], [[3, 0]], [[3, 1]]], np.int32)
+    trace = Trace([RequestTrace(rows, np.full(3, 4))], Geometry(1, 2, 256, 132, 4))
+    kp = simulate(trace, config("keep-previous", 1, "global"))
+    assert (kp.hits, kp.misses) == (2, 4)
+    assert simulate(trace, config("min", 1, "global")).misses == 5
+    assert simulate(trace, config("min", 2, "global")).misses == 4
 
 
 @pytest.mark.parametrize("name", ONLINE)

@@ -18,7 +18,8 @@ gives it Counters with per-layer line tallies, and the result's bytes are lines 
 Flags every registered policy sets (--list-policies shows them): `online`, it decides from the
 past only (MIN reads the future); `prefetches`, it may bring in tokens no access asked for
 (counted in Counters.prefetches). MIN bounds the misses of every policy that does not prefetch
-(line-lru only when KV rows are whole 128-byte lines; see line_lru.py).
+(line-lru only when KV rows are whole 128-byte lines; see line_lru.py; keep-previous, which
+holds the previous and the current selection at once, only at twice its capacity).
 
 Most policies do not implement run_block themselves: driver.py's DrivenPolicy walks the block
 and calls the policy's small hooks (find, hit, miss, ...). run_block stays the interface, so a

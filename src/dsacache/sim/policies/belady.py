@@ -21,11 +21,14 @@ key) pairs in one flat array, each region its own segment; pos_of[key] = the key
 -1 if not resident). A hit raises the key's priority to its new next use (sift up); an
 eviction replaces the root (sift down). Every access costs O(log capacity).
 
-MIN bounds every policy that fetches a token only when it is accessed (token-lru, fifo,
-keep-previous). A prefetching policy (near-miss) can miss less than MIN, but its misses plus
-prefetches (tokens read from HBM) are never fewer than MIN's misses. line-lru is NOT bounded
-when kv_bytes_per_token is not a multiple of 128: a 128-byte line shared by neighbouring tokens
-acts as a prefetch of the neighbour (see line_lru.py); with whole-line rows it is.
+MIN bounds every policy that fetches a token only when it is accessed and never holds more than
+the capacity (token-lru, fifo, hazard*). keep-previous checks a row against the previous step's
+kept tokens while it keeps the current row's, so it holds up to twice its capacity: MIN at twice
+the capacity bounds it, at equal capacity it can miss less. A prefetching policy (near-miss) can
+miss less than MIN, but its misses plus prefetches (tokens read from HBM) are never fewer than
+MIN's misses. line-lru is NOT bounded when kv_bytes_per_token is not a multiple of 128: a
+128-byte line shared by neighbouring tokens acts as a prefetch of the neighbour (see
+line_lru.py); with whole-line rows it is.
 
 `bypass=False` gives demand paging (every miss is inserted, the furthest-used resident key is
 evicted): MIN as libCacheSim's Belady computes it; not registered, used by the tests.
