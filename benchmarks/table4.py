@@ -43,13 +43,14 @@ from dsacache.perf import (
     slowdown_at,
     workload_from_sim,
 )
+from dsacache.report.figures import PAPER_TABLE4
 from dsacache.sim import SimConfig, simulate
 from dsacache.sim.config import mb_to_mib
 from dsacache.sim.llc.run import MODEL_WEIGHTS
 from dsacache.trace.geometry import preset
 from dsacache.trace.synth import PAPER_TARGETS, synthesize
 
-PAPER = {0: 1.87, 5: 1.67, 10: 1.5, 15: 1.3, 20: 1.15}
+PAPER = PAPER_TABLE4  # reserved MB (10**6 B) -> slowdown
 S0 = PAPER[0]
 
 

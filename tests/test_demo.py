@@ -11,7 +11,7 @@ import pytest
 
 from dsacache.analysis import analyze
 from dsacache.cli.app import run as cli_run
-from dsacache.cli.demo_cmd import DEMO_CAPACITIES_MB, DEMO_POLICIES, DEMO_WEIGHTS_MIB
+from dsacache.cli.demo_cmd import DEMO_CAPACITIES_MIB, DEMO_POLICIES, DEMO_WEIGHTS_MIB
 from dsacache.report.slowdown_note import BEST_ONLINE
 from dsacache.sim.mrc import mrc
 from dsacache.sweep import parse_config
@@ -73,7 +73,7 @@ def test_demo_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[st
     cfg = tomllib.loads((out / "sweep.toml").read_text())
     assert cfg["traces"][0]["synth"] == "deepseek-v3.2" and cfg["traces"][0]["steps"] == 4
     rows = pq.read_table(out / "results.parquet").to_pylist()
-    assert len(rows) == len(DEMO_POLICIES) * len(DEMO_CAPACITIES_MB) * len(DEMO_WEIGHTS_MIB)
+    assert len(rows) == len(DEMO_POLICIES) * len(DEMO_CAPACITIES_MIB) * len(DEMO_WEIGHTS_MIB)
     assert {r["policy"] for r in rows} == set(DEMO_POLICIES)
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "SYNTHETIC" in html
@@ -81,7 +81,7 @@ def test_demo_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert BEST_ONLINE in DEMO_POLICIES
     mine = {r["capacity_mib"]: r["slowdown"] for r in rows
             if r["policy"] == BEST_ONLINE and r["weights_bytes_per_layer"] == 0}  # fmt: skip
-    caps = [c for c in DEMO_CAPACITIES_MB if c > 0]
+    caps = [c for c in DEMO_CAPACITIES_MIB if c > 0]
     quoted = " / ".join(f"{mine[c]:.3f}" for c in caps)
     assert f"the slowdown is {quoted} at {' / '.join(map(str, caps))} MiB" in html
     text = capsys.readouterr().out

@@ -213,3 +213,17 @@ def test_cli(tmp_path, trace, capsys):
     assert run(args + ["--front-policy", "min"]) == 2
     err = capsys.readouterr().err.strip()
     assert "min" in err and "\n" not in err
+
+
+def test_front_policies_are_those_that_report_hits_and_the_help_lists_them(capsys):
+    from dsacache.sim.llc.front import front_policies
+
+    able = front_policies()
+    assert {"token-lru", "fifo", "keep-previous", "hazard", "hazard-plus"} <= set(able)
+    assert "min" not in able and all(POLICIES[n].emits_hit_mask for n in able)
+    with pytest.raises(DsacacheError, match="cannot report per-access hits"):
+        LLCConfig(reservation="token", reserve_mib=1, front_policy="min").resolve()
+    assert run(["llc", "--help"]) == 0
+    # rich wraps the help inside a box: compare with every space and box edge taken out
+    help_text = "".join(capsys.readouterr().out.replace("\u2502", " ").split())
+    assert "reportsper-accesshits:" + ",".join(able) + ")" in help_text

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.figure
 import pyarrow.parquet as pq
+import pytest
 
 from dsacache.cli.app import run as cli_run
 from dsacache.report.figures import has_policy_frontier, plot_fraction_of_min
@@ -38,8 +40,24 @@ def test_plot_fraction_of_min_writes_png(tmp_path: Path):
             for m in (1, 2, 4)]  # fmt: skip
     rows.append(row("lru", 8, 0.3))  # no MIN at this capacity: left out, not a crash
     out = tmp_path / "f.png"
-    plot_fraction_of_min(rows, out, log_x=True)
+    saved = []
+    savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        saved.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(matplotlib.figure.Figure, "savefig", keep)
+        plot_fraction_of_min(rows, out, log_x=True)
     assert out.read_bytes()[:8] == PNG
+    # the drawn curves are hits / MIN's hits per capacity (0.4 / 0.5 and 0.1 / 0.5)
+    (ax,) = [a for a in saved[0].axes if a.get_visible()]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    for policy, frac in (("hazard", 0.8), ("lru", 0.2)):
+        assert list(lines[policy].get_xdata()) == [1, 2, 4]
+        assert lines[policy].get_ydata() == pytest.approx([frac] * 3)
+    assert "min" not in lines and ax.get_xscale() == "log"
 
 
 def test_sweep_with_new_policies_reports_fraction_of_min(tmp_path: Path):

@@ -27,7 +27,7 @@ DEMO_CONTEXT = 32768
 DEMO_LAYERS = 8  # a reduced DeepSeek-V3.2 (61 layers) so the whole demo fits in 2 minutes
 # hazard-plus: the best online policy on the policy frontier (docs/policies.md)
 DEMO_POLICIES = ("min", "token-lru", "fifo", "keep-previous", "hazard-plus")
-DEMO_CAPACITIES_MB = (0, 5, 10, 20, 40)  # MiB
+DEMO_CAPACITIES_MIB = (0, 5, 10, 20, 40)
 # Two weight settings: the model's own (its weight stream dominates the step, so no reservation
 # moves the slowdown much) and 0 (the attention part of the step alone, as when the weights
 # stream elsewhere or overlap the gathers): there the reservation decides the step time.
@@ -44,7 +44,7 @@ DEMO_TEMPERATURE, DEMO_TOP_P, DEMO_SEED = 0.8, 0.95, 0
 def demo_sweep_toml(steps: int) -> str:
     """The demo's sweep grid: the synthetic trace x policies x reserved MiB (H100, global)."""
     pols = ", ".join(f'"{p}"' for p in DEMO_POLICIES)
-    caps = ", ".join(str(c) for c in DEMO_CAPACITIES_MB)
+    caps = ", ".join(str(c) for c in DEMO_CAPACITIES_MIB)
     weights = ", ".join(f'"{w}"' if isinstance(w, str) else str(w) for w in DEMO_WEIGHTS_MIB)
     return (
         "# dsacache demo: a SYNTHETIC trace calibrated to the paper's statistics (not a model\n"

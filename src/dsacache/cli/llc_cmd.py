@@ -13,6 +13,7 @@ from dsacache.cli.app import app
 from dsacache.cli.options import BLOCK_TOKENS, INDEX_BYTES, KV_BYTES, TRACE_ARG, load_trace_arg
 from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
+from dsacache.sim.llc.front import front_policies
 from dsacache.sim.llc.hardware import MIB, PRESETS
 from dsacache.sim.llc.kernels import LEADERS_PER_POLICY
 from dsacache.sim.llc.run import (
@@ -57,7 +58,7 @@ def llc_command(
         "token-lru",
         "--front-policy",
         help="token reservation: the region's policy (one that reports per-access hits: "
-        "token-lru, fifo, keep-previous).",
+        f"{', '.join(front_policies())}).",
     ),
     front_partition: str = typer.Option(
         "global",

@@ -6,11 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from dsacache.perf import perf_params
+from dsacache.report.figures import PAPER_TABLE4
+from dsacache.sim.config import mb_to_mib
 
 # The paper's Table 4 read through our step model (docs/perf-model.md, benchmarks/table4.py):
 # S(0) = 1.87 means the gathers take about 62 % of the ideal step; the other slowdowns then
-# imply these gather hit rates at 5 / 10 / 15 / 20 MB (1 - (S - 1) / 0.87, latency-bound).
-IMPLIED_HIT_RATES = (0.23, 0.43, 0.66, 0.83)
+# imply these gather hit rates at 5 / 10 / 15 / 20 MB (1 - (S - 1) / (S(0) - 1), latency-bound).
+_PAPER_S0 = PAPER_TABLE4[0]
+_PAPER_MB = tuple(mb for mb in PAPER_TABLE4 if mb > 0)
+IMPLIED_HIT_RATES = tuple(
+    round(1 - (PAPER_TABLE4[mb] - 1) / (_PAPER_S0 - 1), 2) for mb in _PAPER_MB
+)
 # The online policy closest to MIN on the policy frontier (docs/policies.md); the note quotes
 # its slowdowns when the sweep holds it, beside MIN's and the paper's token-LRU.
 BEST_ONLINE = "hazard-plus"
@@ -91,16 +97,19 @@ def slowdown_note(rows: list[dict[str, Any]]) -> str:
         for f in facet_numbers(rows)
     )
     implied = " / ".join(f"{h:.2f}" for h in IMPLIED_HIT_RATES)
+    slowdowns = " / ".join(f"{PAPER_TABLE4[mb]:g}" for mb in _PAPER_MB)
+    mbs = " / ".join(str(mb) for mb in _PAPER_MB)
+    mibs = " / ".join(f"{mb_to_mib(mb):.2f}" for mb in _PAPER_MB)
     return (
         "Why this is not the paper's curve. The modelled step adds the weight stream, the "
         "index-key scan and the KV gathers (docs/perf-model.md); a reservation only speeds up "
         "the gathers, so the slowdown can be no larger than their share of the step allows. "
-        f"In this sweep: {panels}.{_online_sentence(rows)} The paper's 1.87 at 0 MB says its "
-        "gathers take about 62 % of the ideal step (an LLC hit 2.4 x faster than HBM); its "
-        f"1.67 / 1.5 / 1.3 / 1.15 then imply gather hit rates {implied} at 5 / 10 / 15 / 20 MB "
-        "(4.77 / 9.54 / 14.31 / 19.07 MiB). Our model gets there only with a footprint of about "
-        "21 MB per step (top-k 256 and one request on 20 Llama-3.1-70B layers) and about 2 "
-        "gather loads in flight, at 52 tok/s per user; Belady's MIN then reaches "
+        f"In this sweep: {panels}.{_online_sentence(rows)} The paper's {_PAPER_S0:g} at 0 MB says "
+        "its gathers take about 62 % of the ideal step (an LLC hit 2.4 x faster than HBM); its "
+        f"{slowdowns} then imply gather hit rates {implied} at {mbs} MB ({mibs} MiB). Our model "
+        "gets there only with a footprint of about 21 MB per step (top-k 256 and one request "
+        "on 20 Llama-3.1-70B layers) and about 2 gather loads in flight, at 52 tok/s per "
+        "user; Belady's MIN then reaches "
         f"0.23 / 0.43 / 0.56 / 0.67, {BEST_ONLINE} 0.12 / 0.23 / 0.34 / 0.43, keep-previous "
         "0.12 / 0.22 / 0.32 / 0.43, token-LRU 0. With half that footprint (top-k 128) "
         f"{BEST_ONLINE} is the online policy closest to the paper: slowdown "

@@ -36,8 +36,9 @@ model of run.py.
   misses per step. Blocking misses per step = kv-gather line misses of the shared LLC, the same
   unit as the other modes.
 
-A front policy must report per-access hits (TokenPolicy.emits_hit_mask: token-lru, fifo,
-keep-previous; not min, whose backward pass this driver does not run).
+A front policy must report per-access hits (TokenPolicy.emits_hit_mask, `front_policies()`:
+token-lru, fifo, keep-previous, hazard, hazard-plus; not min, whose backward pass this driver
+does not run).
 """
 
 from __future__ import annotations
@@ -63,9 +64,14 @@ from dsacache.trace.model import Trace
 TOKEN = "token"
 
 
+def front_policies() -> list[str]:
+    """The token policies that can run the region: those that report per-access hits."""
+    return sorted(n for n, c in POLICIES.items() if c.emits_hit_mask)
+
+
 def front_policy_class(name: str) -> type[TokenPolicy]:
     """The token policy `name`, which must report per-access hits."""
-    able = sorted(n for n, c in POLICIES.items() if c.emits_hit_mask)
+    able = front_policies()
     if name not in POLICIES:
         raise DsacacheError(f"unknown front policy {name!r} (usable: {', '.join(able)})")
     cls = POLICIES[name]
