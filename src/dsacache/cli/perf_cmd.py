@@ -24,8 +24,8 @@ from dsacache.cli.options import (
 from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
 from dsacache.perf import PerfResult, check_batch, model, perf_params, workload_from_sim
-from dsacache.sim.llc.hardware import PRESETS
 from dsacache.sim import SimConfig, SimResult, simulate
+from dsacache.sim.llc.hardware import PRESETS
 from dsacache.sim.llc.run import LLCConfig, weights_bytes_from_mib
 
 HELP = "\n\n".join(
