@@ -8,7 +8,9 @@ the GPU prototype ran on reports 143,771 MiB of memory for its "141 GB" and 62,9
 its "60 MB" (benchmarks/gpu/results/).
 
 Host links (HOST_LINKS) carry what the serving model needs to price reads of host memory: the
-raw bandwidth per direction and the wire bytes of one read, from the link's specification.
+raw bandwidth per direction and the wire bytes of one read, from the link's specification, and
+the round-trip latency of one read (ASSUMED; tuned on the public HiSparse setting,
+docs/hierarchy.md).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class HostLink:
     raw_bytes_per_s: float  # one direction, after line encoding
     payload_bytes: int
     overhead_bytes: int
+    read_latency_s: float  # one read's round trip, GPU -> host memory -> GPU
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -48,6 +51,11 @@ class HostLink:
         requests = -(-row_bytes // self.payload_bytes)
         return requests * (self.payload_bytes + self.overhead_bytes) / self.raw_bytes_per_s
 
+
+# ASSUMED, tuned on the public HiSparse setting (docs/hierarchy.md): a GPU load from pinned host
+# memory waits for the PCIe round trip and the host's DRAM (about a microsecond).
+PCIE_READ_LATENCY_S = 1.0e-6
+_LATENCY_NOTE = "ASSUMED (tuned on the public HiSparse setting, docs/hierarchy.md)"
 
 _PCIE_TLP = (
     "PCIe 5.0/4.0 base specification: a read completion carries its payload plus ~24 B "
@@ -65,12 +73,14 @@ HOST_LINKS: dict[str, HostLink] = {
             32e9 * 16 / 8 * 128 / 130,
             128,
             24,
+            PCIE_READ_LATENCY_S,
             {
                 "raw_bytes_per_s": "PCIe 5.0 base specification: 32 GT/s per lane, 128b/130b "
                 "encoding; x16 = 63.0 GB/s per direction (MLCommons inference v4.1 HGX H200 "
                 "system description: 504 GB/s GPU-PCIe for 8 GPUs)",
                 "payload_bytes": _PCIE_TLP,
                 "overhead_bytes": _PCIE_TLP,
+                "read_latency_s": _LATENCY_NOTE,
             },
         ),
         HostLink(
@@ -79,11 +89,13 @@ HOST_LINKS: dict[str, HostLink] = {
             16e9 * 16 / 8 * 128 / 130,
             128,
             24,
+            PCIE_READ_LATENCY_S,
             {
                 "raw_bytes_per_s": "PCIe 4.0 base specification: 16 GT/s per lane, 128b/130b "
                 "encoding; x16 = 31.5 GB/s per direction",
                 "payload_bytes": _PCIE_TLP,
                 "overhead_bytes": _PCIE_TLP,
+                "read_latency_s": _LATENCY_NOTE + "; as Gen5",
             },
         ),
         HostLink(
@@ -92,12 +104,14 @@ HOST_LINKS: dict[str, HostLink] = {
             450e9,
             128,
             24,
+            PCIE_READ_LATENCY_S,
             {
                 "raw_bytes_per_s": "NVIDIA GH200 Grace Hopper Superchip datasheet: NVLink-C2C "
                 "900 GB/s bidirectional = 450 GB/s per direction",
                 "payload_bytes": "ASSUMED: 128-byte reads like PCIe (coherent cache-line "
                 "transfers; the flit format is not public)",
                 "overhead_bytes": "ASSUMED: the same 24 B per read as PCIe (not public)",
+                "read_latency_s": "ASSUMED: as PCIe (no public figure; not tuned)",
             },
         ),
     )
@@ -122,6 +136,7 @@ class GpuSpec:
     fp8_flops: float | None  # dense tensor-core peak, no sparsity
     bf16_flops: float
     host_link: str  # a HOST_LINKS key
+    peer_bytes_per_s: float  # GPU-to-GPU link, one direction (collectives between the GPUs)
     llc_hit_cycles: int | None = None  # load latency, L2 hit
     dram_cycles: int | None = None  # load latency, L2 miss to device memory
     sources: Mapping[str, str] = field(default_factory=dict)
@@ -170,6 +185,7 @@ GPUS: dict[str, GpuSpec] = {
             1979e12,
             989.5e12,
             "pcie-gen5-x16",
+            450e9,
             291,
             700,
             {
@@ -183,6 +199,7 @@ GPUS: dict[str, GpuSpec] = {
                 "hbm_bytes_per_s": "NVIDIA H100 datasheet: HBM3 3.35 TB/s (H100 SXM)",
                 "fp8_flops": _HOPPER_TC + _DENSE,
                 "bf16_flops": _HOPPER_TC + _DENSE,
+                "peer_bytes_per_s": "NVIDIA H100 datasheet: NVLink 900 GB/s (both directions)",
                 "host_link": "NVIDIA H100 datasheet: PCIe Gen5 128 GB/s (x16, both directions)",
                 "llc_hit_cycles": _CHASE + "L2 load latency ~291 cycles (H100)",
                 "dram_cycles": _CHASE + "DRAM load latency ~700 cycles (H100)",
@@ -202,6 +219,7 @@ GPUS: dict[str, GpuSpec] = {
             1979e12,
             989.5e12,
             "pcie-gen5-x16",
+            450e9,
             291,
             700,
             {
@@ -216,6 +234,7 @@ GPUS: dict[str, GpuSpec] = {
                 "hbm_bytes_per_s": "NVIDIA H200 datasheet: HBM3e 4.8 TB/s",
                 "fp8_flops": _HOPPER_TC + _DENSE,
                 "bf16_flops": _HOPPER_TC + _DENSE,
+                "peer_bytes_per_s": "NVIDIA H200 datasheet: NVLink 900 GB/s (both directions)",
                 "host_link": "MLCommons inference v4.1, HGX H200 system: host interconnect "
                 "PCIe Gen5 x16",
                 "llc_hit_cycles": "ASSUMED: as H100 (same GH100 die), 291 cycles",
@@ -236,6 +255,7 @@ GPUS: dict[str, GpuSpec] = {
             4.5e15,
             2.25e15,
             "pcie-gen5-x16",
+            900e9,
             295,
             860,
             {
@@ -249,6 +269,8 @@ GPUS: dict[str, GpuSpec] = {
                 "hbm_bytes_per_s": "NVIDIA B200 specifications: HBM3e 8 TB/s",
                 "fp8_flops": "NVIDIA HGX B200 specifications (1000 W): FP8 4.5 PFLOPS dense",
                 "bf16_flops": "NVIDIA HGX B200 specifications (1000 W): BF16 2.25 PFLOPS dense",
+                "peer_bytes_per_s": "NVIDIA B200 specifications: NVLink 5 1.8 TB/s "
+                "(both directions)",
                 "host_link": "MLCommons inference v6.0 B200 systems: host interconnect "
                 "PCIe Gen5 x16",
                 "llc_hit_cycles": _CHASE + "L2 load latency ~295 cycles (B200)",
@@ -269,6 +291,7 @@ GPUS: dict[str, GpuSpec] = {
             1979e12,
             989.5e12,
             "nvlink-c2c",
+            450e9,
             291,
             700,
             {
@@ -282,6 +305,7 @@ GPUS: dict[str, GpuSpec] = {
                 "hbm_bytes_per_s": "NVIDIA GH200 datasheet: HBM3e 4.9 TB/s",
                 "fp8_flops": "NVIDIA GH200 datasheet: FP8 3,958 TFLOPS with sparsity" + _DENSE,
                 "bf16_flops": "NVIDIA GH200 datasheet: BF16 1,979 TFLOPS with sparsity" + _DENSE,
+                "peer_bytes_per_s": "NVIDIA GH200 datasheet: NVLink 900 GB/s (both directions)",
                 "host_link": "NVIDIA GH200 datasheet: NVLink-C2C to the Grace CPU's LPDDR5X",
                 "llc_hit_cycles": "ASSUMED: as H100 (same GH100 die), 291 cycles",
                 "dram_cycles": "ASSUMED: as H100 (same GH100 die), 700 cycles",
@@ -301,6 +325,7 @@ GPUS: dict[str, GpuSpec] = {
             1.0e15,
             0.5e15,
             "pcie-gen5-x16",
+            32e9 * 16 / 8 * 128 / 130,
             None,
             None,
             {
@@ -317,6 +342,7 @@ GPUS: dict[str, GpuSpec] = {
                 "fp8_flops": "ASSUMED: NVIDIA gives only 4,000 AI TOPS (FP4 with sparsity); "
                 "dense FP4 = 2,000, FP8 = half of that",
                 "bf16_flops": "ASSUMED: half the FP8 figure above",
+                "peer_bytes_per_s": "ASSUMED: no NVLink; peers over PCIe Gen5 x16 at its raw rate",
                 "host_link": "NVIDIA RTX PRO 6000 Blackwell datasheet: PCIe Gen5 x16",
             },
         ),
@@ -334,6 +360,7 @@ GPUS: dict[str, GpuSpec] = {
             None,
             312e12,
             "pcie-gen4-x16",
+            300e9,
             None,
             None,
             {
@@ -347,6 +374,7 @@ GPUS: dict[str, GpuSpec] = {
                 "hbm_bytes_per_s": "NVIDIA A100 datasheet: HBM2e 2,039 GB/s (SXM)",
                 "fp8_flops": "NVIDIA A100 datasheet: no FP8 tensor cores",
                 "bf16_flops": "NVIDIA A100 datasheet: BF16 312 TFLOPS dense",
+                "peer_bytes_per_s": "NVIDIA A100 datasheet: NVLink 600 GB/s (both directions)",
                 "host_link": "NVIDIA A100 datasheet: PCIe Gen4 64 GB/s (x16, both directions)",
             },
         ),
@@ -364,6 +392,7 @@ GPUS: dict[str, GpuSpec] = {
             2.6149e15,
             1.3074e15,
             "pcie-gen5-x16",
+            448e9,
             500,
             900,
             {
@@ -379,6 +408,8 @@ GPUS: dict[str, GpuSpec] = {
                 "hbm_bytes_per_s": "AMD MI300X datasheet: HBM3 5.3 TB/s",
                 "fp8_flops": "AMD MI300X datasheet: FP8 2,614.9 TFLOPS dense",
                 "bf16_flops": "AMD MI300X datasheet: BF16 1,307.4 TFLOPS dense",
+                "peer_bytes_per_s": "AMD MI300X datasheet: 896 GB/s aggregate Infinity Fabric "
+                "peer bandwidth (ASSUMED half per direction)",
                 "host_link": "AMD MI300X datasheet: PCIe Gen5 x16",
                 "line_bytes": "ASSUMED: 128 B lines of 32 B sectors like the NVIDIA parts",
                 "llc_hit_cycles": "ASSUMED: 500 cycles, placeholder (no public measurement used)",
