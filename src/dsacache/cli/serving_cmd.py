@@ -4,6 +4,7 @@ memory behind a per-request HBM buffer (SGLang's HiSparse)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -106,12 +107,12 @@ def serving_command(
         help="Share of device memory for weights + KV (SGLang --mem-fraction-static).",
     ),
     swap_layer_us: float = typer.Option(
-        DEFAULT_SWAP_LAYER_S * 1e6,
+        round(DEFAULT_SWAP_LAYER_S * 1e6, 9),
         "--swap-layer-us",
         help="Fixed cost of the swap-in kernels per layer per step, microseconds (ASSUMED).",
     ),
     collective_us: float = typer.Option(
-        DEFAULT_COLLECTIVE_S * 1e6,
+        round(DEFAULT_COLLECTIVE_S * 1e6, 9),
         "--collective-us",
         help="Latency of one collective between the GPUs, microseconds (ASSUMED).",
     ),
@@ -121,6 +122,9 @@ def serving_command(
         help="What-if: host reads overlap the GPU's work (HiSparse today: they do not).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Also draw throughput vs concurrency to this PNG."
+    ),
 ) -> None:
     """Model serving throughput (help text: HELP above)."""
     if attention not in ATTENTION_MODES:
@@ -131,8 +135,8 @@ def serving_command(
         attention=attention,
         kv_dtype=None if kv_dtype == "auto" else kv_dtype,
         mem_fraction=mem_fraction,
-        swap_layer_s=swap_layer_us * 1e-6,
-        collective_s=collective_us * 1e-6,
+        swap_layer_s=swap_layer_us / 1e6,
+        collective_s=collective_us / 1e6,
         overlap=overlap,
     )
     result = serving_rows(
@@ -143,10 +147,19 @@ def serving_command(
         BufferStats(hit_rate),
         params,
     )
+    if plot is not None:
+        from dsacache.report.figures import plot_serving
+
+        try:
+            plot_serving(result.to_dict(), plot)
+        except OSError as e:
+            raise DsacacheError(f"{plot}: cannot write the plot: {e.strerror or e}") from None
     if json_out:
         print(json.dumps(result.to_dict(), allow_nan=False))
     else:
         print_serving(result)
+    if plot is not None and not json_out:
+        print(f"wrote {plot}")
 
 
 def print_serving(r: ServingResult) -> None:
