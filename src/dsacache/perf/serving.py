@@ -4,8 +4,11 @@ KV offloaded to host memory behind a per-request HBM hot buffer (offload, SGLang
 Memory (per GPU; docs/hierarchy.md). The pool for KV is `mem_fraction` x HBM minus the weights
 the GPU holds. A running request holds, in every layer, its context's index keys (they stay on
 the GPU: the indexer scans all of them) and either its whole latent KV (baseline) or a buffer of
-N KV rows (offload). Requests are staggered, so the average one holds I + O/2 tokens. The
-requests that fit run; the rest wait, so throughput above the cap is the cap's.
+N KV rows (offload), sized for its full I + O tokens (a running request must be able to finish
+without being evicted; vLLM reports capacity the same way, "maximum concurrency for I + O tokens
+per request"). The requests that fit run; the rest wait, so throughput above the cap is the
+cap's. The step's reads use the average context, I + O/2 (staggered requests are spread evenly
+over their O steps).
 
 Parallelism over G GPUs: feed-forward weights and the output head are sharded G ways. Attention
 is either tensor-parallel ("tp": its weights sharded, MLA's single latent KV head replicated on
@@ -270,9 +273,9 @@ class Deployment:
         return pool
 
     def request_bytes(self, offload: bool) -> float:
-        """HBM one running request takes on a GPU that holds it."""
+        """HBM one running request reserves on a GPU that holds it (for its I + O tokens)."""
         m = self.model
-        ctx = self.work.mean_context
+        ctx = self.work.peak_context
         index = ctx * m.layers * m.index_bytes_per_token
         rows = self.work.buffer_tokens if offload else ctx
         return rows * m.layers * self.kv_bytes + index

@@ -205,7 +205,7 @@ def plot_serving(result: dict[str, Any], out: Path) -> None:
             ax.annotate(f"{r['ratio']:.2f}x", at, textcoords="offset points", xytext=(0, 6),
                         ha="center", fontsize=7)  # fmt: skip
     ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("concurrent requests")
     ax.set_ylabel("decode tokens/s (all GPUs)")
     title = (
