@@ -110,14 +110,14 @@ def test_weights_and_hbm_caps_by_hand():
     assert dp.weights_bytes_per_gpu == 2 * 3472 + (96 + 272) / 2 + 2 * 80 * 2 / 2 == 7288
     assert tp.weights_bytes_per_gpu == 2 * 3472 / 2 + 184 + 160 == 3816
     assert dp.kv_pool_bytes_per_gpu == 0.5 * 54576 - 7288 == 20000
-    # a request holds mean context 10 + 4/2 = 12 tokens in 2 layers: BF16 KV 272 B + key 12 B
-    assert dp.request_bytes(offload=False) == 12 * 2 * (272 + 12) == 6816
+    # a request reserves its peak context, 10 + 4 = 14 tokens, in 2 layers: BF16 KV 272 B + key
+    assert dp.request_bytes(offload=False) == 14 * 2 * (272 + 12) == 7952
     # offload: the 4-row buffer of KV per layer, and every index key
-    assert dp.request_bytes(offload=True) == 4 * 2 * 272 + 12 * 2 * 12 == 2464
-    assert dp.max_running(False) == 2 * (20000 // 6816) == 4  # per GPU, times 2 GPUs
-    assert dp.max_running(True) == 2 * (20000 // 2464) == 16
-    assert tp.max_running(False) == (27288 - 3816) // 6816 == 3  # replicated: one GPU's worth
-    assert tp.max_running(True) == (27288 - 3816) // 2464 == 9
+    assert dp.request_bytes(offload=True) == 4 * 2 * 272 + 14 * 2 * 12 == 2512
+    assert dp.max_running(False) == 2 * (20000 // 7952) == 4  # per GPU, times 2 GPUs
+    assert dp.max_running(True) == 2 * (20000 // 2512) == 14
+    assert tp.max_running(False) == (27288 - 3816) // 7952 == 2  # replicated: one GPU's worth
+    assert tp.max_running(True) == (27288 - 3816) // 2512 == 9
 
 
 def test_step_pieces_by_hand():
@@ -128,7 +128,7 @@ def test_step_pieces_by_hand():
     weights = 2 * 3472 + 96 / 2 + ((touched + 1) * 48 + 32) / 2 + 80 * 2 / 2
     assert s.weights_s == pytest.approx(weights / 1e9)
     assert s.attention_s == pytest.approx(2 * 2 * 4 * 272 / 1e9)  # b x L x k rows of 272 B
-    assert s.index_s == pytest.approx(2 * 2 * 12 * 12 / 1e9)  # b x L x context keys of 12 B
+    assert s.index_s == pytest.approx(2 * 2 * 12 * 12 / 1e9)  # b x L x mean context 12, 12 B each
     # all-gather + reduce-scatter per layer of 3 x 8 bf16 hidden values, half leaves each GPU
     assert s.comm_s == pytest.approx(2 * 2 * (10e-6 + 3 * 8 * 2 * 0.5 / 1e9))
     assert s.host_s == 0 and s.swap_fixed_s == 0
@@ -163,10 +163,10 @@ def test_tp_attention_splits_heads_not_rows():
 
 def test_ratio_caps_and_fast_path():
     res = serving_rows(TOY, TOY_GPU, TOY_WORK, [1, 4, 9, 40], BufferStats(0.5), TOY_PARAMS)
-    assert (res.baseline_max_concurrency, res.offload_max_concurrency) == (4, 16)
+    assert (res.baseline_max_concurrency, res.offload_max_concurrency) == (4, 14)
     dep = res.deployment
     for row in res.rows:
-        rb, ro = min(row.concurrency, 4), min(row.concurrency, 16)
+        rb, ro = min(row.concurrency, 4), min(row.concurrency, 14)
         assert row.baseline.running == rb and row.offload.running == ro
         assert row.baseline_tokens_per_s == pytest.approx(rb / dep.step(rb).total_s)
         assert row.offload_tokens_per_s == pytest.approx(ro / dep.step(ro, 0.5).total_s)
@@ -193,7 +193,7 @@ def test_p99_miss_rate_gives_a_worst_step():
 
 
 def test_no_baseline_request_fits():
-    big = replace(TOY_WORK, input_tokens=10_000)  # 10,002 tokens of 284 B x 2 layers: 5.7 MB
+    big = replace(TOY_WORK, input_tokens=10_000)  # 10,004 tokens of 284 B x 2 layers: 5.7 MB
     res = serving_rows(TOY, replace(TOY_GPU, hbm_bytes=2 * (7288 + 600_000)), big, [2],
                        BufferStats(0.5), TOY_PARAMS)  # fmt: skip
     assert res.baseline_max_concurrency == 0 and res.rows[0].baseline is None

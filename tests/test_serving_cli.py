@@ -30,7 +30,7 @@ def test_json_is_the_library_result(capsys) -> None:
         BufferStats(0.9),
     ).to_dict()  # fmt: skip
     assert out == json.loads(json.dumps(want))
-    assert out["baseline_max_concurrency"] == 48 and out["kv_dtype"] == "bf16"
+    assert out["baseline_max_concurrency"] == 40 and out["kv_dtype"] == "bf16"
     assert [r["concurrency"] for r in out["rows"]] == [8, 64, 256]
     for r in out["rows"]:
         assert r["ratio"] == pytest.approx(r["offload_tokens_per_s"] / r["baseline_tokens_per_s"])
@@ -44,7 +44,7 @@ def test_options_reach_the_model(capsys) -> None:
     assert over["overlap"] and over["rows"][0]["offload_tokens_per_s"] > plain["rows"][0][
         "offload_tokens_per_s"]  # fmt: skip
     tp = _json(capsys, [*base, "--attention", "tp"])
-    assert tp["attention"] == "tp" and tp["baseline_max_concurrency"] < 48
+    assert tp["attention"] == "tp" and tp["baseline_max_concurrency"] < 40
     fp8 = _json(capsys, [*base, "--kv-dtype", "fp8", "--mem-fraction", "0.9"])
     assert fp8["kv_bytes_per_token"] == 656 and fp8["params"]["mem_fraction"] == 0.9
     slow = _json(capsys, [*base, "--swap-layer-us", "50", "--collective-us", "0"])
@@ -59,7 +59,7 @@ def test_table_and_plot(capsys, tmp_path: Path) -> None:
     rc = run([*PUBLIC, "--concurrency", "8,256", "--hit-rate", "0.95", "--plot", str(png)])
     out = capsys.readouterr().out
     assert rc == 0 and png.stat().st_size > 0
-    assert "ratio" in out and "48/240" in out and "Max running: 48 (baseline)" in out
+    assert "ratio" in out and "40/232" in out and "Max running: 40 (baseline)" in out
     assert "dp attention, bf16 KV" in out and f"wrote {png}" in out
 
 

@@ -188,11 +188,11 @@ def print_serving(r: ServingResult) -> None:
     Console().print(table)
     print(
         f"{d.params.attention} attention, {d.kv_dtype} KV ({d.kv_bytes} B/token/layer), host "
-        f"link {d.hw.link.label}, host reads {'overlapped' if d.params.overlap else 'serial'}. "
+        f"link {d.hw.link.label}, host reads {'overlapped' if d.params.overlap else 'serial'}; "
+        f"buffer hit rate {r.rows[0].buffer_hit_rate:.3f} ({r.stats.source}).\n"
         f"HBM per GPU: {d.weights_bytes_per_gpu / 2**30:,.1f} GiB weights, "
         f"{d.kv_pool_bytes_per_gpu / 2**30:,.1f} GiB for KV; a request takes "
         f"{d.request_bytes(False) / 2**20:,.0f} MiB (baseline) / "
         f"{d.request_bytes(True) / 2**20:,.0f} MiB (offload). Max running: "
-        f"{r.baseline_max_concurrency} (baseline) / {r.offload_max_concurrency} (offload). "
-        f"Buffer hit rate {r.rows[0].buffer_hit_rate:.3f} ({r.stats.source})."
+        f"{r.baseline_max_concurrency} (baseline) / {r.offload_max_concurrency} (offload)."
     )
