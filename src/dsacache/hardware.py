@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dsacache.errors import DsacacheError
+from dsacache.errors import lookup
 from dsacache.units import GIB, MIB
 
 # CUDA programming guide: the persisting-L2 set-aside is at most 75 % of L2.
@@ -422,8 +422,4 @@ GPUS: dict[str, GpuSpec] = {
 
 def gpu(name: str) -> GpuSpec:
     """The table row called `name` (case-insensitive)."""
-    try:
-        return GPUS[name.lower()]
-    except (KeyError, AttributeError):
-        known = ", ".join(GPUS)
-        raise DsacacheError(f"unknown hardware {name!r} (known: {known})") from None
+    return lookup(GPUS, name, "hardware")

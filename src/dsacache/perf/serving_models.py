@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dsacache.errors import DsacacheError
+from dsacache.errors import DsacacheError, lookup
 
 KV_DTYPES = ("fp8", "bf16")
 # FlashMLA's FP8 sparse KV row: 512 FP8 latent values + 4 fp32 scales (16 B) + 64 bf16 RoPE
@@ -238,8 +238,4 @@ MODELS: dict[str, ServingModel] = {
 
 def serving_model(name: str) -> ServingModel:
     """The model preset `name` (case-insensitive)."""
-    try:
-        return MODELS[name.lower()]
-    except (KeyError, AttributeError):
-        known = ", ".join(MODELS)
-        raise DsacacheError(f"unknown model {name!r} (known: {known})") from None
+    return lookup(MODELS, name, "model")

@@ -20,7 +20,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dsacache.errors import DsacacheError
+from dsacache.errors import DsacacheError, lookup
 from dsacache.hardware import GPUS, SET_ASIDE_FRACTION, GpuSpec
 from dsacache.units import LINE_BYTES, MIB, SECTOR_BYTES, SECTORS_PER_LINE
 
@@ -188,8 +188,4 @@ PRESETS: dict[str, Hardware] = {
 
 def hardware(name: str) -> Hardware:
     """The preset called `name` (case-insensitive)."""
-    try:
-        return PRESETS[name.lower()]
-    except (KeyError, AttributeError):
-        known = ", ".join(PRESETS)
-        raise DsacacheError(f"unknown hardware {name!r} (known: {known})") from None
+    return lookup(PRESETS, name, "hardware")
