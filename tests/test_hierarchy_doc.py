@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from dsacache.hardware import GPUS, gpu
-from dsacache.perf.serving import BufferStats, Workload, serving_rows
+from dsacache.perf.serving import BufferStats, ServingWorkload, serving_rows
 from dsacache.perf.serving_models import serving_model
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "hierarchy.md"
-PUBLIC = (serving_model("glm-5.1"), gpu("h200"), Workload(8, 32768, 8192, 4096))
+PUBLIC = (serving_model("glm-5.1"), gpu("h200"), ServingWorkload(8, 32768, 8192, 4096))
 
 
 def _rows(text: str, header_start: str) -> list[list[str]]:

@@ -17,7 +17,7 @@ from dsacache.perf.serving import (
     BufferStats,
     Deployment,
     ServingParams,
-    Workload,
+    ServingWorkload,
     expected_experts,
     serving_rows,
 )
@@ -37,7 +37,7 @@ TOY_GPU = GpuSpec(
     "toy-gpu", "Toy GPU", 90, 4, 1.0, 1 << 20, 1, 0, 2 * (7288 + 20000), 1e9, 1e18, 1e18,
     "pcie-gen5-x16", 1e9,
 )  # fmt: skip
-TOY_WORK = Workload(gpus=2, input_tokens=10, output_tokens=4, buffer_tokens=4)
+TOY_WORK = ServingWorkload(gpus=2, input_tokens=10, output_tokens=4, buffer_tokens=4)
 TOY_PARAMS = ServingParams(mem_fraction=0.5, swap_layer_s=5e-6, collective_s=10e-6)
 
 
@@ -146,7 +146,7 @@ def test_step_pieces_by_hand():
 
 
 def test_host_reads_become_bandwidth_bound_with_many_requests():
-    dep = Deployment(serving_model("glm-5.1"), gpu("h200"), Workload(8, 32768, 8192, 4096))
+    dep = Deployment(serving_model("glm-5.1"), gpu("h200"), ServingWorkload(8, 32768, 8192, 4096))
     one, many = dep.step(8, 0.1), dep.step(256, 0.1)  # 1 and 32 requests per GPU
     misses = 2048 * 0.1
     assert one.host_s == pytest.approx(78 * misses * 1e-6 / ROWS_IN_FLIGHT)  # latency-bound
@@ -178,7 +178,7 @@ def test_ratio_caps_and_fast_path():
                     "buffer_hit_rate"):  # fmt: skip
             assert key in r
     # input + output no longer than the buffer: every selection hits, whatever --hit-rate says
-    short = Workload(gpus=2, input_tokens=2, output_tokens=2, buffer_tokens=4)
+    short = ServingWorkload(gpus=2, input_tokens=2, output_tokens=2, buffer_tokens=4)
     fast = serving_rows(TOY, TOY_GPU, short, [2], BufferStats(0.0), TOY_PARAMS)
     assert fast.rows[0].buffer_hit_rate == 1.0 and fast.rows[0].offload.host_s == 0
 
@@ -204,9 +204,9 @@ def test_no_baseline_request_fits():
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: Workload(0, 10, 4, 4), "--gpus must be an integer >= 1"),
-        (lambda: Workload(2, 10, 4, 0), "--buffer-tokens must be an integer >= 1"),
-        (lambda: Workload(2, 0, 4, 4), "--input-tokens"),
+        (lambda: ServingWorkload(0, 10, 4, 4), "--gpus must be an integer >= 1"),
+        (lambda: ServingWorkload(2, 10, 4, 0), "--buffer-tokens must be an integer >= 1"),
+        (lambda: ServingWorkload(2, 0, 4, 4), "--input-tokens"),
         (lambda: Deployment(TOY, TOY_GPU, replace(TOY_WORK, buffer_tokens=3)), "below the model"),
         (lambda: serving_rows(TOY, TOY_GPU, TOY_WORK, [], BufferStats(0.5)), "at least one"),
         (lambda: serving_rows(TOY, TOY_GPU, TOY_WORK, [0], BufferStats(0.5)), ">= 1"),
@@ -216,7 +216,7 @@ def test_no_baseline_request_fits():
         (lambda: ServingParams(mem_fraction=0), "memory fraction"),
         (lambda: ServingParams(collective_s=-1), "collective_s"),
         (lambda: _toy().step(0), "running requests"),
-        (lambda: Deployment(serving_model("glm-5.1"), gpu("h200"), Workload(1, 8, 8, 4096))
+        (lambda: Deployment(serving_model("glm-5.1"), gpu("h200"), ServingWorkload(1, 8, 8, 4096))
          .kv_pool_bytes_per_gpu, "does not fit on 1 x NVIDIA H200"),
     ],
 )  # fmt: skip
@@ -226,13 +226,13 @@ def test_bad_input(call, match):
 
 
 def test_kv_dtype_follows_the_compute_capability():
-    m, w = serving_model("glm-5.1"), Workload(8, 32768, 8192, 4096)
+    m, w = serving_model("glm-5.1"), ServingWorkload(8, 32768, 8192, 4096)
     assert Deployment(m, gpu("h200"), w).kv_dtype == "bf16"
     assert Deployment(m, gpu("b200"), w).kv_dtype == "fp8"
     assert Deployment(m, gpu("h200"), w, ServingParams(kv_dtype="fp8")).kv_bytes == 656
 
 
-_PUBLIC = (serving_model("glm-5.1"), gpu("h200"), Workload(8, 32768, 8192, 4096))
+_PUBLIC = (serving_model("glm-5.1"), gpu("h200"), ServingWorkload(8, 32768, 8192, 4096))
 
 
 @settings(max_examples=40, deadline=None)
@@ -263,7 +263,7 @@ def test_offload_throughput_is_monotone_in_hit_rate(h1, h2, conc, overlap):
 )
 def test_baseline_is_flat_once_capped(gpus, input_tokens, output_tokens, extra, attention,
                                       model, hw):  # fmt: skip
-    w = Workload(gpus, input_tokens, output_tokens, 2048 * (1 + extra))
+    w = ServingWorkload(gpus, input_tokens, output_tokens, 2048 * (1 + extra))
     p = ServingParams(attention=attention)
     try:
         dep = Deployment(serving_model(model), gpu(hw), w, p)

@@ -11,7 +11,7 @@ import pytest
 from dsacache.cli.app import run
 from dsacache.cli.serving_cmd import parse_concurrency
 from dsacache.hardware import gpu
-from dsacache.perf.serving import BufferStats, Workload, serving_rows
+from dsacache.perf.serving import BufferStats, ServingWorkload, serving_rows
 from dsacache.perf.serving_models import serving_model
 
 PUBLIC = ["serving", "--model", "glm-5.1", "--hardware", "h200", "--gpus", "8", "--input-tokens",
@@ -26,7 +26,7 @@ def _json(capsys, argv: list[str]) -> dict:
 def test_json_is_the_library_result(capsys) -> None:
     out = _json(capsys, [*PUBLIC, "--concurrency", "8,64,256", "--hit-rate", "0.9", "--json"])
     want = serving_rows(
-        serving_model("glm-5.1"), gpu("h200"), Workload(8, 32768, 8192, 4096), [8, 64, 256],
+        serving_model("glm-5.1"), gpu("h200"), ServingWorkload(8, 32768, 8192, 4096), [8, 64, 256],
         BufferStats(0.9),
     ).to_dict()  # fmt: skip
     assert out == json.loads(json.dumps(want))
@@ -67,7 +67,7 @@ def test_plot_draws_the_rows(drawn, tmp_path: Path) -> None:
     from dsacache.report.figures import plot_serving
 
     res = serving_rows(
-        serving_model("deepseek-v3.2"), gpu("b200"), Workload(8, 16384, 4096, 4096),
+        serving_model("deepseek-v3.2"), gpu("b200"), ServingWorkload(8, 16384, 4096, 4096),
         [4, 32, 512], BufferStats(0.9),
     ).to_dict()  # fmt: skip
     plot_serving(res, tmp_path / "s.png")

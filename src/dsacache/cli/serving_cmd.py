@@ -21,7 +21,7 @@ from dsacache.perf.serving import (
     BufferStats,
     ServingParams,
     ServingResult,
-    Workload,
+    ServingWorkload,
     serving_rows,
 )
 from dsacache.perf.serving_models import MODELS, serving_model
@@ -36,9 +36,9 @@ HELP = "\n\n".join(
         "(MoE: the experts the batch touches), attention and index-key reads, compute where "
         "it binds, the collectives between GPUs, and for offload the buffer's misses read "
         "from pinned host memory on the critical path (docs/hierarchy.md).",
-        "--hit-rate is the fraction of selected rows the buffer holds: a what-if input (the "
-        "`dsacache hierarchy` simulation measures it on a trace). A request whose input + "
-        "output fits the buffer never misses.",
+        "--hit-rate is the fraction of selected rows the buffer holds: a what-if input here "
+        "(simulating the buffer on a trace measures it; docs/hierarchy.md). A request whose "
+        "input + output fits the buffer never misses.",
         "--json prints one object: baseline_max_concurrency, offload_max_concurrency and "
         "rows [{concurrency, baseline_tokens_per_s, offload_tokens_per_s, ratio, "
         "buffer_hit_rate, baseline_step, offload_step}], plus the deployment's memory.",
@@ -142,7 +142,7 @@ def serving_command(
     result = serving_rows(
         serving_model(model_name),
         gpu(hardware),
-        Workload(gpus, input_tokens, output_tokens, buffer_tokens),
+        ServingWorkload(gpus, input_tokens, output_tokens, buffer_tokens),
         parse_concurrency(concurrency),
         BufferStats(hit_rate),
         params,

@@ -134,7 +134,7 @@ class ServingParams:
 
 
 @dataclass(frozen=True)
-class Workload:
+class ServingWorkload:
     """The serving workload: GPUs, tokens in and out per request, buffer rows per request per
     layer."""
 
@@ -224,7 +224,7 @@ class Deployment:
 
     model: ServingModel
     hw: GpuSpec
-    work: Workload
+    work: ServingWorkload
     params: ServingParams = field(default_factory=ServingParams)
 
     def __post_init__(self) -> None:
@@ -434,7 +434,7 @@ class ServingResult:
 def serving_rows(
     model: ServingModel,
     hw: GpuSpec,
-    work: Workload,
+    work: ServingWorkload,
     concurrency: Sequence[int],
     stats: BufferStats,
     params: ServingParams | None = None,
