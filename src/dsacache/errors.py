@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class DsacacheError(Exception):
     """A user-facing error: bad input, bad configuration."""
@@ -15,3 +20,12 @@ class TraceError(DsacacheError):
         self.field = field
         self.problem = problem
         super().__init__(f"{source}: {field}: {problem}")
+
+
+def lookup(table: Mapping[str, T], name: str, what: str) -> T:
+    """`table[name.lower()]`, or one line naming what is known: the presets' shared lookup."""
+    try:
+        return table[name.lower()]
+    except (KeyError, AttributeError):
+        known = ", ".join(table)
+        raise DsacacheError(f"unknown {what} {name!r} (known: {known})") from None

@@ -55,6 +55,7 @@ def _register_commands() -> None:
         perf_cmd,
         record_cmd,
         report_cmd,
+        serving_cmd,
         simulate_cmd,
         sweep_cmd,
         synth_cmd,

@@ -25,6 +25,7 @@ from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
 from dsacache.perf import PerfResult, check_batch, model, perf_params, workload_from_sim
 from dsacache.sim import SimConfig, SimResult, simulate
+from dsacache.sim.llc.hardware import PRESETS
 from dsacache.sim.llc.run import LLCConfig, weights_bytes_from_mib
 
 HELP = "\n\n".join(
@@ -42,7 +43,7 @@ HELP = "\n\n".join(
         "the slowdown against the same step with every gather hitting. --json prints one "
         "object: step_seconds, ideal_step_seconds, slowdown, tokens_per_s_per_user, "
         "tokens_per_s_per_gpu, terms, ideal_terms, workload, params (with sources), simulation.",
-        "Hardware presets: h100, h200, b200, mi300x; every number can be overridden. Weights "
+        f"Hardware presets: {', '.join(PRESETS)}; every number can be overridden. Weights "
         "per layer: --weights-mib, or --model's (llama-3.1-70b, deepseek-v3.2; ASSUMED "
         "values), by default the model whose geometry the trace has. Sizes are MiB (2^20 B); "
         "--capacity-mb and --weights-mb are aliases that mean MiB too.",
@@ -62,7 +63,7 @@ def _positive_int(name: str, value: int | None) -> None:
 )
 def perf_command(
     trace: Path = TRACE_ARG,
-    hardware: str = typer.Option("h100", "--hardware", help="h100 | h200 | b200 | mi300x."),
+    hardware: str = typer.Option("h100", "--hardware", help=" | ".join(PRESETS) + "."),
     policy: str = typer.Option("token-lru", "--policy", "-P", help="Reserved-region policy."),
     capacity_mib: float | None = CAPACITY_MIB,
     capacity_tokens: int | None = CAPACITY_TOKENS,

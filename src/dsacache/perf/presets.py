@@ -1,7 +1,8 @@
-"""Performance-model parameters per hardware preset, built on sim/llc/hardware.py's facts.
+"""Performance-model parameters per hardware preset, built on the hardware table's facts.
 
-The LLC / HBM latencies, clock and HBM bandwidth are the hardware presets' own numbers (each with
-its source there). The one number the model adds is the memory-level parallelism of the
+The LLC / HBM latencies, clock and HBM bandwidth are the hardware table's own numbers
+(dsacache/hardware.py, each with its source there); every row with L2 and DRAM latencies is a
+preset. The one number the model adds is the memory-level parallelism of the
 blocking KV gathers (MLP: 128-byte gather loads in flight per GPU). Default, from Little's law
 on the paper's H200 measurement (Levy 2026, NCU, sparse decode used 7.3 % of HBM bandwidth):
 
@@ -18,11 +19,12 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from dsacache.errors import DsacacheError
-from dsacache.sim.llc.hardware import LINE_BYTES, Hardware, hardware
+from dsacache.hardware import GPUS, GpuSpec, gpu
+from dsacache.units import LINE_BYTES
 
 # Levy 2026 (arXiv 2603.13430): H200 NCU, sparse decode HBM bandwidth utilisation 7.3 %.
 SPARSE_HBM_UTILISATION = 0.073
-_H200 = hardware("h200")
+_H200 = gpu("h200")
 DEFAULT_MLP_LINES = (
     SPARSE_HBM_UTILISATION
     * _H200.hbm_bytes_per_s
@@ -36,6 +38,7 @@ _MLP_NOTE = (
 _MLP_SOURCES = {
     "h100": _MLP_NOTE + "; H100 shares the GH100 die and SM count (ASSUMED transfer)",
     "h200": _MLP_NOTE,
+    "gh200": _MLP_NOTE + "; GH200's GPU is a GH100 with the same SM count (ASSUMED transfer)",
     "b200": "ASSUMED: " + _MLP_NOTE + ", transferred unchanged to B200 (no measurement)",
     "mi300x": "ASSUMED: " + _MLP_NOTE + ", transferred unchanged to MI300X (no measurement)",
 }
@@ -71,8 +74,14 @@ class PerfParams:
         return out
 
 
-def params_from_hardware(hw: Hardware, mlp_lines: float | None = None) -> PerfParams:
-    """PerfParams from a sim/llc hardware preset (cycles -> ns at the preset's clock)."""
+def params_from_hardware(hw: GpuSpec, mlp_lines: float | None = None) -> PerfParams:
+    """PerfParams from a hardware-table row (cycles -> ns at the row's clock)."""
+    if hw.llc_hit_cycles is None or hw.dram_cycles is None:
+        with_latencies = ", ".join(n for n, g in GPUS.items() if g.has_llc_latencies)
+        raise DsacacheError(
+            f"hardware {hw.name!r} has no public L2 / DRAM latencies, which the perf model "
+            f"needs (presets with them: {with_latencies})"
+        )
     ns_per_cycle = 1.0 / hw.clock_ghz
     src = hw.sources
     clock = src.get("clock_ghz", "")
@@ -88,15 +97,17 @@ def params_from_hardware(hw: Hardware, mlp_lines: float | None = None) -> PerfPa
             "llc_hit_ns": f"{src.get('llc_hit_cycles', '')}; at clock {clock}",
             "hbm_ns": f"{src.get('dram_cycles', '')}; at clock {clock}",
             "mlp_lines": _MLP_SOURCES.get(hw.name, "ASSUMED: " + _MLP_NOTE),
-            "line_bytes": src.get("line_bytes", ""),
+            "line_bytes": src.get(
+                "line_bytes", "CUDA programming guide: L2 lines of 128 B in 4 x 32 B sectors"
+            ),
         },
     )
 
 
 def perf_params(name: str, **overrides: float | None) -> PerfParams:
-    """The preset `name` (h100, h200, b200, mi300x) with overrides (None = keep); an
+    """The preset `name` (h100, h200, b200, gh200, mi300x) with overrides (None = keep); an
     overridden number's source becomes "given"."""
-    p = params_from_hardware(hardware(name))
+    p = params_from_hardware(gpu(name))
     given = {k: v for k, v in overrides.items() if v is not None}
     known = {f.name for f in fields(PerfParams)} - {"name", "sources"}
     bad = sorted(set(given) - known)

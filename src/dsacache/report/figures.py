@@ -183,3 +183,39 @@ def plot_mrc(curve: MissRatioCurve, out: Path) -> None:
     from dsacache.report.mrc_plot import plot_curve
 
     plot_curve(curve, out, max(curve.saturation_tokens, 1))
+
+
+def plot_serving(result: dict[str, Any], out: Path) -> None:
+    """Decode throughput vs concurrency, baseline (all KV in HBM) and offload (HBM buffer over
+    host memory), from `dsacache serving --json`'s object; dotted lines mark each HBM cap."""
+    plt = _plt()
+    rows = sorted(result["rows"], key=lambda r: r["concurrency"])
+    x = [r["concurrency"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    base = ax.plot(x, [r["baseline_tokens_per_s"] for r in rows], marker="o", label="baseline")
+    off = ax.plot(x, [r["offload_tokens_per_s"] for r in rows], marker="s", label="offload")
+    for line, cap, what in ((base[0], "baseline_max_concurrency", "baseline"),
+                            (off[0], "offload_max_concurrency", "offload")):  # fmt: skip
+        if result.get(cap):
+            ax.axvline(result[cap], color=line.get_color(), ls=":", lw=1,
+                       label=f"{what} HBM cap ({result[cap]} requests)")  # fmt: skip
+    for r in rows:
+        if r["ratio"] is not None:
+            at = (r["concurrency"], r["offload_tokens_per_s"])
+            ax.annotate(f"{r['ratio']:.2f}x", at, textcoords="offset points", xytext=(0, 6),
+                        ha="center", fontsize=7)  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("concurrent requests")
+    ax.set_ylabel("decode tokens/s (all GPUs)")
+    title = (
+        f"{result['model']} on {result['gpus']} x {result['hardware']}, "
+        f"{result['input_tokens']} in / {result['output_tokens']} out, "
+        f"buffer {result['buffer_tokens']}, hit rate {rows[0]['buffer_hit_rate']:.3g}"
+    )
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=8)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

@@ -1,7 +1,9 @@
-"""Hardware presets for the line-level LLC: capacity, line, latency, bandwidth.
+"""The line-level LLC's view of the hardware table (dsacache/hardware.py): capacity, latency,
+bandwidth, and the modelled power-of-two geometry.
 
-Every number carries a source note naming its public source (the table is in docs/architecture.md,
-"Facts the presets use, and their sources"); a number no source gives is marked ASSUMED.
+The facts (and their source notes) live in the one hardware table; this module adds only what the
+LLC engine needs on top: `model_geometry`, `CacheShape` and the `Hardware` view. Every table row
+with L2 and DRAM latencies is a preset here.
 
 The engine indexes sets with the low bits of the line id (or an XOR fold of it), so it needs a
 power-of-two set count. Real capacities (50, 60, 126.5, 256 MiB) are not powers of two, so each
@@ -18,16 +20,27 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dsacache.errors import DsacacheError
+from dsacache.errors import DsacacheError, lookup
+from dsacache.hardware import GPUS, SET_ASIDE_FRACTION, GpuSpec
+from dsacache.units import LINE_BYTES, MIB, SECTOR_BYTES, SECTORS_PER_LINE
 
-MIB = 1 << 20
-LINE_BYTES = 128  # all presets: 128-byte lines of 4 x 32-byte sectors (CUDA programming guide)
-SECTOR_BYTES = 32
+__all__ = [
+    "LINE_BYTES",
+    "MIB",
+    "PRESETS",
+    "SECTORS_PER_LINE",
+    "SECTOR_BYTES",
+    "SET_ASIDE_FRACTION",
+    "CacheShape",
+    "Hardware",
+    "from_spec",
+    "hardware",
+    "is_power_of_two",
+    "model_geometry",
+]
+
 MAX_LINES = 1 << 26  # state is ~8 B per line: at most 512 MiB of arrays (real LLCs: < 1 M lines)
-SECTORS_PER_LINE = LINE_BYTES // SECTOR_BYTES
 MIN_WAYS = 16  # the modelled geometry keeps at least this many ways (ASSUMED)
-# CUDA programming guide: the persisting-L2 set-aside is at most 75 % of L2.
-SET_ASIDE_FRACTION = 0.75
 
 
 def model_geometry(capacity_bytes: int, min_ways: int = MIN_WAYS) -> tuple[int, int]:
@@ -126,110 +139,53 @@ class Hardware:
         }
 
 
-def _preset(
-    name: str,
-    label: str,
-    llc_bytes: int,
-    latency: tuple[int, int],
-    clock_ghz: float,
-    hbm: float,
-    set_aside: int,
-    sources: dict[str, str],
-) -> Hardware:
-    sets, ways = model_geometry(llc_bytes)
+_LINE_NOTE = "CUDA programming guide: L2 lines of 128 B in 4 x 32 B sectors"
+# The view's fields and the table fields they come from.
+_FROM_TABLE = {
+    "llc_bytes": "l2_bytes",
+    "llc_hit_cycles": "llc_hit_cycles",
+    "dram_cycles": "dram_cycles",
+    "clock_ghz": "clock_ghz",
+    "hbm_bytes_per_s": "hbm_bytes_per_s",
+    "set_aside_max_bytes": "set_aside_max_bytes",
+}
+
+
+def from_spec(spec: GpuSpec) -> Hardware:
+    """The LLC view of one hardware-table row (which must carry L2 and DRAM latencies)."""
+    if spec.llc_hit_cycles is None or spec.dram_cycles is None:
+        raise DsacacheError(f"{spec.name}: the hardware table has no L2 / DRAM latencies")
+    sets, ways = model_geometry(spec.l2_bytes)
     geometry_note = (
         f"modelled {sets} sets x {ways} ways x 128 B = {sets * ways * LINE_BYTES / MIB:g} MiB "
-        f"(real {llc_bytes / MIB:g} MiB); associativity ASSUMED (not published)"
+        f"(real {spec.l2_bytes / MIB:g} MiB); associativity ASSUMED (not published)"
     )
-    notes = {"sets": geometry_note, "ways": geometry_note, "line_bytes": _LINE_NOTE, **sources}
-    return Hardware(name, label, llc_bytes, sets, ways, *latency, clock_ghz, hbm, set_aside, notes)
+    notes = {"sets": geometry_note, "ways": geometry_note, "line_bytes": _LINE_NOTE}
+    for mine, theirs in _FROM_TABLE.items():
+        notes[mine] = spec.sources.get(theirs, "")
+    if "line_bytes" in spec.sources:
+        notes["line_bytes"] = spec.sources["line_bytes"]
+    return Hardware(
+        spec.name,
+        spec.label,
+        spec.l2_bytes,
+        sets,
+        ways,
+        spec.llc_hit_cycles,
+        spec.dram_cycles,
+        spec.clock_ghz,
+        spec.hbm_bytes_per_s,
+        spec.set_aside_max_bytes,
+        notes,
+    )
 
 
-_LINE_NOTE = "CUDA programming guide: L2 lines of 128 B in 4 x 32 B sectors"
-_CHASE = "public pointer-chase microbenchmarks: "
-# cudaDeviceProp of the H200 the GPU prototype ran on, recorded in its results JSON.
-_H200_DEVICE = "reported by an H200 (benchmarks/gpu/results/h200-run1.json): "
-_CUDA_75 = "CUDA programming guide: persisting-L2 set-aside at most 75 % of L2"
-
+# Every table row with the latencies the LLC model needs.
 PRESETS: dict[str, Hardware] = {
-    "h100": _preset(
-        "h100",
-        "NVIDIA H100 SXM",
-        50 * MIB,
-        (291, 700),
-        1.98,
-        3.35e12,
-        int(0.75 * 50 * MIB),
-        {
-            "llc_bytes": "NVIDIA H100 architecture whitepaper: H100 SXM L2 50 MiB",
-            "llc_hit_cycles": _CHASE + "L2 load latency ~291 cycles (H100)",
-            "dram_cycles": _CHASE + "DRAM load latency ~700 cycles (H100)",
-            "clock_ghz": "ASSUMED: 1.98 GHz boost clock (NVIDIA H100 SXM spec)",
-            "hbm_bytes_per_s": "NVIDIA H100 datasheet: HBM3 3.35 TB/s (H100 SXM)",
-            "set_aside_max_bytes": _CUDA_75 + ": 37.5 MiB",
-        },
-    ),
-    "h200": _preset(
-        "h200",
-        "NVIDIA H200",
-        60 * MIB,
-        (291, 700),
-        1.98,
-        4.8e12,
-        int(37.5 * MIB),
-        {
-            "llc_bytes": _H200_DEVICE + "l2CacheSize 62,914,560 B = 60 MiB",
-            "llc_hit_cycles": "ASSUMED: as H100 (same GH100 die), 291 cycles",
-            "dram_cycles": "ASSUMED: as H100 (same GH100 die), 700 cycles",
-            "clock_ghz": "ASSUMED: 1.98 GHz boost clock, as H100 SXM",
-            "hbm_bytes_per_s": "NVIDIA H200 datasheet: HBM3e 4.8 TB/s",
-            "set_aside_max_bytes": _H200_DEVICE
-            + "persistingL2CacheMaxSize 39,321,600 B = 37.5 MiB",
-        },
-    ),
-    "b200": _preset(
-        "b200",
-        "NVIDIA B200",
-        int(126.5 * MIB),
-        (295, 860),
-        1.965,
-        8e12,
-        int(0.75 * 126.5 * MIB),
-        {
-            "llc_bytes": "public microbenchmarks: B200 L2 126.5 MiB (measured)",
-            "llc_hit_cycles": _CHASE + "L2 load latency ~295 cycles (B200)",
-            "dram_cycles": _CHASE + "DRAM load latency ~860 cycles (B200)",
-            "clock_ghz": "ASSUMED: 1.965 GHz boost clock (no latency source states its clock)",
-            "hbm_bytes_per_s": "NVIDIA B200 specifications: HBM3e 8 TB/s",
-            "set_aside_max_bytes": _CUDA_75 + ": 94.875 MiB",
-        },
-    ),
-    "mi300x": _preset(
-        "mi300x",
-        "AMD Instinct MI300X",
-        256 * MIB,
-        (500, 900),
-        2.1,
-        5.3e12,
-        int(0.75 * 256 * MIB),
-        {
-            "llc_bytes": "AMD CDNA 3 architecture whitepaper: MI300X Infinity Cache 256 MiB",
-            "line_bytes": "ASSUMED: 128 B lines of 32 B sectors like the NVIDIA parts",
-            "llc_hit_cycles": "ASSUMED: 500 cycles, placeholder (no public measurement used)",
-            "dram_cycles": "ASSUMED: 900 cycles, placeholder (no public measurement used)",
-            "clock_ghz": "ASSUMED: 2.1 GHz peak engine clock (AMD MI300X datasheet)",
-            "hbm_bytes_per_s": "AMD MI300X datasheet: HBM3 5.3 TB/s",
-            "set_aside_max_bytes": "ASSUMED: no persisting control documented; 75 % by "
-            "analogy with CUDA's set-aside (a what-if)",
-        },
-    ),
+    name: from_spec(spec) for name, spec in GPUS.items() if spec.has_llc_latencies
 }
 
 
 def hardware(name: str) -> Hardware:
     """The preset called `name` (case-insensitive)."""
-    try:
-        return PRESETS[name.lower()]
-    except (KeyError, AttributeError):
-        known = ", ".join(PRESETS)
-        raise DsacacheError(f"unknown hardware {name!r} (known: {known})") from None
+    return lookup(PRESETS, name, "hardware")
