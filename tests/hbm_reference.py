@@ -36,6 +36,7 @@ class RefResult:
     misses: int
     cold_misses: int
     misses_per_step: list[int]  # summed over the step's requests and layers
+    hit_flags: list[bool]  # per access, in access order
 
 
 def rows_of(trace) -> list[tuple[int, int, int, list[int]]]:  # noqa: ANN001
@@ -78,10 +79,12 @@ def reference_hbm(trace, n: int, policy: str, batch: bool = True) -> RefResult: 
     nextuse: dict[tuple[int, int, int], float] = {}  # MIN: a resident's next use
     previous: dict[tuple[int, int], tuple[int, set[int]]] = {}  # keep-previous: (step, S)
     per_step = [0] * trace.steps
+    flags: list[bool] = []
     hits = misses = cold = 0
     for n_row, (t, layer, r, sel) in enumerate(rows):
         if fits[r]:
             hits += len(sel)
+            flags += [True] * len(sel)
             continue
         rl = (r, layer)
         buf = buffers.setdefault(rl, OrderedDict())
@@ -100,10 +103,32 @@ def reference_hbm(trace, n: int, policy: str, batch: bool = True) -> RefResult: 
                     nextuse[(r, layer, tok)] = nxt[n_row][s]
         hits += h
         misses += len(missed)
+        flags += [tok not in missed for tok in sel]
         cold += sum(tok not in old for tok in missed)
         per_step[t] += len(missed)
         old.update(sel)
-    return RefResult(hits, misses, cold, per_step)
+    return RefResult(hits, misses, cold, per_step, flags)
+
+
+def reference_llc_lru(trace, capacity: int) -> list[bool]:  # noqa: ANN001
+    """Per-access hits of one token-LRU region of `capacity` tokens shared by every request and
+    layer (the LLC token region of `simulate`), keys (request, layer, token), in access order."""
+    lru: OrderedDict[tuple[int, int, int], None] = OrderedDict()
+    flags = []
+    for _, layer, r, sel in rows_of(trace):
+        for tok in sel:
+            key = (r, layer, tok)
+            if key in lru:
+                lru.move_to_end(key)
+                flags.append(True)
+                continue
+            flags.append(False)
+            if capacity == 0:
+                continue
+            if len(lru) >= capacity:
+                lru.popitem(last=False)
+            lru[key] = None
+    return flags
 
 
 def _row(

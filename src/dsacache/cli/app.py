@@ -49,6 +49,7 @@ def _register_commands() -> None:
         demo_cmd,
         distill_cmd,
         export_cmd,
+        hierarchy_cmd,
         info_cmd,
         llc_cmd,
         mrc_cmd,
