@@ -176,7 +176,13 @@ def test_bad_config(kw, match):
         HierarchyConfig(**kw)
 
 
-def test_buffer_below_top_k():
+def test_buffer_below_top_k_and_a_region_in_tokens_larger_than_the_llc():
     trace = Trace([RequestTrace(np.zeros((1, 1, 4), np.int32) - 1, [8])], Geometry(1, 4, 8, 4, 4))
     with pytest.raises(DsacacheError, match="below the trace's top-k 4"):
         simulate_hierarchy(trace, HierarchyConfig(3))
+    h100 = 50 * MIB // 8  # tokens of 8 B in the H100's 50 MiB
+    simulate_hierarchy(trace, HierarchyConfig(4, llc_reserve_tokens=h100, hardware="h100"))
+    with pytest.raises(DsacacheError, match="larger than the NVIDIA H100 SXM's LLC"):
+        simulate_hierarchy(trace, HierarchyConfig(4, llc_reserve_tokens=h100 + 1, hardware="h100"))
+    with pytest.raises(DsacacheError, match="not both"):
+        HierarchyConfig(4, llc_reserve_tokens=1, llc_reserve_mib=1.0)

@@ -46,7 +46,8 @@ def _help() -> str:
             f"Policies (both levels): {', '.join(level_policies())}. Hardware: {', '.join(GPUS)}.",
             "--json prints one object: hbm {policy, buffer_tokens, whole_requests, accesses, "
             "hits, misses, cold_misses (first selections of a token by its request and layer), "
-            "hit_rate}, llc {policy, reserve_mib, capacity_tokens, hardware, accesses, hits "
+            "hit_rate}, llc {policy, partition, reserve_mib, capacity_tokens, hardware, accesses, "
+            "hits "
             "(served from L2), misses, hit_rate, region_hits, region_hits_buffer_missed, "
             "hbm_read_bytes} or null, host_bytes (= hbm misses x KV bytes per token), "
             "host_bytes_per_step {mean, p50, p99, max} (each step's misses summed over its "

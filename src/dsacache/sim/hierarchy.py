@@ -71,14 +71,18 @@ def _policy(name: Any, what: str) -> str:
 @dataclass(frozen=True)
 class HierarchyConfig:
     """buffer_tokens: N, the slots of each (request, layer) buffer (>= the trace's top-k);
-    buffer_policy: its policy; llc_reserve_mib: the LLC token region in MiB (None: no LLC
-    level), under llc_policy, checked against the LLC of `hardware`."""
+    buffer_policy: its policy. The LLC level (optional): a token region of llc_reserve_mib MiB or
+    llc_reserve_tokens tokens (at most one; neither: no LLC level) under llc_policy, split as
+    `simulate --partition` splits it (llc_partition), and no larger than the LLC of
+    `hardware`."""
 
     buffer_tokens: int
     buffer_policy: str = DEFAULT_BUFFER_POLICY
     llc_reserve_mib: float | None = None
     llc_policy: str = DEFAULT_LLC_POLICY
     hardware: str = DEFAULT_HARDWARE
+    llc_reserve_tokens: int | None = None
+    llc_partition: str = "global"
 
     def __post_init__(self) -> None:
         n = self.buffer_tokens
@@ -86,31 +90,46 @@ class HierarchyConfig:
             raise DsacacheError(f"--buffer-tokens must be an integer >= 1, got {n!r}")
         _policy(self.buffer_policy, "buffer policy")
         _policy(self.llc_policy, "LLC policy")
-        hw = gpu(self.hardware)  # one line for an unknown name
-        m = self.llc_reserve_mib
-        if m is None:
-            return
-        if isinstance(m, bool) or not isinstance(m, Real) or not math.isfinite(m) or m < 0:
-            raise DsacacheError(f"--llc-reserve-mib must be a finite number >= 0, got {m!r}")
-        if m * MIB > hw.l2_bytes:
+        gpu(self.hardware)  # one line for an unknown name
+        m, tok = self.llc_reserve_mib, self.llc_reserve_tokens
+        if m is not None and tok is not None:
+            raise DsacacheError("give the LLC region in MiB or in tokens, not both")
+        if m is not None:
+            if isinstance(m, bool) or not isinstance(m, Real) or not math.isfinite(m) or m < 0:
+                raise DsacacheError(f"--llc-reserve-mib must be a finite number >= 0, got {m!r}")
+            self._check_llc_bytes(m * MIB)
+        if self.has_llc:
+            self.llc_config()  # one line for a bad capacity or partition
+
+    @property
+    def has_llc(self) -> bool:
+        return self.llc_reserve_mib is not None or self.llc_reserve_tokens is not None
+
+    def _check_llc_bytes(self, n_bytes: float) -> None:
+        hw = gpu(self.hardware)
+        if n_bytes > hw.l2_bytes:
             raise DsacacheError(
-                f"--llc-reserve-mib {m:g} is larger than the {hw.label}'s LLC "
+                f"the LLC region of {n_bytes / MIB:g} MiB is larger than the {hw.label}'s LLC "
                 f"({hw.l2_bytes / MIB:g} MiB)"
             )
 
     def check(self, trace: Trace) -> None:
         """What needs the trace: N >= k (the attention reads all k selected rows from the
-        buffer)."""
+        buffer), and an LLC region given in tokens fits the LLC."""
         k = trace.geometry.top_k
         if self.buffer_tokens < k:
             raise DsacacheError(
                 f"--buffer-tokens {self.buffer_tokens} is below the trace's top-k {k}: the "
                 "attention reads every selected token from the buffer"
             )
+        if self.llc_reserve_tokens is not None:
+            self._check_llc_bytes(self.llc_reserve_tokens * trace.geometry.kv_bytes_per_token)
 
-    def llc_tokens(self, trace: Trace) -> int:
-        """The LLC region's capacity: floor(MiB x 2**20 / KV row) tokens (simulate's rule)."""
-        return SimConfig(self.llc_policy, capacity_mib=self.llc_reserve_mib).tokens(trace.geometry)
+    def llc_config(self) -> SimConfig:
+        """The LLC region as `simulate` runs it."""
+        return SimConfig(
+            self.llc_policy, self.llc_reserve_tokens, self.llc_reserve_mib, self.llc_partition
+        )
 
 
 def step_stats(per_step: np.ndarray) -> dict[str, float]:
@@ -128,8 +147,9 @@ class LLCLevel:
     (`simulate`'s on the same trace); hits: reads served from L2 (region and buffer both hit)."""
 
     policy: str
-    reserve_mib: float
-    capacity_tokens: int
+    partition: str
+    reserve_mib: float | None  # as asked (None: asked in tokens)
+    capacity_tokens: int  # what the regions hold in all
     hardware: str
     accesses: int
     region_hits: int
@@ -143,7 +163,8 @@ class LLCLevel:
         n = self.accesses
         return {
             "policy": self.policy,
-            "reserve_mib": float(self.reserve_mib),
+            "partition": self.partition,
+            "reserve_mib": self.reserve_mib,
             "capacity_tokens": int(self.capacity_tokens),
             "hardware": self.hardware,
             "accesses": int(n),
@@ -249,12 +270,11 @@ def simulate_hierarchy(
     buf = buf_cls(blocks, part, g, HISPARSE)
     counters = Counters.zeros(g.layers, cold=True)
     llc = llc_counters = None
-    llc_tokens = 0
-    if cfg.llc_reserve_mib is not None:
+    if cfg.has_llc:
         llc_cls = POLICIES[cfg.llc_policy]
         warm_up(llc_cls)
-        llc_tokens = cfg.llc_tokens(trace)
-        llc = llc_cls(blocks, parse_partition("global", g.layers, llc_tokens), g)
+        llc_part = parse_partition(cfg.llc_partition, g.layers, cfg.llc_config().tokens(g))
+        llc = llc_cls(blocks, llc_part, g)
         llc_counters = Counters.zeros(g.layers)
     engine = _backward(buf, blocks) + (0.0 if llc is None else _backward(llc, blocks))
     per_step = np.zeros(trace.steps, np.int64)
@@ -278,11 +298,12 @@ def simulate_hierarchy(
     hits, misses = int(counters.hits.sum()), int(counters.misses.sum())
     cold = counters.cold_misses
     level = None
-    if llc_counters is not None:
+    if llc is not None and llc_counters is not None:
         level = LLCLevel(
             cfg.llc_policy,
-            float(cfg.llc_reserve_mib or 0.0),
-            llc_tokens,
+            llc.partition.spec,
+            None if cfg.llc_reserve_mib is None else float(cfg.llc_reserve_mib),
+            int(llc.partition.capacity.sum()),
             gpu(cfg.hardware).name,
             hits + misses,
             int(llc_counters.hits.sum()),
