@@ -157,6 +157,26 @@ def test_file_trace_identity_tracks_content(tmp_path: Path) -> None:
         ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
          'policies = ["near-miss"]\ncapacities = [1]\nnear_miss_source = "psychic"',
          "near_miss_source must be"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'buffer_policies = ["min"]\npolicies = ["min"]\ncapacities = [1]',
+         "buffer_policies needs buffer_tokens"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'host_links = ["pcie-gen5-x16"]\npolicies = ["min"]\ncapacities = [1]',
+         "host_links needs buffer_tokens"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'buffer_tokens = [4096]\nhost_links = ["usb"]', "unknown host link 'usb'"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'buffer_tokens = [1024]', "below the synth trace's top_k 2048"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'buffer_tokens = [0]', "buffer_tokens must be integers >= 1"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'buffer_tokens = [4096]\nbuffer_policies = ["near-miss"]',
+         "buffer_policies: 'near-miss' cannot run a level"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'buffer_tokens = [4096]\npolicies = ["line-lru"]', "policies: 'line-lru' cannot run"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'buffer_tokens = [4096]\ncapacities = [55]\nhardware = ["h100"]',
+         "larger than the NVIDIA H100 SXM's LLC"),
     ],
 )  # fmt: skip
 def test_bad_config_is_one_line_rc2(
@@ -177,7 +197,7 @@ def test_out_with_results_needs_resume(baseline: Path, grid_file: Path) -> None:
         run_sweep(parse_config(GRID), baseline)
     before = _rows(baseline)
     counts = run_sweep(parse_config(GRID), baseline, resume=True)
-    assert counts == {"runs": 48, "skipped": 48, "done": 0, "rows": 48}
+    assert counts == {"runs": 48, "skipped": 48, "done": 0, "simulations": 0, "rows": 48}
     assert _rows(baseline) == before
 
 
@@ -194,6 +214,7 @@ def test_rows_are_deterministic_and_workers_agree(baseline: Path, tmp_path: Path
     again = tmp_path / "again"
     counts = run_sweep(parse_config(GRID), again, workers=2)
     assert counts["done"] == 48
+    assert counts["simulations"] == 24  # hardware only changes the perf model
     assert _rows(again) == rows  # same config -> same row, bit for bit (floats compared ==)
     assert (again / "sweep.toml").read_text() == GRID
 
@@ -223,6 +244,42 @@ def test_sigkill_then_resume_gives_the_uninterrupted_rows(
     assert len(list(rows_dir.glob("*.parquet"))) == 48
     assert not list(rows_dir.glob(".*"))
     assert _rows(out) == _rows(baseline)
+
+
+def test_one_simulation_per_distinct_simulation(baseline: Path, monkeypatch) -> None:
+    from dsacache.sweep import runner
+
+    runs = parse_config(GRID).runs
+    groups = runner.group_runs(runs)
+    assert len(groups) == 3 * 4 * 2  # policies x capacities x partitions; hardware is perf only
+    assert all({r.config["hardware"] for r in g} == {"h100", "h200"} for g in groups)
+    calls = []
+    real = runner.simulate
+
+    def counting(trace, cfg):  # noqa: ANN001, ANN202
+        calls.append(cfg)
+        return real(trace, cfg)
+
+    monkeypatch.setattr(runner, "simulate", counting)
+    rows = [row for g in groups[:3] for row in runner.execute_group(g)]
+    assert len(calls) == 3 and len(rows) == 6  # one simulation models both hardware rows
+    # each row is what a run of its own would give
+    monkeypatch.setattr(runner, "simulate", real)
+    for row, run in zip(rows, [r for g in groups[:3] for r in g], strict=True):
+        alone = runner.execute(run)
+        assert {k: v for k, v in row.items() if k not in TIMING_COLUMNS} == {
+            k: v for k, v in alone.items() if k not in TIMING_COLUMNS
+        }
+    # in the committed table, rows of one simulation share its engine time
+    table = pq.read_table(baseline / "results.parquet").to_pylist()
+    by_sim: dict[str, list[dict]] = {}
+    for r in table:
+        by_sim.setdefault(r["simulation_hash"], []).append(r)
+    assert len(by_sim) == 24
+    for same in by_sim.values():
+        assert len({r["engine_seconds"] for r in same}) == 1
+        assert sorted(r["hardware"] for r in same) == ["h100", "h200"]
+        assert all(r["buffer_tokens"] is None and r["host_time_s"] is None for r in same)
 
 
 def test_documented_duckdb_query_runs(baseline: Path) -> None:
