@@ -45,9 +45,9 @@ def test_defaults_and_table(capsys, store: Path) -> None:
     d = _json(capsys, ["hierarchy", str(store), "-n", "4", "--json"])
     assert d["hbm"]["policy"] == "token-lru" and d["hbm"]["buffer_tokens"] == 4
     assert d["hbm"]["whole_requests"] == 0
-    assert run(["hierarchy", str(store), "-n", "9", "--llc-reserve-mib", "0.01"]) == 0
+    assert run(["hierarchy", str(store), "-n", "16", "--llc-reserve-mib", "0.01"]) == 0
     out = capsys.readouterr().out
-    for needle in ("HBM buffer", "9 rows per request per layer (2.25 x k)", "1 of 2 (never miss)",
+    for needle in ("HBM buffer rows", "16 per request and layer = 4 x k", "1 of 2 (never miss)",
                    "cold misses", "host MiB per step", "LLC hits (served from L2)",
                    "(h200)"):  # fmt: skip
         assert needle in out

@@ -114,10 +114,8 @@ def print_hierarchy(r: HierarchyResult) -> None:
     table = Table("", "value", title=title)
     ratio = c.buffer_tokens / r.top_k
     rows = [
-        (
-            "HBM buffer",
-            f"{c.buffer_tokens:,} rows per request per layer ({ratio:g} x k), {c.buffer_policy}",
-        ),  # fmt: skip
+        ("HBM buffer rows", f"{c.buffer_tokens:,} per request and layer = {ratio:g} x k"),
+        ("buffer policy", c.buffer_policy),
         ("requests that fit", f"{r.whole_requests} of {r.requests} (never miss)"),
         ("accesses", f"{r.accesses:,}"),
         ("hits / misses", f"{r.hits:,} / {r.misses:,}"),
