@@ -147,9 +147,12 @@ def markdown(res: dict) -> str:
             out.append(f"| {group} ({len(ts)}) | {p} | {' | '.join(cells)} |\n")
     out.append("\nTraces:\n\n")
     for t in res["traces"]:
+        ceiling = 1 - t["rows"][0]["cold_misses"] / t["accesses"]
         out.append(f"- {t['name']}: `{t['command']}` ({t['requests']} request(s), "
                    f"{t['layers']} layers, k = {t['top_k']}, {t['steps']} steps, largest "
-                   f"context {max(t['max_context'])})\n")  # fmt: skip
+                   f"context {max(t['max_context'])}; first selections are "
+                   f"{1 - ceiling:.1%} of the accesses: no policy's hit rate passes "
+                   f"{ceiling:.3f})\n")  # fmt: skip
     return "".join(out)
 
 
