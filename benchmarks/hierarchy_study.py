@@ -53,16 +53,25 @@ SYNTH = {
 INDEXER = {"ds-indexer": (*DS, "--generator", "indexer")}
 
 
+def synth_help() -> str:
+    return subprocess.run([sys.executable, "-m", "dsacache", "synth", "--help"],
+                          capture_output=True, text=True).stdout  # fmt: skip
+
+
 def has_indexer_generator() -> bool:
-    out = subprocess.run([sys.executable, "-m", "dsacache", "synth", "--help"],
-                         capture_output=True, text=True).stdout  # fmt: skip
+    out = synth_help()
     return "--generator" in out and "indexer" in out
 
 
 def build_synth(cache: Path, specs: dict[str, tuple[str, ...]]) -> dict[str, Path]:
+    # where synth has several generators, the statistics one is named (it is the one the SYNTH
+    # traces were made with, and maybe not the default)
+    named = "--generator" in synth_help()
     out = {}
     for name, args in specs.items():
         path = cache / name
+        if named and "--generator" not in args:
+            args = (*args, "--generator", "stats")
         if not (path / "zarr.json").exists():
             t0 = time.perf_counter()
             cmd = [sys.executable, "-m", "dsacache", "synth", *args, "--out", str(path)]
