@@ -24,20 +24,27 @@ class Chunk:
     indices: np.ndarray  # int32 [steps, layers, k]
     context_lens: np.ndarray  # int64 [steps]
     near_miss: np.ndarray | None  # int32 [steps, layers, m]
+    scores: np.ndarray | None = None  # float32 [steps, layers, k], NaN where a slot is empty
 
 
 class RequestTrace:
-    """One request's recording. `indices`/`near_miss` may be numpy or lazy zarr arrays."""
+    """One request's recording. `indices`/`near_miss`/`scores` may be numpy or lazy arrays.
+
+    scores (optional): the indexer's score of each selection, float32 shaped like `indices`,
+    NaN exactly where a slot is empty.
+    """
 
     def __init__(
         self,
         indices: Any,
         context_lens: Any,
         near_miss: Any | None = None,
+        scores: Any | None = None,
     ) -> None:
         self.indices = indices
         self.context_lens = np.asarray(context_lens)
         self.near_miss = near_miss
+        self.scores = scores
 
     @property
     def steps(self) -> int:
@@ -62,18 +69,26 @@ class RequestTrace:
             raise DsacacheError(f"chunk_steps must be a positive integer, got {n}")
         for start in range(0, self.steps, n):
             stop = min(start + n, self.steps)
-            near = None if self.near_miss is None else np.asarray(self.near_miss[start:stop])
             yield Chunk(
                 start,
                 np.asarray(self.indices[start:stop]),
                 self.context_lens[start:stop],
-                near,
+                _rows(self.near_miss, start, stop),
+                _rows(self.scores, start, stop),
             )
 
     def materialize(self) -> RequestTrace:
         """This request with every array in memory."""
-        near = None if self.near_miss is None else np.asarray(self.near_miss[:])
-        return RequestTrace(np.asarray(self.indices[:]), self.context_lens.copy(), near)
+        return RequestTrace(
+            np.asarray(self.indices[:]),
+            self.context_lens.copy(),
+            _rows(self.near_miss, 0, self.steps),
+            _rows(self.scores, 0, self.steps),
+        )
+
+
+def _rows(array: Any | None, start: int, stop: int) -> np.ndarray | None:
+    return None if array is None else np.asarray(array[start:stop])
 
 
 class Trace:
@@ -110,12 +125,14 @@ class Trace:
         meta: dict[str, Any] | None = None,
         near_miss: np.ndarray | None = None,
         *,
+        scores: np.ndarray | None = None,
         source: str = "<memory>",
     ) -> Trace:
         """A single-request trace from arrays (context_lens None: max index + 1 per step)."""
         if context_lens is None:
             context_lens = default_context_lens(np.asarray(indices))
-        return cls([RequestTrace(indices, context_lens, near_miss)], geometry, meta, source=source)
+        request = RequestTrace(indices, context_lens, near_miss, scores)
+        return cls([request], geometry, meta, source=source)
 
     # Single-request conveniences; a batch is read through `requests`.
     def _only(self) -> RequestTrace:
@@ -136,6 +153,15 @@ class Trace:
     @property
     def near_miss(self) -> Any | None:
         return self._only().near_miss
+
+    @property
+    def scores(self) -> Any | None:
+        return self._only().scores
+
+    @property
+    def has_scores(self) -> bool:
+        """Every request carries the indexer's scores of its selections."""
+        return all(r.scores is not None for r in self.requests)
 
     @property
     def steps(self) -> int:

@@ -2,7 +2,8 @@
 
 Arrays: `indices` [steps, layers, k] (or [requests, steps, layers, k]), any integer dtype,
 -1 = empty slot; optional `context_lens` [steps] (or [requests, steps]), default max index + 1
-per step; optional `near_miss` shaped like `indices` with m slots. The file carries no
+per step; optional `near_miss` shaped like `indices` with m slots; optional `scores` shaped like
+`indices`, any float dtype (stored float32, NaN where a slot is empty). The file carries no
 geometry: bytes per token and page size come from the caller (defaults: DeepSeek-V3.2).
 """
 
@@ -74,11 +75,20 @@ def load_npz(
                 "near_miss",
                 f"shape {near.shape} does not match indices' {indices.shape[:3]}",
             )
+    scores = arrays.get("scores")
+    if scores is not None:
+        if scores.dtype.kind != "f":
+            raise TraceError(src, "scores", f"dtype must be floating, got {scores.dtype}")
+        want = indices.shape if batch else indices.shape[1:]
+        if scores.shape != want:
+            raise TraceError(src, "scores", f"shape {scores.shape} does not match indices' {want}")
+        scores = scores.astype(np.float32, copy=False).reshape(indices.shape)
     requests = [
         RequestTrace(
             indices[r],
             default_context_lens(indices[r]) if ctx is None else ctx[r],
             None if near is None else near[r],
+            None if scores is None else scores[r],
         )
         for r in range(indices.shape[0])
     ]

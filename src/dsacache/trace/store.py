@@ -38,6 +38,7 @@ class RequestWriter:
         near_miss: int,
         chunk_steps: int,
         *,
+        scores: bool = False,
         source: str = "<writer>",
         prefix: str = "",
         validate: bool = True,
@@ -72,6 +73,17 @@ class RequestWriter:
                 fill_value=MISSING,
                 compressors=_CODEC,
             )
+        self.scores = None
+        if scores:
+            # NaN fill: a lost chunk reads as NaN at selected slots, which validation rejects.
+            self.scores = group.create_array(
+                "scores",
+                shape=shape,
+                chunks=chunks,
+                dtype="float32",
+                fill_value=np.nan,
+                compressors=_CODEC,
+            )
         self._ctx = np.full(steps, -1, dtype=np.int64)
 
     def write(
@@ -80,6 +92,7 @@ class RequestWriter:
         indices: np.ndarray,
         context_lens: np.ndarray,
         near_miss: np.ndarray | None = None,
+        scores: np.ndarray | None = None,
     ) -> None:
         """Write rows start..start+len(indices); each chunk is validated before it is stored."""
         indices = self._rows(indices, "indices", self.geometry.top_k, start)
@@ -108,12 +121,34 @@ class RequestWriter:
                     self.prefix + "near_miss",
                     f"{near.shape[0]} rows do not match {indices.shape[0]} rows of indices",
                 )
+        sc = self._score_rows(scores, indices.shape)
         if self.validate:
-            check_chunk_values(indices, ctx, near, start, self.source, self.prefix)
+            check_chunk_values(indices, ctx, near, start, self.source, self.prefix, scores=sc)
         self.indices[start:stop] = indices
         self._ctx[start:stop] = ctx
         if near is not None:
             self.near_miss[start:stop] = near
+        if sc is not None:
+            self.scores[start:stop] = sc
+
+    def _score_rows(self, scores: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+        field = self.prefix + "scores"
+        if self.scores is None:
+            if scores is not None:
+                raise TraceError(
+                    self.source, field, "given for a request added without scores=True"
+                )
+            return None
+        if scores is None:
+            raise TraceError(self.source, field, "rows are required for this request")
+        arr = np.asarray(scores)
+        if arr.dtype.kind != "f":
+            raise TraceError(self.source, field, f"dtype must be floating, got {arr.dtype}")
+        if arr.shape != shape:
+            raise TraceError(
+                self.source, field, f"chunk shape {arr.shape} does not match indices' {shape}"
+            )
+        return arr.astype(np.float32, copy=False)
 
     def _rows(self, arr: np.ndarray, name: str, width: int, start: int) -> np.ndarray:
         arr = np.asarray(arr)
@@ -197,7 +232,9 @@ class TraceWriter:
             raise DsacacheError(f"{self.path}: cannot write ({_describe(e)})") from None
         return self
 
-    def add_request(self, steps: int, near_miss: int = 0) -> RequestWriter:
+    def add_request(self, steps: int, near_miss: int = 0, scores: bool = False) -> RequestWriter:
+        """A new request of `steps` steps, with `near_miss` near-miss slots and, if `scores`,
+        the indexer's score of every selection."""
         r = len(self._requests)
         group = self._reqs_group.create_group(str(r))
         writer = RequestWriter(
@@ -206,6 +243,7 @@ class TraceWriter:
             self.geometry,
             near_miss,
             self.chunk_steps,
+            scores=scores,
             source=str(self.path),
             prefix=f"requests/{r}/",
             validate=self.validate,
@@ -295,9 +333,9 @@ def save_trace(trace: Trace, path: str | Path, chunk_steps: int = DEFAULT_CHUNK_
     with TraceWriter(path, trace.geometry, trace.meta, chunk_steps) as w:
         for req in trace.requests:
             m = 0 if req.near_miss is None else int(req.near_miss.shape[2])
-            rw = w.add_request(req.steps, near_miss=m)
+            rw = w.add_request(req.steps, near_miss=m, scores=req.scores is not None)
             for c in req.iter_chunks(chunk_steps):
-                rw.write(c.start, c.indices, c.context_lens, c.near_miss)
+                rw.write(c.start, c.indices, c.context_lens, c.near_miss, c.scores)
 
 
 def load_store(path: str | Path, *, lazy: bool = False, validate: bool = True) -> Trace:
@@ -417,12 +455,12 @@ def _steps(key: Any) -> str:
 
 def _open_request(root: zarr.Group, r: int, src: str, lazy: bool) -> RequestTrace:
     arrays: dict[str, Any] = {}
-    for name in ("indices", "context_lens", "near_miss"):
+    for name in ("indices", "context_lens", "near_miss", "scores"):
         key = f"requests/{r}/{name}"
         try:
             node = root[key]
         except KeyError:
-            if name == "near_miss":
+            if name in ("near_miss", "scores"):  # optional arrays
                 arrays[name] = None
                 continue
             raise TraceError(src, key, "missing array") from None
@@ -433,7 +471,7 @@ def _open_request(root: zarr.Group, r: int, src: str, lazy: bool) -> RequestTrac
         arrays[name] = StoredArray(node, src, key)
     ctx = arrays["context_lens"].read()
     if not lazy:
-        arrays["indices"] = arrays["indices"].read()
-        if arrays["near_miss"] is not None:
-            arrays["near_miss"] = arrays["near_miss"].read()
-    return RequestTrace(arrays["indices"], ctx, arrays["near_miss"])
+        for name in ("indices", "near_miss", "scores"):
+            if arrays[name] is not None:
+                arrays[name] = arrays[name].read()
+    return RequestTrace(arrays["indices"], ctx, arrays["near_miss"], arrays["scores"])
