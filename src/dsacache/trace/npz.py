@@ -16,18 +16,14 @@ import numpy as np
 
 from dsacache.errors import TraceError
 from dsacache.trace.geometry import PRESETS
-from dsacache.trace.model import RequestTrace, Trace, default_context_lens
+from dsacache.trace.request import RequestTrace, TraceParts, default_context_lens
 
 _DEFAULT = PRESETS["deepseek-v3.2"]
 
 
-def load_npz(
-    path: str | Path,
-    *,
-    kv_bytes_per_token: int | None = None,
-    index_bytes_per_token: int | None = None,
-    block_tokens: int | None = None,
-) -> Trace:
+def read_npz(path: str | Path) -> TraceParts:
+    """The file's arrays as requests, with DeepSeek-V3.2's bytes per token and page size
+    (Trace.load applies the caller's overrides, then validates)."""
     src = str(path)
     if not Path(path).exists():
         raise TraceError(src, "file", "does not exist")
@@ -98,14 +94,8 @@ def load_npz(
             "indices",
             f"shape {indices.shape[1:] if not batch else indices.shape} has no layers or no slots",
         )
-    geometry = _DEFAULT.with_overrides(
-        layers=int(indices.shape[2]),
-        top_k=int(indices.shape[3]),
-        kv_bytes_per_token=kv_bytes_per_token,  # None keeps the default; 0 is an error
-        index_bytes_per_token=index_bytes_per_token,
-        block_tokens=block_tokens,
-    )
-    return Trace(requests, geometry, {"source_model": "imported", "imported_from": src}, source=src)
+    geometry = _DEFAULT.with_overrides(layers=int(indices.shape[2]), top_k=int(indices.shape[3]))
+    return TraceParts(requests, geometry, {"source_model": "imported", "imported_from": src})
 
 
 def _as_int32(arr: np.ndarray, src: str, field: str) -> np.ndarray:

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from dsacache import __version__
 from dsacache.errors import DsacacheError, TraceError
 from dsacache.trace.geometry import Geometry
-from dsacache.trace.model import DEFAULT_CHUNK_STEPS, RequestTrace, Trace
+from dsacache.trace.request import DEFAULT_CHUNK_STEPS, RequestTrace, TraceParts
 from dsacache.trace.validate import MISSING, check_chunk_values
 
 FORMAT_NAME = "dsacache-trace"
@@ -229,7 +231,7 @@ class TraceWriter:
             self._reqs_group = self._root.create_group("requests")
         except OSError as e:
             shutil.rmtree(self._tmp, ignore_errors=True)
-            raise DsacacheError(f"{self.path}: cannot write ({_describe(e)})") from None
+            raise DsacacheError(f"{self.path}: cannot write ({describe_error(e)})") from None
         return self
 
     def add_request(self, steps: int, near_miss: int = 0, scores: bool = False) -> RequestWriter:
@@ -260,8 +262,6 @@ class TraceWriter:
                 raise TraceError(str(self.path), "n_requests", "a trace needs at least one request")
             for r in self._requests:
                 r.close()
-            from dsacache import __version__
-
             self._root.attrs.update(
                 {
                     "format": FORMAT_NAME,
@@ -321,7 +321,7 @@ def _check_destination(path: Path) -> None:
         )
 
 
-def _describe(e: BaseException) -> str:
+def describe_error(e: BaseException) -> str:
     """An exception as one short line (library messages can span lines)."""
     text = " ".join(str(e).split())
     if len(text) > 160:
@@ -329,16 +329,25 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def save_trace(trace: Trace, path: str | Path, chunk_steps: int = DEFAULT_CHUNK_STEPS) -> None:
-    with TraceWriter(path, trace.geometry, trace.meta, chunk_steps) as w:
-        for req in trace.requests:
+def write_store(
+    path: str | Path,
+    requests: Sequence[RequestTrace],
+    geometry: Geometry,
+    meta: dict[str, Any],
+    chunk_steps: int = DEFAULT_CHUNK_STEPS,
+) -> None:
+    """Write requests as a new store, chunk by chunk (what Trace.save does)."""
+    with TraceWriter(path, geometry, meta, chunk_steps) as w:
+        for req in requests:
             m = 0 if req.near_miss is None else int(req.near_miss.shape[2])
             rw = w.add_request(req.steps, near_miss=m, scores=req.scores is not None)
             for c in req.iter_chunks(chunk_steps):
                 rw.write(c.start, c.indices, c.context_lens, c.near_miss, c.scores)
 
 
-def load_store(path: str | Path, *, lazy: bool = False, validate: bool = True) -> Trace:
+def read_store(path: str | Path, *, lazy: bool = False) -> TraceParts:
+    """The store's attributes and arrays, with the store's own rules checked
+    (docs/trace-format.md); the array rules are left to the caller (Trace.load validates)."""
     src = str(path)
     p = Path(path)
     if not p.exists():
@@ -349,7 +358,7 @@ def load_store(path: str | Path, *, lazy: bool = False, validate: bool = True) -
         root = zarr.open_group(src, mode="r", zarr_format=3)
         attrs = dict(root.attrs)
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
-        raise TraceError(src, "zarr.json", f"unreadable ({_describe(e)})") from None
+        raise TraceError(src, "zarr.json", f"unreadable ({describe_error(e)})") from None
     if attrs.get("format") != FORMAT_NAME:
         raise TraceError(src, "format", f"expected {FORMAT_NAME!r}, got {attrs.get('format')!r}")
     version = attrs.get("format_version")
@@ -373,19 +382,13 @@ def load_store(path: str | Path, *, lazy: bool = False, validate: bool = True) -
     try:
         stored = sorted(root["requests"].group_keys()) if "requests" in root else []
     except Exception as e:  # noqa: BLE001
-        raise TraceError(src, "requests", f"unreadable ({_describe(e)})") from None
+        raise TraceError(src, "requests", f"unreadable ({describe_error(e)})") from None
     extra = sorted(set(stored) - {str(r) for r in range(n)})
     if extra:
         raise TraceError(
             src, "n_requests", f"is {n} but the store also holds requests/{', '.join(extra)}"
         )
-    requests = [_open_request(root, r, src, lazy) for r in range(n)]
-    try:
-        return Trace(requests, geometry, meta, source=src, validate=validate)
-    except DsacacheError:
-        raise
-    except Exception as e:  # noqa: BLE001 - last resort: never a traceback for a bad file
-        raise TraceError(src, "data", f"unreadable ({_describe(e)})") from None
+    return TraceParts([_open_request(root, r, src, lazy) for r in range(n)], geometry, meta)
 
 
 class StoredArray:
@@ -422,7 +425,7 @@ class StoredArray:
             return np.asarray(self.array[key])
         except Exception as e:  # noqa: BLE001 - a corrupt chunk fails inside the codec
             raise TraceError(
-                self.source, self.name, f"corrupt chunk in {_steps(key)} ({_describe(e)})"
+                self.source, self.name, f"corrupt chunk in {_steps(key)} ({describe_error(e)})"
             ) from None
 
     def read(self) -> np.ndarray:
@@ -465,7 +468,7 @@ def _open_request(root: zarr.Group, r: int, src: str, lazy: bool) -> RequestTrac
                 continue
             raise TraceError(src, key, "missing array") from None
         except Exception as e:  # noqa: BLE001 - broken array metadata (zarr.json)
-            raise TraceError(src, key, f"unreadable metadata ({_describe(e)})") from None
+            raise TraceError(src, key, f"unreadable metadata ({describe_error(e)})") from None
         if not isinstance(node, zarr.Array):
             raise TraceError(src, key, "is not an array")
         arrays[name] = StoredArray(node, src, key)

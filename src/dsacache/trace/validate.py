@@ -3,23 +3,24 @@ traces stream."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from dsacache.errors import TraceError
-
-if TYPE_CHECKING:
-    from dsacache.trace.model import RequestTrace, Trace
+from dsacache.trace.geometry import Geometry
+from dsacache.trace.request import RequestTrace
 
 # Fill value of stored index arrays: a chunk missing on disk reads as this (never valid).
 MISSING = -2
 
 
-def validate_trace(trace: Trace) -> None:
-    for r, req in enumerate(trace.requests):
-        prefix = f"requests/{r}/" if len(trace.requests) > 1 else ""
-        validate_request(req, trace, prefix)
+def validate_requests(requests: Sequence[RequestTrace], geometry: Geometry, source: str) -> None:
+    """Every rule on the arrays of every request (a trace's own arrays, or a reader's)."""
+    for r, req in enumerate(requests):
+        prefix = f"requests/{r}/" if len(requests) > 1 else ""
+        validate_request(req, geometry, source, prefix)
 
 
 def _check_array(
@@ -33,8 +34,8 @@ def _check_array(
         raise TraceError(source, field, f"must have rank {rank}, got shape {tuple(arr.shape)}")
 
 
-def validate_request(req: RequestTrace, trace: Trace, prefix: str = "") -> None:
-    src, g = trace.source, trace.geometry
+def validate_request(req: RequestTrace, geometry: Geometry, source: str, prefix: str = "") -> None:
+    src, g = source, geometry
     _check_array(req.indices, src, prefix + "indices", 3)
     steps, layers, k = (int(x) for x in req.indices.shape)
     if layers != g.layers:
