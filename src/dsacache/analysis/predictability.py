@@ -43,10 +43,21 @@ def streak_bucket(s: int) -> int:
     return b
 
 
+@numba.njit(cache=True, inline="always")
+def score_key(bits: int, slot: int) -> np.uint64:
+    """A unique uint64 that sorts by score descending, then slot ascending: the float32's bits
+    made order-preserving (-0.0 as +0.0), flipped, above the slot number."""
+    b = np.int64(bits)
+    if b == -2147483648:  # -0.0
+        b = 0
+    asc = (~b) & 0xFFFFFFFF if b < 0 else b | 0x80000000
+    return np.uint64((0xFFFFFFFF - asc) << 32) | np.uint64(slot)
+
+
 @numba.njit(cache=True, nogil=True)
 def predictability_kernel(
     idx: np.ndarray,  # int32 [steps, layers, k]
-    scores: np.ndarray,  # float32 [steps, layers, k] when by_score, else any [0, 0, 0]
+    score_bits: np.ndarray,  # float32 scores viewed as int32 [steps, layers, k], or [0, 0, 0]
     by_score: bool,
     start: int,  # absolute step of row 0
     steps_total: int,  # the request's steps: selections at its last step have no outcome
@@ -56,32 +67,53 @@ def predictability_kernel(
     hits: np.ndarray,  # int64 [layers, NS * NR]: selections also selected at the next step
     totals: np.ndarray,  # int64 [layers, NS * NR]: selections with a next step
 ) -> int:
-    """Fold one chunk into the counts; returns -1, or the step of a token outside the state."""
+    """Fold one chunk into the counts; returns -1, or the step of a token outside the state.
+
+    The rank quarter of a slot is floor(NR * rank / n); by score, the rank is the slot's place
+    in (score descending, slot ascending) order, found without sorting: a slot is in quarter q
+    or later iff its key is >= the key at order position ceil(q * n / NR) (np.partition)."""
     steps, layers, k = idx.shape
     size = last.shape[1]
-    rank = np.empty(k, dtype=np.int64)
-    keys = np.empty(k, dtype=np.float64)
+    quarter = np.zeros(k, dtype=np.int64)
+    keys = np.empty(k, dtype=np.uint64)
+    cuts = np.empty(NR - 1, dtype=np.uint64)
+    kth = np.empty(NR - 1, dtype=np.int64)
     for i in range(steps):
         t = start + i
         for ly in range(layers):
             n = 0
             for j in range(k):
                 if idx[i, ly, j] >= 0:
+                    if by_score:
+                        keys[n] = score_key(score_bits[i, ly, j], j)
+                    else:
+                        quarter[j] = n  # the rank in slot order, made a quarter below
                     n += 1
             if n == 0:
                 continue
             if by_score:
-                for j in range(k):
-                    keys[j] = -scores[i, ly, j] if idx[i, ly, j] >= 0 else np.inf
-                order = np.argsort(keys, kind="mergesort")  # stable: ties keep slot order
-                for p in range(k):
-                    rank[order[p]] = p
-            else:
-                p = 0
+                m = 0
+                for q in range(1, NR):
+                    pos = (q * n + NR - 1) // NR
+                    if pos < n:
+                        kth[m] = pos
+                        m += 1
+                if m:
+                    part = np.partition(keys[:n], kth[:m])  # one selection for all cuts
+                    for c in range(m):
+                        cuts[c] = part[kth[c]]
                 for j in range(k):
                     if idx[i, ly, j] >= 0:
-                        rank[j] = p
-                        p += 1
+                        key = score_key(score_bits[i, ly, j], j)
+                        q = 0
+                        for c in range(m):
+                            if key >= cuts[c]:
+                                q += 1
+                        quarter[j] = q
+            else:
+                for j in range(k):
+                    if idx[i, ly, j] >= 0:
+                        quarter[j] = (quarter[j] * NR) // n
             for j in range(k):
                 tok = idx[i, ly, j]
                 if tok < 0:
@@ -95,7 +127,7 @@ def predictability_kernel(
                     s = 1
                 last[ly, tok] = t
                 streak[ly, tok] = s
-                b = streak_bucket(s) * NR + (rank[j] * NR) // n
+                b = streak_bucket(s) * NR + quarter[j]
                 pend[ly, tok] = b
                 if t + 1 < steps_total:
                     totals[ly, b] += 1
@@ -107,7 +139,7 @@ def warm_up() -> None:
     z = np.zeros((1, 1), dtype=np.int32)
     for by_score in (False, True):
         predictability_kernel(
-            np.zeros((0, 1, 1), dtype=np.int32), np.zeros((0, 1, 1), dtype=np.float32),
+            np.zeros((0, 1, 1), dtype=np.int32), np.zeros((0, 1, 1), dtype=np.int32),
             by_score, 0, 0, z, z.copy(), np.zeros((1, 1), dtype=np.int8),
             np.zeros((1, NS * NR), dtype=np.int64), np.zeros((1, NS * NR), dtype=np.int64),
         )  # fmt: skip
@@ -220,7 +252,7 @@ class PredictabilityCounter:
         self.groups = groups
         self.hits = np.zeros((layers, NS * NR), dtype=np.int64)
         self.totals = np.zeros((layers, NS * NR), dtype=np.int64)
-        self._no_scores = np.zeros((0, 0, 0), dtype=np.float32)
+        self._no_scores = np.zeros((0, 0, 0), dtype=np.int32)
         warm_up()
 
     def start_request(self, size: int, steps: int) -> None:
@@ -234,7 +266,7 @@ class PredictabilityCounter:
         if self.by_score:
             if scores is None:
                 raise DsacacheError("predictability: ranking by score needs stored scores")
-            sc = np.ascontiguousarray(scores, dtype=np.float32)
+            sc = np.ascontiguousarray(scores, dtype=np.float32).view(np.int32)
         return predictability_kernel(
             idx, sc, self.by_score, start, self.steps, self.last, self.streak, self.pend,
             self.hits, self.totals,
