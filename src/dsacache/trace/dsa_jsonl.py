@@ -408,8 +408,11 @@ def export_dsa_jsonl(
     written = 0
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        opener = gzip.open if out.name.endswith(".gz") else open
-        with opener(tmp, "wt", encoding="utf-8") as f:
+        if out.name.endswith(".gz"):  # level 1: digits barely compress more at 6, 10x slower
+            f = gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1)
+        else:
+            f = open(tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed by the with below
+        with f:
             for a in range(0, trace.steps, block_steps):
                 b = min(a + block_steps, trace.steps)
                 rows = []
