@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +155,20 @@ def slow_block_reads(monkeypatch, module, seconds: float = 0.02) -> list[int]:  
     monkeypatch.setattr(StepBlocks, "read", slow_read)
     monkeypatch.setattr(module, "StepBlocks", partial(StepBlocks, block_elements=1))
     return reads
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Every matplotlib figure saved while the test runs, by file name (its artists keep the
+    plotted data after plt.close)."""
+    from matplotlib.figure import Figure
+
+    saved: dict[str, object] = {}
+    original = Figure.savefig
+
+    def spy(self, fname, *args, **kwargs):  # noqa: ANN001, ANN202
+        saved[Path(fname).name] = self
+        return original(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    return saved

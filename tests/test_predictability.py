@@ -183,7 +183,7 @@ def scored_traces(draw: st.DrawFn) -> Trace:
     return Trace(reqs, geom(layers, k))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=35, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(trace=scored_traces(), by_score=st.booleans(), chunk_steps=st.integers(1, 7))
 def test_kernel_matches_reference(trace: Trace, by_score: bool, chunk_steps: int) -> None:
     rank_by = "score" if by_score else "slot"

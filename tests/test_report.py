@@ -107,23 +107,6 @@ def _html_tables(text: str) -> dict[str, list[list[str]]]:
     return tables
 
 
-@pytest.fixture
-def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """Every matplotlib figure saved while the test runs, by file name (its artists keep the
-    plotted data after plt.close)."""
-    from matplotlib.figure import Figure
-
-    saved: dict[str, object] = {}
-    original = Figure.savefig
-
-    def spy(self, fname, *args, **kwargs):  # noqa: ANN001, ANN202
-        saved[Path(fname).name] = self
-        return original(self, fname, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", spy)
-    return saved
-
-
 def _policy_lines(fig) -> dict[tuple[str, str], tuple[list[float], list[float]]]:  # noqa: ANN001
     """{(panel title, policy): (x, y)} of the per-policy lines (the paper's points excluded)."""
     out = {}

@@ -36,21 +36,6 @@ def _same(a: list[float], b: list[float | None]) -> bool:
     return np.allclose(a, want, equal_nan=True, rtol=1e-12)
 
 
-@pytest.fixture
-def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    from matplotlib.figure import Figure
-
-    saved: dict[str, object] = {}
-    original = Figure.savefig
-
-    def spy(self, fname, *args, **kwargs):  # noqa: ANN001, ANN202
-        saved[Path(fname).name] = self
-        return original(self, fname, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", spy)
-    return saved
-
-
 def test_figure_draws_the_analysis(tmp_path: Path, drawn: dict[str, object]) -> None:
     g = preset("deepseek-v3.2").with_overrides(layers=3, top_k=16)
     a = analyze(synthesize(g, 20, 128, seed=1), predictability=True).to_dict()
