@@ -54,6 +54,13 @@ def make_request_arrays(
     return indices, ctx, near
 
 
+def make_scores(indices: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Valid scores for `indices`: float32, random where a slot holds a token, NaN elsewhere."""
+    rng = np.random.default_rng(0) if rng is None else rng
+    values = rng.standard_normal(indices.shape).astype(np.float32)
+    return np.where(indices >= 0, values, np.float32(np.nan)).astype(np.float32)
+
+
 def make_trace(
     steps: int | Sequence[int],
     layers: int,
@@ -64,10 +71,11 @@ def make_trace(
     seed: int = 0,
     *,
     pad: float = 0.2,
+    scores: bool = False,
     geometry: Geometry | None = None,
     meta: dict | None = None,
 ) -> Trace:
-    """A valid random in-memory trace (validated on construction).
+    """A valid random in-memory trace (validated on construction), with scores if asked.
 
     `steps` and `context` may be one value for every request or one value per request.
     """
@@ -76,10 +84,10 @@ def make_trace(
     ctx_per = [context] * requests if isinstance(context, int) else list(context)
     if len(steps_per) != requests or len(ctx_per) != requests:
         raise ValueError("steps/context sequences must have one entry per request")
-    reqs = [
-        RequestTrace(*make_request_arrays(n, layers, k, c, near_miss, pad, rng))
-        for n, c in zip(steps_per, ctx_per, strict=True)
-    ]
+    reqs = []
+    for n, c in zip(steps_per, ctx_per, strict=True):
+        idx, ctx, near = make_request_arrays(n, layers, k, c, near_miss, pad, rng)
+        reqs.append(RequestTrace(idx, ctx, near, make_scores(idx, rng) if scores else None))
     geometry = geometry or Geometry(layers, k, KV_BYTES, INDEX_BYTES, BLOCK_TOKENS)
     return Trace(reqs, geometry, meta if meta is not None else {"source_model": "test"})
 
@@ -97,6 +105,10 @@ def assert_traces_equal(a: Trace, b: Trace) -> None:
         assert (ma.near_miss is None) == (mb.near_miss is None)
         if ma.near_miss is not None:
             np.testing.assert_array_equal(ma.near_miss, mb.near_miss)
+        assert (ma.scores is None) == (mb.scores is None)
+        if ma.scores is not None:
+            assert ma.scores.dtype == mb.scores.dtype == np.float32
+            np.testing.assert_array_equal(ma.scores, mb.scores)  # NaN == NaN here
 
 
 @pytest.fixture

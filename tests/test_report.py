@@ -21,7 +21,13 @@ from dsacache.trace.model import Trace
 from dsacache.trace.synth import synthesize
 
 PNG = b"\x89PNG\r\n\x1a\n"
-FIGURES = ("hit_rate.png", "slowdown.png", "new_lookup_heatmap.png", "mrc.png")
+FIGURES = (
+    "hit_rate.png",
+    "slowdown.png",
+    "new_lookup_heatmap.png",
+    "mrc.png",
+    "predictability.png",
+)
 GRID = """
 traces = [{synth = "deepseek-v3.2", steps = 10, context = 512, layers = 2, top_k = 32}]
 policies = ["min", "token-lru"]
