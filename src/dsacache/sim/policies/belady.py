@@ -188,7 +188,7 @@ def _begin(st: MinState, row: Row, sel: np.ndarray, u: int) -> tuple:
 
 
 @njit(inline="always")
-def _find(st: MinState, key: int, g: tuple) -> bool:
+def _find(st: MinState, key: int, g: tuple, s: int) -> bool:
     return st.pos_of[key] >= 0
 
 

@@ -11,7 +11,7 @@ find / hit / miss / evict and ChampSim's find_victim / update_replacement_state)
 compiled with `@njit(inline="always")`, which numba pastes into the kernel before optimisation:
 
     begin_row(st, row, sel, u) -> g        before the gathers of one (step, layer, request) row
-    find(st, x, g) -> bool                 is unit x resident? (a hit)
+    find(st, x, g, s) -> bool              is unit x resident? (a hit)
     hit(st, x, g, i, s) -> g               after a hit (e.g. move x to the MRU end)
     admit(st, x, g, i, s, u, full)         after a miss: insert x, first evicting a victim when
         -> (g, inserted)                   `full`, or decline (bypass); inserted says which
@@ -213,14 +213,16 @@ def _replay_block(
                                 seen[key] = 1
                     continue
                 now = (step * nl + layer) * nr + r
-                if reads_row or protect_row:  # the row's range first; marks for protect_row
+                if reads_row or protect_row:  # the row's range first (a loop without exits)
+                    top = -1
+                    for s in range(k):
+                        top = max(top, sel[s])
+                    if top >= lim:
+                        return t
+                if protect_row:  # mark the row's units
                     for s in range(k):
                         tok = sel[s]
-                        if tok < 0:
-                            continue
-                        if tok >= lim:
-                            return t
-                        if protect_row:
+                        if tok >= 0:
                             if spans:
                                 a, b = span(st, r, layer, tok)
                                 for x in range(a, b + 1):
@@ -241,7 +243,7 @@ def _replay_block(
                             if tok >= lim:
                                 return t
                             x = base + tok * stride
-                            if not find(st, x, g):
+                            if not find(st, x, g, -1):
                                 full = u >= c
                                 g, ins = admit(st, x, g, i, -1, u, full)
                                 if ins:
@@ -260,7 +262,7 @@ def _replay_block(
                             a, b = span(st, r, layer, tok)
                             found = True
                             for x in range(a, b + 1):
-                                if find(st, x, g):
+                                if find(st, x, g, s):
                                     lh += 1
                                     g = hit(st, x, g, i, s)
                                 else:
@@ -275,13 +277,13 @@ def _replay_block(
                                 if mask is not None:
                                     mask[t, layer, r, s] = 1
                         elif same_update:  # a compile-time constant: the other paths are pruned
-                            found = find(st, key, g)
+                            found = find(st, key, g, s)
                             h += found  # without a branch: hits are hard to predict
                             if mask is not None:
                                 mask[t, layer, r, s] = found
                             g = hit(st, key, g, i, s)
                         else:
-                            found = find(st, key, g)
+                            found = find(st, key, g, s)
                             if found:
                                 h += 1
                                 if mask is not None:

@@ -37,12 +37,14 @@ tokens enter (new streak, age 1). h = (selections + 1) / (exposures + 2).
 
 Eviction order: residents sit in one list per (region, class), ordered by their last selection;
 the oldest of each list is its candidate (the priority never rises with age). Ages are fixed
-within a row, so the lowest candidate is found again only after an eviction (one comparison per
-class); a miss that bypasses costs one comparison against it.
+within a row, so a class's candidate changes only when it is evicted, and a tournament tree over
+the classes finds the lowest again in log2(classes) comparisons; a miss that bypasses costs one
+comparison against it.
 
 On the driver (driver.py): begin_row is the first pass over the row (statistics, metadata, the
-row's residents to the front of their new class), the driver's gathers then find the hits and
-admit the misses in slot order, and end_row ages the population and refreshes the priorities.
+row's residents to the front of their new class, each slot's residency noted for `find`), the
+driver's gathers then admit the misses in slot order, and end_row ages the population and
+refreshes the priorities.
 The rows' own tokens are never victims by the policy's definition (RowRules.protect_row holds
 always); with RowRules.no_bypass a full region evicts its lowest candidate whatever the incoming
 token's rank.
@@ -56,8 +58,8 @@ hazard-plus), the population tables (the same size per request and layer) and th
 table, refreshed after each (step, layer, request) row: O(classes x AGES) work per row, against
 k accesses. Work per access: one metadata read-modify-write (twice: the row is read once to
 update the metadata and move resident tokens, once to gather), a priority lookup; per miss
-with the region full, one comparison against the lowest candidate, and after an eviction one
-per class to find the next (8; 32 for hazard-plus). The controller must be
+with the region full, one comparison against the lowest candidate, and after an eviction
+log2(classes) to find the next (3; 5 for hazard-plus). The controller must be
 told the (step, layer) of each gather and the indexer's whole selection of the row before the
 gathers start.
 """
@@ -147,20 +149,22 @@ class HazardState(NamedTuple):
     xrow: np.ndarray  # scratch int64 [classes, AGES]: the row's selections per state
     nsel: np.ndarray  # scratch int64 [classes]: the row's tokens per new class
     cand: np.ndarray  # int64 [classes]: each class's eviction candidate (its oldest member)
-    cand_p: np.ndarray  # float64 [classes]: its priority
-    stale: np.ndarray  # bool [classes]: candidate to find again
+    tree_p: np.ndarray  # float64 [2 leaves]: a tournament tree of the candidates' priorities
+    tree_c: np.ndarray  # int64 [2 leaves]: ... and their classes (root: node 1)
+    resident: np.ndarray  # scratch uint8 [k]: the slot's token was resident at the row's start
     haz: np.ndarray  # scratch float64 [AGES]
 
 
-# g = (now, table, first sentinel of the region, dirty, lowest candidate's priority, its class,
-# valid slots of the row). Each class's candidate is kept while the row's gathers run: ages are
-# fixed within a row, so only an eviction from the class, or a first member, changes it.
+# g = (now, table, first sentinel of the region, candidates found in this row, valid slots of
+# the row). Ages are fixed within a row and only the row's tokens join a class during it, so a
+# class's candidate changes only when it is evicted: the tournament tree then gives the lowest
+# of all after log2(classes) comparisons (a scan of every class per eviction cost hazard-plus's
+# 32 classes more than the rest of a miss).
 
 
 @njit(inline="always")
 def _begin(st: HazardState, row: Row, sel: np.ndarray, u: int) -> tuple:
-    """Pass 1: statistics and metadata of every selected token; the row's residents (its hits:
-    never evicted in this row) move to the front of their new class."""
+    """Pass 1: statistics and metadata (its new class) of every selected token."""
     node, xrow, nsel = st.node, st.xrow, st.nsel
     ns, na = st.chosen.shape[1], st.chosen.shape[2]
     nq = st.nq
@@ -170,7 +174,6 @@ def _begin(st: HazardState, row: Row, sel: np.ndarray, u: int) -> tuple:
     below_on = st.below and row.layer > 0
     for b in range(ns):
         nsel[b] = 0
-        st.stale[b] = True
         for a in range(na):
             xrow[b, a] = 0
     valid = 0
@@ -195,15 +198,18 @@ def _begin(st: HazardState, row: Row, sel: np.ndarray, u: int) -> tuple:
         node[i + LAST] = now
         node[i + META] = sn | (b << 8)
         nsel[b] += 1
-        if node[i + PREV] >= 0:  # resident: to the front of its class
+        if node[i + PREV] >= 0:  # resident: a hit (never evicted in its row), to its class's front
+            st.resident[s] = 1
             moves.unlink(node, key, W)
             moves.push_front(node, key, s0 + b, W)
-    return now, tb, s0, True, np.inf, -1, valid
+        else:
+            st.resident[s] = 0
+    return now, tb, s0, False, valid
 
 
 @njit(inline="always")
-def _find(st: HazardState, key: int, g: tuple) -> bool:
-    return st.node[W * key + PREV] >= 0
+def _find(st: HazardState, key: int, g: tuple, s: int) -> bool:
+    return st.resident[s] != 0  # as found in pass 1 (a row's tokens are distinct)
 
 
 @njit(inline="always")
@@ -212,65 +218,82 @@ def _hit(st: HazardState, key: int, g: tuple, i: int, s: int) -> tuple:
 
 
 @njit(inline="always")
-def _lowest(st: HazardState, now: int, tb: int, s0: int) -> tuple:
-    """Refresh the changed candidates, then (lowest priority, its class) over every class (the
-    first class of the lowest rank; -1: none). Tokens of this row (LAST == now) are never
-    candidates: their gathers are in flight."""
-    node, cand, cand_p, stale = st.node, st.cand, st.cand_p, st.stale
-    na = st.chosen.shape[2]
-    low = np.inf
-    low_c = -1
-    for vb in range(cand.shape[0]):
-        if stale[vb]:
-            stale[vb] = False
-            cand[vb] = -1
-            cand_p[vb] = np.inf
+def _candidate(st: HazardState, vb: int, v: int, vh: int, now: int, tb: int) -> float:
+    """Class vb's (sentinel vh) candidate: v, its oldest member, unless this row selected it
+    (LAST == now: the row's gathers are in flight; the row's tokens are the class's newest, so
+    then every member is the row's, and it has none: -1). Returns its priority (none: inf)."""
+    node = st.node
+    if v == vh or node[W * v + LAST] == now:
+        st.cand[vb] = -1
+        return np.inf
+    tv = node[W * v + LAST]
+    av = min((now - tv) // st.period + 1, st.chosen.shape[2])
+    tv_tab = tb if st.one_table else st.tab_of[(tv // st.requests) % st.layers]
+    st.cand[vb] = v
+    return st.prio[tv_tab, vb, av - 1]
+
+
+@njit(inline="always")
+def _play(tree_p: np.ndarray, tree_c: np.ndarray, j: int) -> None:
+    """Node j of the tournament tree takes the lower of its children (the left one on a tie:
+    the first class of the lowest rank wins, as a scan would pick)."""
+    left, right = 2 * j, 2 * j + 1
+    win = right if tree_p[right] < tree_p[left] else left
+    tree_p[j] = tree_p[win]
+    tree_c[j] = tree_c[win]
+
+
+@njit(inline="always")
+def _all_candidates(st: HazardState, now: int, tb: int, s0: int) -> None:
+    """Every class's candidate, and the tree over them (once per row, at its first full miss)."""
+    tree_p, tree_c = st.tree_p, st.tree_c
+    n = tree_p.shape[0] // 2
+    for vb in range(n):
+        if vb < st.cand.shape[0]:
             vh = s0 + vb
-            v = node[W * vh + PREV]
-            if v != vh:
-                tv = node[W * v + LAST]
-                if tv != now:
-                    av = min((now - tv) // st.period + 1, na)
-                    tv_tab = tb if st.one_table else st.tab_of[(tv // st.requests) % st.layers]
-                    cand[vb] = v
-                    cand_p[vb] = st.prio[tv_tab, vb, av - 1]
-        if cand_p[vb] < low:
-            low = cand_p[vb]
-            low_c = vb
-    return low, low_c
+            tree_p[n + vb] = _candidate(st, vb, st.node[W * vh + PREV], vh, now, tb)
+        else:
+            tree_p[n + vb] = np.inf
+        tree_c[n + vb] = vb
+    for j in range(n - 1, 0, -1):
+        _play(tree_p, tree_c, j)
 
 
 @njit(inline="always")
 def _admit(st: HazardState, key: int, g: tuple, i: int, s: int, u: int, full: bool) -> tuple:
     """Pass 2, one miss: evict the lowest candidate if it ranks below (1 - margin) x the
     incoming token (always, with no_bypass), else bypass; link the token at its class's front."""
-    now, tb, s0, dirty, low, low_c, valid = g
+    now, tb, s0, ready, valid = g
     node = st.node
     b = node[W * key + META] >> 8
     if full:
-        if dirty:
-            dirty = False
-            low, low_c = _lowest(st, now, tb, s0)
-        if low_c < 0 or (st.bypass and not low < st.prio[tb, b, 0] * (1.0 - st.margin)):
-            return (now, tb, s0, dirty, low, low_c, valid), False
+        tree_p, tree_c = st.tree_p, st.tree_c
+        if not ready:
+            _all_candidates(st, now, tb, s0)
+            ready = True
+        low = tree_p[1]
+        if low == np.inf or (st.bypass and not low < st.prio[tb, b, 0] * (1.0 - st.margin)):
+            return (now, tb, s0, ready, valid), False
+        low_c = tree_c[1]
         victim = st.cand[low_c]
-        st.stale[low_c] = True
-        dirty = True
+        nxt = node[W * victim + PREV]
         moves.unlink(node, victim, W)
         node[W * victim + PREV] = -1
-    head = s0 + b
-    if node[W * head + NEXT] == head:
-        st.stale[b] = True  # its first member: a new candidate
-        dirty = True
-    moves.push_front(node, key, head, W)
-    return (now, tb, s0, dirty, low, low_c, valid), True
+        j = tree_p.shape[0] // 2 + low_c  # the class's next oldest, up the tree
+        tree_p[j] = _candidate(st, low_c, nxt, s0 + low_c, now, tb)
+        j >>= 1
+        while j > 0:
+            _play(tree_p, tree_c, j)
+            j >>= 1
+    moves.push_front(node, key, s0 + b, W)
+    return (now, tb, s0, ready, valid), True
 
 
 @njit(inline="always")
 def _end(st: HazardState, row: Row, sel: np.ndarray, g: tuple, u: int) -> None:
     """Exposures (not for an empty row: a finished request's tokens would dilute the table),
     then the population ages one step, as the row time does; the priorities follow."""
-    tb, valid = g[1], g[6]
+    tb, valid = g[1], g[4]
     pop, xrow, nsel = st.pop[row.r, row.layer], st.xrow, st.nsel
     ns, na = st.chosen.shape[1], st.chosen.shape[2]
     for sb in range(ns):
@@ -340,22 +363,24 @@ class Hazard(DrivenPolicy):
         self._haz = np.zeros(na, np.float64)
         for tb in range(tables):
             priorities(self.sel, self.exp, self.prio, tb, self.horizon, self._haz)
+        leaves = 1 << (nc - 1).bit_length()  # classes, rounded up to a power of two
         self._scratch = (
             np.zeros((nc, na), np.int64),
             np.zeros(nc, np.int64),
             np.full(nc, -1, np.int64),
-            np.full(nc, np.inf),
-            np.ones(nc, np.bool_),
+            np.full(2 * leaves, np.inf),
+            np.zeros(2 * leaves, np.int64),
+            np.zeros(max(k, 1), np.uint8),
         )
 
     def state(self, block: StepBlock) -> HazardState:
         nl, nr = self.blocks.layers, self.blocks.requests
-        xrow, nsel, cand, cand_p, stale = self._scratch
+        xrow, nsel, cand, tree_p, tree_c, resident = self._scratch
         return HazardState(
             self.node, self.sent0, self.streaks, self.nq, self.rank_of, self.use_below,
             self.tab_of, bool((self.tab_of == 0).all()), self.pop, self.sel, self.exp,
             self.prio, self.horizon, self.margin, not self.rules.no_bypass, nl * nr,
-            1.0 / (nl * nr), nl, nr, xrow, nsel, cand, cand_p, stale, self._haz,
+            1.0 / (nl * nr), nl, nr, xrow, nsel, cand, tree_p, tree_c, resident, self._haz,
         )  # fmt: skip
 
 

@@ -57,7 +57,7 @@ def _begin(st: KeepState, row: Row, sel: np.ndarray, u: int) -> tuple:
 
 
 @njit(inline="always")
-def _find(st: KeepState, key: int, g: tuple) -> bool:
+def _find(st: KeepState, key: int, g: tuple, s: int) -> bool:
     return st.held[key] == g[1] - 1
 
 

@@ -50,7 +50,7 @@ def list_begin(st: ListState, row: Row, sel: np.ndarray, u: int) -> tuple:
 
 
 @njit(inline="always")
-def list_find(st: ListState, x: int, g: tuple) -> bool:
+def list_find(st: ListState, x: int, g: tuple, s: int) -> bool:
     return st.link[2 * x] >= 0
 
 
