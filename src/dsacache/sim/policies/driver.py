@@ -39,6 +39,8 @@ Options a policy sets on its Hooks (all compile-time: an unused one costs nothin
 - span(st, r, layer, token) -> (first, last): the access reads units first..last (line-lru's
   128-byte lines); it hits iff every unit hits, each unit a find / hit / admit of its own, and
   the driver counts line hits and misses;
+- variant: an int the hooks read as row.variant (and carry in `g`): a compile-time constant, so
+  one set of hooks compiles to kernels that differ where they branch on it;
 - prefetch(st, block, near, t, layer, r, after) -> int32 row: tokens to bring in before the
   row's gathers (after=False) and after them (after=True); the driver inserts each one not
   resident with admit (counted in Counters.prefetches when inserted) and leaves resident ones
@@ -93,6 +95,7 @@ class Hooks(NamedTuple):
     reads_row: bool = False  # begin_row reads the selection: range-check it first
     span: Callable | None = None  # (st, r, layer, token) -> (first, last) unit
     prefetch: Callable | None = None  # (st, block, near, t, layer, r, after) -> int32 row
+    variant: int = 0  # handed to begin_row as row.variant: one set of hooks, several kernels
 
 
 class Row(NamedTuple):
@@ -108,6 +111,7 @@ class Row(NamedTuple):
     stride: int
     i0: int  # access number (within the block) of the row's first valid slot
     protect: bool  # RowRules.protect_row (a compile-time constant of the kernel)
+    variant: int  # Hooks.variant (a compile-time constant of the kernel)
 
 
 class Space(NamedTuple):
@@ -141,6 +145,7 @@ def no_row(st: Any, row: Row, sel: np.ndarray, g: Any, u: int) -> None:
 # be loaded from the cache.)
 begin_row = find = hit = admit = end_row = span = prefetch = None
 same_update = token_major = reads_row = spans = prefetches = protect_row = False
+variant = 0
 
 _KERNELS: dict[str, Hooks] = {}
 
@@ -229,7 +234,7 @@ def _replay_block(
                                     mark[x] = now
                             else:
                                 mark[base + tok * stride] = now
-                row = Row(t, step, layer, r, p, now, base, stride, i, protect_row)
+                row = Row(t, step, layer, r, p, now, base, stride, i, protect_row, variant)
                 c = cap[p]
                 u = used[p]
                 g = begin_row(st, row, sel, u)
@@ -319,6 +324,7 @@ class Replay(NamedTuple):
 
     plain: Callable
     protect: Callable
+    hooks: Hooks
 
 
 def make_replay(name: str, hooks: Hooks, cache: bool = True) -> Replay:
@@ -341,7 +347,7 @@ def make_replay(name: str, hooks: Hooks, cache: bool = True) -> Replay:
         fn.__qualname__ = fn.__name__
         fn.__doc__ = _replay_block.__doc__
         kernels.append(njit(cache=cache, boundscheck=False, _nrt=False)(fn))
-    return Replay(*kernels)
+    return Replay(*kernels, hooks)
 
 
 def region_sums(region_of: np.ndarray, per_pair: np.ndarray, regions: int) -> np.ndarray:
@@ -417,7 +423,8 @@ class DrivenPolicy(TokenPolicy):
         return self.blocks.k
 
     def _check_row_fits(self) -> None:
-        small = (self.capacity > 0) & (self.capacity < self.row_units())
+        cap = self.capacity  # a region that holds all its units never evicts
+        small = (cap > 0) & (cap < self.row_units()) & (cap < self.region_units)
         if small.any():
             raise DsacacheError(
                 f"{self.name}: a region of {int(self.capacity[small].min())} units cannot hold "

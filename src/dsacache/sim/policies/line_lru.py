@@ -35,7 +35,7 @@ keeps each region's occupancy in lines.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
 
 import numpy as np
 from numba import njit
@@ -43,28 +43,20 @@ from numba import njit
 from dsacache.sim.partition import Partition
 from dsacache.sim.policies.base import NO_RULES, RowRules, register
 from dsacache.sim.policies.driver import make_replay
-from dsacache.sim.policies.lru import LIST_HOOKS, ListPolicy
+from dsacache.sim.policies.lru import LIST_HOOKS, SLOTTED, ListPolicy, ListState
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.geometry import Geometry
 from dsacache.units import LINE_BYTES, LINE_SHIFT
 
 
-class LineState(NamedTuple):
-    link: np.ndarray
-    sent0: int
-    promote: bool
-    mark: np.ndarray
-    area: np.ndarray  # int64 [requests, layers]: byte base of each (request, layer)
-    kv: int  # bytes of one token's row
-
-
 @njit(inline="always")
-def _span(st: LineState, r: int, layer: int, tok: int) -> tuple:
-    start = st.area[r, layer] + tok * st.kv
-    return start >> LINE_SHIFT, (start + st.kv - 1) >> LINE_SHIFT
+def _span(st: ListState, r: int, layer: int, tok: int) -> tuple:
+    area, kv = st.extra  # byte base of each (request, layer); bytes of one token's row
+    start = area[r, layer] + tok * kv
+    return start >> LINE_SHIFT, (start + kv - 1) >> LINE_SHIFT
 
 
-line_replay = make_replay("line_list", LIST_HOOKS._replace(span=_span))
+line_replay = make_replay("line_list", LIST_HOOKS._replace(span=_span, variant=SLOTTED))
 
 
 def line_areas(max_context: np.ndarray, layers: int, kv: int) -> tuple[np.ndarray, int]:
@@ -109,7 +101,9 @@ class LineLRU(ListPolicy):
         return np.repeat(lines[:, None], self.blocks.layers, axis=1)
 
     def row_units(self) -> int:
-        return self.blocks.k * ((self.kv + 2 * LINE_BYTES - 2) // LINE_BYTES)  # worst alignment
+        # a row starts gcd(kv, 128)-aligned within its line: at worst 128 - gcd bytes in
+        worst = LINE_BYTES - math.gcd(self.kv, LINE_BYTES) + self.kv
+        return self.blocks.k * -(-worst // LINE_BYTES)
 
-    def state(self, block: StepBlock) -> LineState:
-        return LineState(*super().state(block), self.area, self.kv)
+    def extra(self, block: StepBlock) -> tuple:
+        return self.area, self.kv

@@ -29,7 +29,7 @@ to bring in before the gathers (the layer below's) or after them (the near-miss 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -38,7 +38,7 @@ from dsacache.errors import DsacacheError
 from dsacache.sim.partition import Partition
 from dsacache.sim.policies.base import NO_RULES, RowRules, Setting, register
 from dsacache.sim.policies.driver import make_replay
-from dsacache.sim.policies.lru import LIST_HOOKS, ListPolicy
+from dsacache.sim.policies.lru import LIST_HOOKS, SLOTTED, ListPolicy, ListState
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.geometry import Geometry
 from dsacache.trace.model import Trace
@@ -48,28 +48,22 @@ SOURCE_TRACE = 0
 SOURCE_LAYER_BELOW = 1
 
 
-class NearState(NamedTuple):
-    link: np.ndarray
-    sent0: int
-    promote: bool
-    mark: np.ndarray
-    source: int  # SOURCE_TRACE or SOURCE_LAYER_BELOW
-    empty: np.ndarray  # int32 [0]: nothing to prefetch
-
-
 @njit(inline="always")
 def _prefetch(
-    st: NearState, block: np.ndarray, near: np.ndarray, t: int, layer: int, r: int, after: bool
+    st: ListState, block: np.ndarray, near: np.ndarray, t: int, layer: int, r: int, after: bool
 ) -> np.ndarray:
+    source, empty = st.extra
     if after:
-        if st.source == SOURCE_TRACE and near.shape[3] > 0:
+        if source == SOURCE_TRACE and near.shape[3] > 0:
             return near[t, layer, r]
-    elif st.source == SOURCE_LAYER_BELOW and layer > 0:
+    elif source == SOURCE_LAYER_BELOW and layer > 0:
         return block[t, layer - 1, r]
-    return st.empty
+    return empty
 
 
-near_miss_replay = make_replay("near_miss", LIST_HOOKS._replace(prefetch=_prefetch))
+near_miss_replay = make_replay(
+    "near_miss", LIST_HOOKS._replace(prefetch=_prefetch, variant=SLOTTED)
+)
 
 
 def has_rows(trace: Trace) -> bool:
@@ -118,6 +112,5 @@ class NearMiss(ListPolicy):
             )
         self.source = source
 
-    def state(self, block: StepBlock) -> NearState:
-        src = SOURCE_TRACE if self.source == "trace" else SOURCE_LAYER_BELOW
-        return NearState(*super().state(block), src, self._empty)
+    def extra(self, block: StepBlock) -> tuple:
+        return SOURCE_TRACE if self.source == "trace" else SOURCE_LAYER_BELOW, self._empty
