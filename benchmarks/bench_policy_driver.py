@@ -4,9 +4,10 @@ Both versions of every registered policy replay the same in-memory traces in thi
 alternately, and the best engine time of each is compared (SimResult.engine_seconds' definition:
 the policy's own calls, backward pass included, here as the thread's CPU seconds: the machine
 is shared, and a descheduled process loses wall time, not CPU time); hit and miss counts (and
-prefetches, line tallies) must be identical. The old policies are the package of a git revision (--baseline;
-default 2653439, the last commit before every policy ran on the driver), copied into a temporary
-directory under another package name and imported, so old and new kernels live side by side.
+prefetches, line tallies) must be identical. The old policies are the package of a git
+revision (--baseline; default 2653439, the last commit before every policy ran on the
+driver), copied into a temporary directory under another package name and imported, so old and
+new kernels live side by side.
 
 Traces (synthesized in memory at the paper's statistics, near-miss rows modelled):
 - bench: 10 layers, k = 2048, 400 steps, 32K context (8.2 M accesses);

@@ -484,6 +484,21 @@ class Logger(DrivenPolicy):
 
 
 @pytest.mark.parametrize("spec", ["per-request", "per-request-layer", "global"])
+class PeeksAtTheLength(MRU):
+    """A cheat the online check must catch: its capacity depends on how long the trace is."""
+
+    def __init__(self, blocks, partition, geometry, rules=NO_RULES):
+        if blocks.steps > 3:
+            partition = Partition(partition.spec, partition.of_layer, partition.capacity // 2)
+        super().__init__(blocks, partition, geometry, rules)
+
+
+def test_the_online_check_catches_a_peek_into_the_future():
+    trace = make_trace(6, 1, 4, 6, seed=1, pad=0.0)
+    assert online_violation(MRU, trace, 4, "global") is None
+    assert "hits of the first" in online_violation(PeeksAtTheLength, trace, 4, "global")
+
+
 def test_hooks_see_the_step_layer_request_slot_and_region(spec):
     """Every access reaches admit with its number i, step, layer, request, slot and region, in
     the trace's access order; end_row runs once per (step, layer, request) row."""
