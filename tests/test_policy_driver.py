@@ -345,8 +345,7 @@ class MRU(DrivenPolicy):
     prefetches = False
     kernel = mru_replay
 
-    def __init__(self, blocks, partition, geometry, rules=NO_RULES):
-        super().__init__(blocks, partition, geometry, rules)
+    def build_state(self):
         self.link = moves.new_lists(self.n_units(), self.n_regions, True)
 
     def state(self, block):
@@ -472,8 +471,7 @@ class Logger(DrivenPolicy):
     prefetches = False
     kernel = log_replay
 
-    def __init__(self, blocks, partition, geometry, rules=NO_RULES):
-        super().__init__(blocks, partition, geometry, rules)
+    def build_state(self):
         self.logs, self.row_logs = [], []
 
     def state(self, block):

@@ -128,6 +128,10 @@ class TokenPolicy(ABC):
         self.partition = partition
         self.geometry = geometry
         self.rules = rules
+        self.setup()
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Build the policy's state (called by __init__, once the attributes above are set)."""
 
     def configure(self, cfg: Any) -> None:  # noqa: B027 - optional hook
         """Read this policy's `settings` from the run's SimConfig (checked there already)."""

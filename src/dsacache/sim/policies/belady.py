@@ -45,11 +45,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from dsacache.sim.partition import Partition
-from dsacache.sim.policies.base import NO_RULES, RowRules, register
+from dsacache.sim.policies.base import register
 from dsacache.sim.policies.driver import DrivenPolicy, Hooks, Row, make_replay
-from dsacache.trace.blocks import StepBlock, StepBlocks
-from dsacache.trace.geometry import Geometry
+from dsacache.trace.blocks import StepBlock
 
 NEVER = np.iinfo(np.int64).max  # "never used again" in int64 arrays
 NEVER32 = np.iinfo(np.uint32).max  # ... in uint32 arrays
@@ -251,19 +249,12 @@ class Belady(DrivenPolicy):
     emits_hit_mask = False  # it could (the driver fills masks); the LLC front runs no backward pass
     kernel = min_replay
 
-    def __init__(
-        self,
-        blocks: StepBlocks,
-        partition: Partition,
-        geometry: Geometry,
-        rules: RowRules = NO_RULES,
-    ) -> None:
-        super().__init__(blocks, partition, geometry, rules)
+    def build_state(self) -> None:
         alloc = np.minimum(self.capacity, self.region_units)
         self.heap_off = np.zeros(self.n_regions, np.int64)
         self.heap_off[1:] = np.cumsum(alloc)[:-1]
         self.heap = np.zeros(2 * max(int(alloc.sum()), 1), np.int64)
-        self.pos_of = np.full(max(blocks.keys.size, 1), -1, np.int64)
+        self.pos_of = np.full(max(self.blocks.keys.size, 1), -1, np.int64)
         self._next: dict[int, np.ndarray] = {}  # block start -> next-use positions
         self._nxt: np.ndarray | None = None  # per key, during the backward pass
         self._seen = 0

@@ -35,7 +35,8 @@ Options a policy sets on its Hooks (all compile-time: an unused one costs nothin
   branching on the lookup (a mispredicted branch per access cost keep-previous 2x);
 - token_major: keys are key_offset[r] + token * layers + layer (a token's layers side by side)
   instead of key_offset[r] + layer * max_context[r] + token;
-- reads_row: begin_row reads `sel`, so the driver range-checks the row before calling it;
+- reads_row: begin_row reads `sel`, so the driver range-checks the row before calling it (in
+  one pass without exits; otherwise each access is checked as the gathers reach it);
 - span(st, r, layer, token) -> (first, last): the access reads units first..last (line-lru's
   128-byte lines); it hits iff every unit hits, each unit a find / hit / admit of its own, and
   the driver counts line hits and misses;
@@ -75,7 +76,7 @@ import numpy as np
 from numba import njit
 
 from dsacache.errors import DsacacheError
-from dsacache.sim.partition import Partition, parse_partition
+from dsacache.sim.partition import parse_partition
 from dsacache.sim.policies.base import NO_RULES, Counters, RowRules, TokenPolicy
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.geometry import Geometry
@@ -92,9 +93,9 @@ class Hooks(NamedTuple):
     end_row: Callable
     same_update: bool = False  # hit and admit are the same function: replay without a branch
     token_major: bool = False  # key = key_offset[r] + token * layers + layer
-    reads_row: bool = False  # begin_row reads the selection: range-check it first
     span: Callable | None = None  # (st, r, layer, token) -> (first, last) unit
     prefetch: Callable | None = None  # (st, block, near, t, layer, r, after) -> int32 row
+    reads_row: bool = False  # begin_row reads the selection: range-check it first
     variant: int = 0  # handed to begin_row as row.variant: one set of hooks, several kernels
 
 
@@ -192,14 +193,20 @@ def _replay_block(
                     stride = 1
                 sel = block[t, layer, r]
                 p = region_of[r, layer]
-                if p < 0 or cap[p] == 0 or whole[p]:  # bypass, or a region that never misses
+                aside = p < 0 or cap[p] == 0 or whole[p]  # bypass, or a region that never misses
+                checked = reads_row or protect_row or aside
+                if checked:  # the row's range first: a loop without exits
+                    top = -1
+                    for s in range(k):
+                        top = max(top, sel[s])
+                    if top >= lim:
+                        return t
+                if aside:
                     hits_all = p >= 0 and cap[p] > 0
                     for s in range(k):
                         tok = sel[s]
                         if tok < 0:
                             continue
-                        if tok >= lim:
-                            return t
                         i += 1
                         units = 1
                         if spans:
@@ -218,12 +225,6 @@ def _replay_block(
                                 seen[key] = 1
                     continue
                 now = (step * nl + layer) * nr + r
-                if reads_row or protect_row:  # the row's range first (a loop without exits)
-                    top = -1
-                    for s in range(k):
-                        top = max(top, sel[s])
-                    if top >= lim:
-                        return t
                 if protect_row:  # mark the row's units
                     for s in range(k):
                         tok = sel[s]
@@ -260,7 +261,7 @@ def _replay_block(
                         tok = sel[s]
                         if tok < 0:
                             continue
-                        if tok >= lim:
+                        if not checked and tok >= lim:
                             return t
                         key = base + tok * stride
                         if spans:
@@ -373,14 +374,9 @@ class DrivenPolicy(TokenPolicy):
     emits_hit_mask = True
     index_field: ClassVar[str] = "indices"  # the trace field an out-of-range index is reported in
 
-    def __init__(
-        self,
-        blocks: StepBlocks,
-        partition: Partition,
-        geometry: Geometry,
-        rules: RowRules = NO_RULES,
-    ) -> None:
-        super().__init__(blocks, partition, geometry, rules)
+    def setup(self) -> None:
+        """The driver's state, then the policy's (build_state)."""
+        blocks, partition, rules = self.blocks, self.partition, self.rules
         keys = blocks.keys
         self.region_of, tokens = partition.region_map(blocks.requests)
         self.n_regions = int(tokens.shape[0])
@@ -402,6 +398,11 @@ class DrivenPolicy(TokenPolicy):
         self._one = np.zeros(1, np.int64)
         self._one8 = np.zeros(1, np.uint8)
         self._no_near = np.full((1, 1, 1, 0), -1, np.int32)
+        self.build_state()
+
+    def build_state(self) -> None:
+        """The policy's own state, built once the driver's is (n_regions, capacity and
+        region_units in the policy's units, the marks)."""
 
     # ------------------------------------------------------------ units (whole tokens by default)
 

@@ -72,12 +72,10 @@ import numpy as np
 from numba import njit
 
 from dsacache.errors import DsacacheError
-from dsacache.sim.partition import Partition
 from dsacache.sim.policies import list_moves as moves
-from dsacache.sim.policies.base import NO_RULES, RowRules, register
+from dsacache.sim.policies.base import register
 from dsacache.sim.policies.driver import DrivenPolicy, Hooks, Row, make_replay
-from dsacache.trace.blocks import StepBlock, StepBlocks
-from dsacache.trace.geometry import Geometry
+from dsacache.trace.blocks import StepBlock
 
 STREAKS = 8  # streak buckets: 1, 2, ..., 7, >= 8
 AGES = 16  # age buckets: 1, 2, ..., 15, >= 16
@@ -334,16 +332,9 @@ class Hazard(DrivenPolicy):
         super().__init_subclass__(**kw)
         cls.kernel = hazard_below_replay if cls.use_below else hazard_replay
 
-    def __init__(
-        self,
-        blocks: StepBlocks,
-        partition: Partition,
-        geometry: Geometry,
-        rules: RowRules = NO_RULES,
-    ) -> None:
-        super().__init__(blocks, partition, geometry, rules)
-        n, nl, k = blocks.keys.size, blocks.layers, blocks.k
-        if (blocks.steps + 1) * nl * blocks.requests >= 2**31:
+    def build_state(self) -> None:
+        n, nl, k = self.blocks.keys.size, self.blocks.layers, self.blocks.k
+        if (self.blocks.steps + 1) * nl * self.blocks.requests >= 2**31:
             raise DsacacheError(f"{self.name}: steps x layers x requests must stay below 2**31")
         edges = np.array([round(f * k) for f in self.rank_edges], np.int64)
         self.rank_of = np.searchsorted(edges, np.arange(k), side="right").astype(np.int64)
@@ -356,7 +347,7 @@ class Hazard(DrivenPolicy):
         self.node = new_nodes(n, self.n_regions * nc, nodes < 2**31 and not self.wide)
         tables = nl if self.per_layer_tables else 1
         self.tab_of = np.arange(nl, dtype=np.int64) % tables
-        self.pop = np.zeros((blocks.requests, nl, nc, na), np.int64)
+        self.pop = np.zeros((self.blocks.requests, nl, nc, na), np.int64)
         self.sel = np.zeros((tables, nc, na), np.float64)
         self.exp = np.zeros((tables, nc, na), np.float64)
         self.prio = np.zeros((tables, nc, na), np.float64)

@@ -30,10 +30,9 @@ import numpy as np
 from numba import njit
 
 from dsacache.sim.partition import Partition
-from dsacache.sim.policies.base import NO_RULES, RowRules, register
+from dsacache.sim.policies.base import register
 from dsacache.sim.policies.driver import DrivenPolicy, Hooks, Row, make_replay, no_row
-from dsacache.trace.blocks import StepBlock, StepBlocks
-from dsacache.trace.geometry import Geometry
+from dsacache.trace.blocks import StepBlock
 
 NEVER = -2
 
@@ -100,19 +99,12 @@ class KeepPrevious(DrivenPolicy):
     max_occupancy_factor = 2
     kernel = keep_previous_replay
 
-    def __init__(
-        self,
-        blocks: StepBlocks,
-        partition: Partition,
-        geometry: Geometry,
-        rules: RowRules = NO_RULES,
-    ) -> None:
-        super().__init__(blocks, partition, geometry, rules)
-        per = np.maximum(layers_per_region(partition), 1)
-        copies = self.n_regions // max(partition.regions, 1)
+    def build_state(self) -> None:
+        per = np.maximum(layers_per_region(self.partition), 1)
+        copies = self.n_regions // max(self.partition.regions, 1)
         self.share = self.capacity // np.tile(per, copies)
-        self.request_steps = np.array([r.steps for r in blocks.trace.requests], np.int64)
-        self.held = np.full(blocks.keys.size, NEVER, dtype=np.int32)
+        self.request_steps = np.array([r.steps for r in self.blocks.trace.requests], np.int64)
+        self.held = np.full(self.blocks.keys.size, NEVER, dtype=np.int32)
 
     def state(self, block: StepBlock) -> KeepState:
         active = active_requests(self.request_steps, block.start, block.stop)

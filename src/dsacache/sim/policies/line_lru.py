@@ -35,17 +35,16 @@ keeps each region's occupancy in lines.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 from numba import njit
 
-from dsacache.sim.partition import Partition
-from dsacache.sim.policies.base import NO_RULES, RowRules, register
+from dsacache.sim.policies.base import register
 from dsacache.sim.policies.driver import make_replay
 from dsacache.sim.policies.lru import LIST_HOOKS, SLOTTED, ListPolicy, ListState
-from dsacache.trace.blocks import StepBlock, StepBlocks
-from dsacache.trace.geometry import Geometry
+from dsacache.trace.blocks import StepBlock
 from dsacache.units import LINE_BYTES, LINE_SHIFT
 
 
@@ -79,19 +78,17 @@ class LineLRU(ListPolicy):
     emits_hit_mask = False  # the LLC's token region in front stores whole tokens, not lines
     kernel = line_replay
 
-    def __init__(
-        self,
-        blocks: StepBlocks,
-        partition: Partition,
-        geometry: Geometry,
-        rules: RowRules = NO_RULES,
-    ) -> None:
-        self.kv = geometry.kv_bytes_per_token
-        self.area, self.total_bytes = line_areas(blocks.keys.max_context, blocks.layers, self.kv)
-        super().__init__(blocks, partition, geometry, rules)
+    @functools.cached_property
+    def kv(self) -> int:
+        return self.geometry.kv_bytes_per_token
+
+    @functools.cached_property
+    def layout(self) -> tuple[np.ndarray, int]:
+        """(byte base of each (request, layer), total bytes): line_areas of this trace."""
+        return line_areas(self.blocks.keys.max_context, self.blocks.layers, self.kv)
 
     def n_units(self) -> int:
-        return self.total_bytes // LINE_BYTES
+        return self.layout[1] // LINE_BYTES
 
     def unit_capacity(self, tokens: np.ndarray) -> np.ndarray:
         return tokens * self.kv // LINE_BYTES
@@ -106,4 +103,4 @@ class LineLRU(ListPolicy):
         return self.blocks.k * -(-worst // LINE_BYTES)
 
     def extra(self, block: StepBlock) -> tuple:
-        return self.area, self.kv
+        return self.layout[0], self.kv

@@ -25,12 +25,10 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 from numba import njit
 
-from dsacache.sim.partition import Partition
 from dsacache.sim.policies import list_moves as moves
-from dsacache.sim.policies.base import NO_RULES, RowRules, register
+from dsacache.sim.policies.base import register
 from dsacache.sim.policies.driver import DrivenPolicy, Hooks, Row, make_replay, no_row
-from dsacache.trace.blocks import StepBlock, StepBlocks
-from dsacache.trace.geometry import Geometry
+from dsacache.trace.blocks import StepBlock
 
 
 class ListState(NamedTuple):
@@ -121,14 +119,7 @@ class ListPolicy(DrivenPolicy):
     promote: ClassVar[bool] = True
     kernel = list_replay
 
-    def __init__(
-        self,
-        blocks: StepBlocks,
-        partition: Partition,
-        geometry: Geometry,
-        rules: RowRules = NO_RULES,
-    ) -> None:
-        super().__init__(blocks, partition, geometry, rules)
+    def build_state(self) -> None:
         self.keyed = type(self).kernel.hooks.variant == KEYED
         n, regions = self.n_units(), self.n_regions
         alloc = np.minimum(self.capacity, self.region_units)

@@ -35,12 +35,10 @@ import numpy as np
 from numba import njit
 
 from dsacache.errors import DsacacheError
-from dsacache.sim.partition import Partition
-from dsacache.sim.policies.base import NO_RULES, RowRules, Setting, register
+from dsacache.sim.policies.base import Setting, register
 from dsacache.sim.policies.driver import make_replay
 from dsacache.sim.policies.lru import LIST_HOOKS, SLOTTED, ListPolicy, ListState
-from dsacache.trace.blocks import StepBlock, StepBlocks
-from dsacache.trace.geometry import Geometry
+from dsacache.trace.blocks import StepBlock
 from dsacache.trace.model import Trace
 
 SOURCES = ("trace", "layer-below")
@@ -86,15 +84,9 @@ class NearMiss(ListPolicy):
     index_field = "indices/near_miss"
     kernel = near_miss_replay
 
-    def __init__(
-        self,
-        blocks: StepBlocks,
-        partition: Partition,
-        geometry: Geometry,
-        rules: RowRules = NO_RULES,
-    ) -> None:
-        super().__init__(blocks, partition, geometry, rules)
-        self.source = "trace" if has_rows(blocks.trace) else "layer-below"
+    def build_state(self) -> None:
+        super().build_state()
+        self.source = "trace" if has_rows(self.blocks.trace) else "layer-below"
         self._empty = np.zeros(0, np.int32)
 
     def configure(self, cfg: Any) -> None:
