@@ -481,7 +481,6 @@ class Logger(DrivenPolicy):
         return LogState(self.logs[-1][1], self.row_logs[-1], np.zeros(1, np.int64))
 
 
-@pytest.mark.parametrize("spec", ["per-request", "per-request-layer", "global"])
 class PeeksAtTheLength(MRU):
     """A cheat the online check must catch: its capacity depends on how long the trace is."""
 
@@ -497,6 +496,7 @@ def test_the_online_check_catches_a_peek_into_the_future():
     assert "hits of the first" in online_violation(PeeksAtTheLength, trace, 4, "global")
 
 
+@pytest.mark.parametrize("spec", ["per-request", "per-request-layer", "global"])
 def test_hooks_see_the_step_layer_request_slot_and_region(spec):
     """Every access reaches admit with its number i, step, layer, request, slot and region, in
     the trace's access order; end_row runs once per (step, layer, request) row."""
