@@ -10,6 +10,8 @@ recording of the bundled backbone.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +23,7 @@ from dsacache.sim.partition import parse_partition
 from dsacache.sim.policies import POLICIES, Counters
 from dsacache.trace import Geometry, Trace
 from dsacache.trace.blocks import StepBlocks
+from dsacache.trace.npz import load_npz
 from ref_policies import POLICIES as REFERENCE
 from ref_policies import Counters as RefCounters
 
@@ -114,17 +117,15 @@ def test_same_decisions_on_random_traces(name, p, cap, spec):
     assert_same(name, random_trace(p), cap, spec)
 
 
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> Trace:
-    """Two requests decoded by the bundled backbone (k = 16, 4 near-miss ranks)."""
-    pytest.importorskip("torch")
-    from dsacache.cli.app import run
+RECORDING = Path(__file__).parent / "data" / "recording-tiny-k16.npz"
 
-    out = tmp_path_factory.mktemp("rec") / "t"
-    args = ["record", "--model", "tiny", "-n", "40", "--top-k", "16", "--near-miss", "4"]
-    args += ["-p", "def main():", "-p", "The quick brown fox", "--out", str(out)]
-    assert run(args) == 0
-    return Trace.load(out)
+
+@pytest.fixture(scope="module")
+def recording() -> Trace:
+    """Two requests decoded by the bundled backbone, k = 16, 4 near-miss ranks: `dsacache record
+    --model tiny -n 40 --top-k 16 --near-miss 4 -p "def main():" -p "The quick brown fox"`,
+    stored as .npz (its geometry: 512 B KV, 64 B index key, pages of 64 tokens)."""
+    return load_npz(RECORDING, kv_bytes_per_token=512, index_bytes_per_token=64, block_tokens=64)
 
 
 @pytest.mark.parametrize("name", NAMES)
