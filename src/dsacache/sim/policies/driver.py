@@ -61,8 +61,9 @@ ran 1.7-4x slower). So hooks must not allocate arrays. benchmarks/bench_policy_d
 every policy against its kernel from before the driver.
 
 Adding a policy: subclass `DrivenPolicy` in a new module of this package (every module is
-imported, so @register is all it takes), write its hooks, build its state in `state()` and its
-kernel with `make_replay` at module level (docs/policy-interface.md).
+imported, so @register is all it takes), write its hooks, build its state in `build_state()`
+(once) and `state()` (per block), and its kernels with `make_replay` at module level
+(docs/policy-interface.md).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def no_row(st: Any, row: Row, sel: np.ndarray, g: Any, u: int) -> None:
 # bind these names to one policy's hooks. (Globals, not a closure: numba keys its on-disk cache
 # by a pickle of the closure's cells, which differs in every process, so a closure would never
 # be loaded from the cache.)
-begin_row = find = hit = admit = end_row = span = prefetch = None
+begin_row = find = hit = admit = end_row = span = prefetch = prefetch_row = None
 same_update = token_major = reads_row = spans = prefetches = protect_row = False
 variant = 0
 
@@ -239,72 +240,66 @@ def _replay_block(
                 c = cap[p]
                 u = used[p]
                 g = begin_row(st, row, sel, u)
-                for phase in range(3 if prefetches else 1):
-                    if prefetches and phase != 1:  # tokens brought in before / after the gathers
-                        pre = prefetch(st, block, near, t, layer, r, phase == 2)
-                        for s in range(pre.shape[0]):
-                            tok = pre[s]
-                            if tok < 0:
-                                continue
-                            if tok >= lim:
-                                return t
-                            x = base + tok * stride
-                            if not find(st, x, g, -1):
-                                full = u >= c
-                                g, ins = admit(st, x, g, i, -1, u, full)
-                                if ins:
-                                    pf += 1
-                                    if not full:
-                                        u += 1
+                if prefetches:  # tokens brought in before the gathers
+                    pre = prefetch(st, block, near, t, layer, r, False)
+                    g, u, n_pf = prefetch_row(st, pre, g, u, c, base, stride, lim, i)
+                    if n_pf < 0:
+                        return t
+                    pf += n_pf
+                for s in range(k):
+                    tok = sel[s]
+                    if tok < 0:
                         continue
-                    for s in range(k):
-                        tok = sel[s]
-                        if tok < 0:
-                            continue
-                        if not checked and tok >= lim:
-                            return t
-                        key = base + tok * stride
-                        if spans:
-                            a, b = span(st, r, layer, tok)
-                            found = True
-                            for x in range(a, b + 1):
-                                if find(st, x, g, s):
-                                    lh += 1
-                                    g = hit(st, x, g, i, s)
-                                else:
-                                    lm += 1
-                                    found = False
-                                    full = u >= c
-                                    g, ins = admit(st, x, g, i, s, u, full)
-                                    if ins and not full:
-                                        u += 1
-                            if found:
-                                h += 1
-                                if mask is not None:
-                                    mask[t, layer, r, s] = 1
-                        elif same_update:  # a compile-time constant: the other paths are pruned
-                            found = find(st, key, g, s)
-                            h += found  # without a branch: hits are hard to predict
-                            if mask is not None:
-                                mask[t, layer, r, s] = found
-                            g = hit(st, key, g, i, s)
-                        else:
-                            found = find(st, key, g, s)
-                            if found:
-                                h += 1
-                                if mask is not None:
-                                    mask[t, layer, r, s] = 1
-                                g = hit(st, key, g, i, s)
+                    if not checked and tok >= lim:
+                        return t
+                    key = base + tok * stride
+                    if spans:
+                        a, b = span(st, r, layer, tok)
+                        found = True
+                        for x in range(a, b + 1):
+                            if find(st, x, g, s):
+                                lh += 1
+                                g = hit(st, x, g, i, s)
                             else:
+                                lm += 1
+                                found = False
                                 full = u >= c
-                                g, ins = admit(st, key, g, i, s, u, full)
+                                g, ins = admit(st, x, g, i, s, u, full)
                                 if ins and not full:
                                     u += 1
-                        if cold is not None:
-                            if not found:
-                                cm += 1 - seen[key]
-                            seen[key] = 1
-                        i += 1
+                        if found:
+                            h += 1
+                            if mask is not None:
+                                mask[t, layer, r, s] = 1
+                    elif same_update:  # a compile-time constant: the other paths are pruned
+                        found = find(st, key, g, s)
+                        h += found  # without a branch: hits are hard to predict
+                        if mask is not None:
+                            mask[t, layer, r, s] = found
+                        g = hit(st, key, g, i, s)
+                    else:
+                        found = find(st, key, g, s)
+                        if found:
+                            h += 1
+                            if mask is not None:
+                                mask[t, layer, r, s] = 1
+                            g = hit(st, key, g, i, s)
+                        else:
+                            full = u >= c
+                            g, ins = admit(st, key, g, i, s, u, full)
+                            if ins and not full:
+                                u += 1
+                    if cold is not None:
+                        if not found:
+                            cm += 1 - seen[key]
+                        seen[key] = 1
+                    i += 1
+                if prefetches:  # ... and after them
+                    pre = prefetch(st, block, near, t, layer, r, True)
+                    g, u, n_pf = prefetch_row(st, pre, g, u, c, base, stride, lim, i)
+                    if n_pf < 0:
+                        return t
+                    pf += n_pf
                 used[p] = u
                 end_row(st, row, sel, g, u)
             hits[layer] += h
@@ -328,6 +323,30 @@ class Replay(NamedTuple):
     hooks: Hooks
 
 
+def _prefetch_row(
+    st: Any, pre: np.ndarray, g: Any, u: int, c: int, base: int, stride: int, lim: int, i: int
+) -> tuple:
+    """Bring the tokens of `pre` into the row's region (the hooks' find and admit): each one not
+    resident is admitted; return (g, u, tokens inserted), or (g, u, -1) for a token out of
+    range."""
+    n = 0
+    for s in range(pre.shape[0]):
+        tok = pre[s]
+        if tok < 0:
+            continue
+        if tok >= lim:
+            return g, u, -1
+        x = base + tok * stride
+        if not find(st, x, g, -1):
+            full = u >= c
+            g, ins = admit(st, x, g, i, -1, u, full)
+            if ins:
+                n += 1
+                if not full:
+                    u += 1
+    return g, u, n
+
+
 def make_replay(name: str, hooks: Hooks, cache: bool = True) -> Replay:
     """The replay kernels specialised to `hooks` (call once per policy, at import; each
     compiles on its first call).
@@ -343,6 +362,9 @@ def make_replay(name: str, hooks: Hooks, cache: bool = True) -> Replay:
         scope = dict(globals(), **hooks._asdict())
         scope.update(spans=hooks.span is not None, prefetches=hooks.prefetch is not None)
         scope.update(protect_row=protect)
+        scope["prefetch_row"] = njit(inline="always")(
+            types.FunctionType(_prefetch_row.__code__, scope, f"prefetch_{name}")
+        )
         fn_name = f"replay_{name}_protect" if protect else f"replay_{name}"
         fn = types.FunctionType(_replay_block.__code__, scope, fn_name, _replay_block.__defaults__)
         fn.__qualname__ = fn.__name__
