@@ -10,7 +10,7 @@ driver), copied into a temporary directory under another package name and import
 new kernels live side by side.
 
 Traces (synthesized in memory at the paper's statistics, near-miss rows modelled):
-- bench: 10 layers, k = 2048, 400 steps, 32K context (8.2 M accesses);
+- bench: 10 layers, k = 2048, 1000 steps, 32K context (20.5 M accesses);
 - deepseek: DeepSeek-V3.2 geometry, 61 layers, k = 2048, 100 steps, 32K context (12.5 M).
 Capacities: 0.5x one step's footprint (layers x k tokens) and 65536 on the first, 2x the
 footprint on the second. Target: new / old <= 1.10. --cold also times the new version with
@@ -35,6 +35,7 @@ import numpy as np
 from dsacache.sim.config import SimConfig
 from dsacache.sim.partition import parse_partition
 from dsacache.sim.policies import POLICIES, Counters
+from dsacache.sim.policies.driver import warm_up
 from dsacache.trace import Geometry, RequestTrace, Trace
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.synth import synthesize
@@ -119,8 +120,6 @@ def main() -> None:
         for name in policies:  # compile both versions before any clock
             POLICIES[name].warmup()
             if args.cold:
-                from dsacache.sim.policies.driver import warm_up
-
                 warm_up(POLICIES[name], cold=True)
             old[name].warmup()
         for tname in args.trace or list(traces):
