@@ -15,9 +15,8 @@ from dsacache.errors import DsacacheError
 from dsacache.sim import POLICIES, SimConfig, simulate
 from dsacache.sim.partition import Partition, parse_partition
 from dsacache.sim.policies import belady
-from dsacache.sim.policies.base import Counters, TokenPolicy
-from dsacache.sim.policies.belady import BeladyNoBypass
-from dsacache.sim.policies.line_lru import SlotLRU, line_areas
+from dsacache.sim.policies.base import NO_RULES, Counters, RowRules, TokenPolicy
+from dsacache.sim.policies.line_lru import line_areas
 from dsacache.sim.simulate import replay
 from dsacache.trace import Geometry, RequestTrace, Trace
 from dsacache.trace.blocks import StepBlocks
@@ -26,6 +25,7 @@ from dsacache.trace.synth import synthesize
 from dsacache.trace.synth_near_miss import near_miss_for
 
 PARTITIONS = ["global", "per-layer", "pinned:0,2"]
+NO_BYPASS = RowRules(no_bypass=True)  # MIN as demand paging, libCacheSim's Belady
 
 # ------------------------------------------------------------------ helpers
 
@@ -36,12 +36,14 @@ def drive(
     capacity: int,
     partition: str = "global",
     block_elements: int | None = None,
+    rules: RowRules = NO_RULES,
 ) -> tuple[Counters, TokenPolicy]:
-    """Run a policy without the driver (any block size); return its counters and itself."""
+    """Run a policy without simulate() (any block size, row rules); return its counters and
+    itself."""
     g = trace.geometry
     kw = {} if block_elements is None else {"block_elements": block_elements}
     blocks = StepBlocks(trace, near_miss=cls.uses_near_miss, **kw)
-    policy = cls(blocks, parse_partition(partition, g.layers, capacity), g)
+    policy = cls(blocks, parse_partition(partition, g.layers, capacity), g, rules)
     counters = Counters.zeros(g.layers, lines=cls.counts_lines)
     replay(policy, blocks, counters)
     return counters, policy
@@ -163,7 +165,7 @@ def test_min_hand_case_bypass_beats_demand_paging():
     res = sim(trace, "min", 2)
     assert (res.hits, res.misses) == (4, 3)
     # Demand paging: C evicts B (next use 4, furthest); B then misses and evicts C.
-    counters, _ = drive(BeladyNoBypass, trace, 2)
+    counters, _ = drive(POLICIES["min"], trace, 2, rules=NO_BYPASS)
     assert (int(counters.hits.sum()), int(counters.misses.sum())) == (3, 4)
 
 
@@ -251,7 +253,7 @@ def test_min_without_bypass_equals_libcachesim_belady(random_trace, tmp_path):
     for cap in (4, 16, 64):
         reader = lcs.TraceReader(trace=str(out), trace_type=lcs.TraceType.ORACLE_GENERAL_TRACE)
         ratio = lcs.Belady(cache_size=cap, hashpower=12).process_trace(reader)[0]
-        counters, _ = drive(BeladyNoBypass, random_trace, cap)
+        counters, _ = drive(POLICIES["min"], random_trace, cap, rules=NO_BYPASS)
         misses = int(counters.misses.sum())
         assert misses == round(ratio * n) == py_min_misses(seq, cap, bypass=False)
         with_bypass = sim(random_trace, "min", cap).misses
@@ -530,29 +532,6 @@ def test_perfect_prefetch_leaves_only_cold_misses():
     assert sim(trace, "near-miss", 30 * layers, "per-layer").misses == k * layers
     distinct = sum(len(np.unique(idx[:, layer])) for layer in range(layers))
     assert sim(trace, "token-lru", 30 * layers, "per-layer").misses == distinct > 4 * k * layers
-
-
-@pytest.mark.parametrize("name", ["line-lru", "near-miss"])
-def test_int64_state_gives_the_same_counts(random_trace, name):
-    # Huge key spaces switch the LRU state to int64: same kernel, same answers.
-    cls = POLICIES[name]
-    g = random_trace.geometry
-    for cap in (7, 40):
-        blocks = StepBlocks(random_trace, near_miss=True)
-        counts = []
-        for force64 in (False, True):
-            pol = cls(blocks, parse_partition("per-layer", g.layers, cap), g)
-            lru = pol.lru
-            pol.lru = SlotLRU(
-                lru.slot_of.shape[0], lru.cap, np.diff(lru.off, append=lru.sent0), force64
-            )
-            assert (pol.lru.link.dtype == np.int64) == force64
-            c = Counters.zeros(g.layers, lines=cls.counts_lines)
-            for block in blocks:
-                pol.run_block(block, c)
-            lines = None if c.line_hits is None else (c.line_hits.tolist(), c.line_misses.tolist())
-            counts.append((c.hits.tolist(), c.misses.tolist(), c.prefetches.tolist(), lines))
-        assert counts[0] == counts[1] and sum(counts[0][0]) > 0
 
 
 # ------------------------------------------------------------------ synthetic near-miss rows

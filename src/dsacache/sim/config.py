@@ -20,13 +20,21 @@ from numbers import Integral, Real
 from dsacache.errors import DsacacheError
 from dsacache.sim.partition import MAX_CAPACITY_BYTES
 from dsacache.sim.policies import POLICIES
+from dsacache.sim.policies.base import Setting
+from dsacache.sim.policies.near_miss import SOURCES, NearMiss
 from dsacache.trace.geometry import Geometry
+from dsacache.units import MIB
 
-MIB = 1 << 20
 # where `near-miss` takes the tokens it prefetches: the trace's near-miss rows (the indexer's
 # ranks k..k+m-1, recorded with `dsacache record --near-miss M`), or the layer below's top-k
-NEAR_MISS_SOURCES = ("trace", "layer-below")
-NEAR_MISS_POLICY = "near-miss"
+# (the sweep's grid reads these two names)
+NEAR_MISS_SOURCES = SOURCES
+NEAR_MISS_POLICY = NearMiss.name
+
+
+def all_settings() -> dict[str, Setting]:
+    """Every policy setting a registered policy declares, by SimConfig field."""
+    return {s.field: s for c in POLICIES.values() for s in c.settings}
 
 
 def known_policies() -> str:
@@ -42,8 +50,10 @@ def mb_to_mib(mb: float) -> float:
 class SimConfig:
     """policy: a name in POLICIES; exactly one of capacity_tokens / capacity_mib (MiB);
     partition: `global`, `per-layer` or `pinned:L1,L2,...` (checked against the trace's layers
-    when the simulation starts); near_miss_source: for the `near-miss` policy only, and
-    required there (NEAR_MISS_SOURCES): it never switches with the trace's contents."""
+    when the simulation starts). The other fields are policy settings: each is required by the
+    policies that declare it (TokenPolicy.settings, read in their `configure`) and refused for
+    the others. near_miss_source: `near-miss`'s (NEAR_MISS_SOURCES): it never switches with the
+    trace's contents."""
 
     policy: str
     capacity_tokens: int | None = None
@@ -76,17 +86,24 @@ class SimConfig:
                 raise DsacacheError(f"capacity {mb} MiB is too large (limit 2**42 MiB)")
         if not isinstance(self.partition, str) or not self.partition.strip():
             raise DsacacheError(f"partition must be a non-empty string, got {self.partition!r}")
-        src = self.near_miss_source
-        if self.policy == NEAR_MISS_POLICY:
-            if src not in NEAR_MISS_SOURCES:
+        self._check_settings()
+
+    def _check_settings(self) -> None:
+        """Each policy setting is given exactly where a policy declares it, with a known value."""
+        mine = {s.field: s for s in POLICIES[self.policy].settings}
+        for field, setting in all_settings().items():
+            value = getattr(self, field)
+            if field in mine:
+                if value not in setting.values:
+                    raise DsacacheError(
+                        f"{self.policy} needs {setting.what} ({setting.flag}): "
+                        f"{' or '.join(setting.values)}, got {value!r}"
+                    )
+            elif value is not None:
+                owners = " / ".join(n for n, c in sorted(POLICIES.items()) if setting in c.settings)
                 raise DsacacheError(
-                    f"near-miss needs its prefetch source (--near-miss-source): "
-                    f"{' or '.join(NEAR_MISS_SOURCES)}, got {src!r}"
+                    f"{field} {value!r} is for the {owners} policy only, not {self.policy!r}"
                 )
-        elif src is not None:
-            raise DsacacheError(
-                f"near_miss_source {src!r} is for the near-miss policy only, not {self.policy!r}"
-            )
 
     def tokens(self, geometry: Geometry) -> int:
         """Reserved capacity in tokens (capacity_mib: floor(MiB * 2**20 / kv_bytes_per_token))."""

@@ -43,8 +43,8 @@ from dsacache.sim import mrc_kernels as K
 from dsacache.sim.partition import MAX_CAPACITY_BYTES, parse_partition
 from dsacache.trace.blocks import StepBlocks
 from dsacache.trace.model import Trace
+from dsacache.units import MIB
 
-MIB = 1 << 20
 # A stack's clock runs to at least TIME_SLACK x its key count before it is compacted.
 TIME_SLACK = 2
 

@@ -1,4 +1,11 @@
-"""How the reserved region is split among layers: global, per-layer, or pinned layers."""
+"""How the reserved region is split: among layers (global, per-layer, pinned layers), and
+optionally once per request.
+
+Two ways to make one. `parse_partition` reads the user's spec and divides one capacity N among
+the regions (`simulate --partition`). `scoped` gives every region the same capacity, for a
+buffer per layer, per request or per (request, layer) (an HBM hot buffer of N tokens each).
+A region never shares a key with another: keys are per (request, layer, token).
+"""
 
 from __future__ import annotations
 
@@ -13,26 +20,60 @@ from dsacache.errors import DsacacheError
 MAX_CAPACITY_BYTES = 1 << 62
 
 
+SCOPES = ("global", "per-layer", "per-request", "per-request-layer")
+
+
 @dataclass(frozen=True)
 class Partition:
     """spec: the user's string; of_layer[l]: region id of layer l (-1: layer bypasses the
-    reservation, every access a miss); capacity[p]: tokens region p holds."""
+    reservation, every access a miss); capacity[p]: tokens region p holds. per_request: every
+    request has its own copy of these regions (same capacities); `region_map` numbers them."""
 
     spec: str
     of_layer: np.ndarray  # int32 [layers]
-    capacity: np.ndarray  # int64 [regions]
+    capacity: np.ndarray  # int64 [regions] (of one request, when per_request)
+    per_request: bool = False
 
     @property
     def regions(self) -> int:
+        """Regions of one copy (all of them unless per_request)."""
         return int(self.capacity.shape[0])
 
+    def region_map(self, requests: int) -> tuple[np.ndarray, np.ndarray]:
+        """(region of every (request, layer): int32 [requests, layers], -1 = bypass; the
+        capacity of every region: int64). Per request, request r's copy of region p is
+        r * regions + p."""
+        of = np.broadcast_to(self.of_layer.astype(np.int32), (requests, self.of_layer.shape[0]))
+        if not self.per_request:
+            return np.ascontiguousarray(of), self.capacity.astype(np.int64)
+        shift = (np.arange(requests, dtype=np.int32) * self.regions)[:, None]
+        region_of = np.where(of >= 0, of + shift, -1).astype(np.int32)
+        return region_of, np.tile(self.capacity.astype(np.int64), requests)
 
-def parse_partition(spec: str, layers: int, capacity_tokens: int) -> Partition:
-    """`global` | `per-layer` (floor(N / layers) each) | `pinned:L1,L2,...` (those share N)."""
+
+def scoped(scope: str, layers: int, capacity_tokens: int) -> Partition:
+    """Every region holds `capacity_tokens`: one region (`global`), one per layer, one per
+    request, or one per (request, layer) (SCOPES)."""
+    if scope not in SCOPES:
+        raise DsacacheError(f"unknown partition scope {scope!r} ({', '.join(SCOPES)})")
+    _check_capacity(capacity_tokens)
+    by_layer = scope in ("per-layer", "per-request-layer")
+    of_layer = np.arange(layers, dtype=np.int32) if by_layer else np.zeros(layers, np.int32)
+    cap = np.full(layers if by_layer else 1, capacity_tokens, np.int64)
+    spec = f"{scope} ({capacity_tokens} each)"
+    return Partition(spec, of_layer, cap, per_request=scope.startswith("per-request"))
+
+
+def _check_capacity(capacity_tokens: int) -> None:
     if capacity_tokens < 0:
         raise DsacacheError(f"capacity must be >= 0 tokens, got {capacity_tokens}")
     if capacity_tokens >= MAX_CAPACITY_BYTES:
         raise DsacacheError(f"capacity {capacity_tokens} tokens is too large (limit 2**62)")
+
+
+def parse_partition(spec: str, layers: int, capacity_tokens: int) -> Partition:
+    """`global` | `per-layer` (floor(N / layers) each) | `pinned:L1,L2,...` (those share N)."""
+    _check_capacity(capacity_tokens)
     s = spec.strip()
     if s == "global":
         return Partition(s, np.zeros(layers, np.int32), np.array([capacity_tokens], np.int64))

@@ -15,14 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from dsacache.sim.config import MIB, SimConfig
+from dsacache.sim.config import SimConfig
 from dsacache.sim.partition import parse_partition
 from dsacache.sim.policies import POLICIES, Counters
-from dsacache.sim.policies.base import LINE_BYTES
 from dsacache.sim.policies.driver import replay
-from dsacache.sim.policies.near_miss import NearMiss
 from dsacache.trace.blocks import StepBlocks
 from dsacache.trace.model import Trace
+from dsacache.units import LINE_BYTES, MIB
 
 
 @dataclass
@@ -147,8 +146,7 @@ def simulate(
     # near-miss rows are read only when the policy is told to prefetch from them
     blocks = StepBlocks(trace, near_miss=policy_cls.uses_near_miss and source == "trace")
     policy = policy_cls(blocks, partition, g)
-    if isinstance(policy, NearMiss):
-        policy.set_source(str(source))
+    policy.configure(cfg)
     counters = Counters.zeros(g.layers, lines=policy_cls.counts_lines)
     engine = replay(policy, blocks, counters, progress)
 

@@ -51,7 +51,7 @@ import numpy as np
 
 from dsacache.errors import DsacacheError
 from dsacache.sim.llc.engine import LLCEngine
-from dsacache.sim.llc.hardware import LINE_BYTES, MIB, CacheShape
+from dsacache.sim.llc.hardware import CacheShape
 from dsacache.sim.llc.kernels import K_ACCESSES, K_BYTES, K_HITS, K_MISSES, RES_NONE
 from dsacache.sim.llc.layout import Layout
 from dsacache.sim.llc.reservation import ResolvedReservation
@@ -60,6 +60,7 @@ from dsacache.sim.partition import parse_partition
 from dsacache.sim.policies import POLICIES, Counters, TokenPolicy
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.model import Trace
+from dsacache.units import LINE_BYTES, MIB
 
 TOKEN = "token"
 

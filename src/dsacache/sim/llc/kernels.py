@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from dsacache.units import LINE_BYTES, SECTOR_BYTES
+
 LRU, SRRIP, DRRIP = 0, 1, 2
 HASH_MODULO, HASH_XOR = 0, 1
 RES_NONE, RES_WAY, RES_SETASIDE = 0, 1, 2
@@ -32,8 +34,6 @@ N_ST = 3
 # counters columns
 K_ACCESSES, K_HITS, K_MISSES, K_BYTES = 0, 1, 2, 3
 
-LINE_BYTES = 128
-SECTOR_BYTES = 32
 FULL = 0xF
 MAX_TAG = (1 << 31) - 2  # tags are int32
 # RRIP (Jaleel et al., ISCA 2010): 2-bit RRPV, insert at 2 ("long"), hit -> 0 (hit priority),

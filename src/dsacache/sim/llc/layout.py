@@ -35,11 +35,10 @@ from numba import njit
 
 from dsacache.errors import DsacacheError
 from dsacache.trace.geometry import Geometry
+from dsacache.units import LINE_BYTES, LINE_SHIFT, MIB, SECTOR_SHIFT
 
-LINE_SHIFT = 7  # 128-byte lines
-SECTOR_SHIFT = 5  # 32-byte sectors
 FULL_MASK = 0xF
-DEFAULT_ALIGN = 2 * (1 << 20)
+DEFAULT_ALIGN = 2 * MIB
 MAX_ADDRESS = 1 << 62  # addresses are int64
 IntOrArray = int | np.integer | np.ndarray  # line_span works on scalars and arrays alike
 
@@ -120,7 +119,7 @@ class Layout:
             raise DsacacheError(f"weights bytes must be an integer, got {weights_bytes!r}")
         if weights_bytes < 0:
             raise DsacacheError(f"weights bytes per layer must be >= 0, got {weights_bytes}")
-        if align < 1 << LINE_SHIFT or align % (1 << LINE_SHIFT):
+        if align < LINE_BYTES or align % LINE_BYTES:
             raise DsacacheError(f"align must be a positive multiple of 128, got {align}")
         g = geometry
         table = allocate_blocks(context_lens, g.block_tokens)

@@ -16,7 +16,6 @@ from dsacache.sim.llc.kernels import (
     K_BYTES,
     K_HITS,
     K_MISSES,
-    LINE_BYTES,
     LRU,
     RES_NONE,
     RES_SETASIDE,
@@ -27,6 +26,7 @@ from dsacache.sim.llc.kernels import (
     set_of,
 )
 from dsacache.sim.llc.sweep import sweep_lru, sweep_srrip
+from dsacache.units import LINE_BYTES
 
 
 @njit(cache=True, _nrt=False)

@@ -36,9 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsacache.errors import DsacacheError
-from dsacache.sim.llc.hardware import LINE_BYTES, MIB, CacheShape
+from dsacache.sim.llc.hardware import CacheShape
 from dsacache.sim.llc.kernels import RES_NONE, RES_SETASIDE, RES_WAY
 from dsacache.sim.llc.stream import CLASSES, KV_GATHER
+from dsacache.units import LINE_BYTES, MIB
 
 RESERVATIONS = {"none": RES_NONE, "way": RES_WAY, "set-aside": RES_SETASIDE}
 

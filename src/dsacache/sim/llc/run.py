@@ -12,7 +12,7 @@ import numpy as np
 from dsacache.errors import DsacacheError
 from dsacache.sim.llc.engine import COUNTER_FIELDS, EngineConfig, LLCEngine
 from dsacache.sim.llc.front import TOKEN, FrontResult, front_policy_class, resolve_token, run_front
-from dsacache.sim.llc.hardware import LINE_BYTES, MIB, CacheShape, Hardware, hardware
+from dsacache.sim.llc.hardware import CacheShape, Hardware, hardware
 from dsacache.sim.llc.kernels import S_SHORTCUT
 from dsacache.sim.llc.layout import DEFAULT_ALIGN, Layout
 from dsacache.sim.llc.reservation import Reservation, ResolvedReservation
@@ -20,6 +20,7 @@ from dsacache.sim.llc.stream import CLASSES, DEFAULT_BLOCK_ELEMENTS, KV_GATHER, 
 from dsacache.trace.geometry import PRESETS as GEOMETRY_PRESETS
 from dsacache.trace.geometry import Geometry
 from dsacache.trace.model import Trace
+from dsacache.units import LINE_BYTES, MIB
 
 # Weights read per layer per step (bytes), by model. Both ASSUMED: the weights are spread evenly
 # over the layers (embeddings and head ignored), and the batch shares them (for a MoE model the

@@ -33,9 +33,9 @@ from numba import njit
 from dsacache.sim.llc.layout import Layout, line_span, line_span_nb
 from dsacache.trace.blocks import StepBlock, StepBlocks
 from dsacache.trace.model import Trace
+from dsacache.units import LINE_BYTES
 
 WEIGHTS, INDEX_SCAN, KV_GATHER, KV_APPEND = 0, 1, 2, 3
-LINE = 128
 CLASSES = ("weights", "index-scan", "kv-gather", "kv-append")
 N_CLASSES = len(CLASSES)
 BLOCKING_CLASS = KV_GATHER
@@ -258,7 +258,7 @@ def _emit(
                     # a block right after the previous (full) one, starting on a line boundary,
                     # extends its run: the same lines in the same order, none shared
                     if b > 0 and index_block_off[r, b] == index_block_off[r, b - 1] + bt * ib:
-                        if start & (LINE - 1) == 0:
+                        if start & (LINE_BYTES - 1) == 0:
                             pl, pm1 = last, m1
                             continue
                     if b > 0:

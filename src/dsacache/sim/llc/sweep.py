@@ -21,19 +21,18 @@ from dsacache.sim.llc.kernels import (
     C_SECTORS,
     FULL,
     HASH_MODULO,
-    LINE_BYTES,
     RES_SETASIDE,
     RES_WAY,
     RRPV_LONG,
     RRPV_MAX,
     S_SHORTCUT,
-    SECTOR_BYTES,
     access,
     as_conf,
     line_of,
     pop4,
     set_of,
 )
+from dsacache.units import LINE_BYTES, SECTOR_BYTES
 
 
 @njit(cache=True, inline="always", _nrt=False)

@@ -22,28 +22,32 @@ key) pairs in one flat array, each region its own segment; pos_of[key] = the key
 eviction replaces the root (sift down). Every access costs O(log capacity).
 
 MIN bounds every policy that fetches a token only when it is accessed and never holds more than
-the capacity (token-lru, fifo, hazard*). keep-previous checks a row against the previous step's
-kept tokens while it keeps the current row's, so it holds up to twice its capacity: MIN at twice
-the capacity bounds it, at equal capacity it can miss less. A prefetching policy (near-miss) can
-miss less than MIN, but its misses plus prefetches (tokens read from HBM) are never fewer than
-MIN's misses. line-lru is NOT bounded when kv_bytes_per_token is not a multiple of 128: a
-128-byte line shared by neighbouring tokens acts as a prefetch of the neighbour (see
-line_lru.py); with whole-line rows it is.
+the capacity (token-lru, fifo, hazard*); a policy that may hold m times its capacity
+(max_occupancy_factor; keep-previous: 2) is bounded by MIN at m times the capacity. A
+prefetching policy (near-miss) can miss less than MIN, but its misses plus prefetches (tokens
+read from HBM) are never fewer than MIN's misses. line-lru is NOT bounded when
+kv_bytes_per_token is not a multiple of 128: a 128-byte line shared by neighbouring tokens acts
+as a prefetch of the neighbour (see line_lru.py); with whole-line rows it is.
 
-`bypass=False` gives demand paging (every miss is inserted, the furthest-used resident key is
-evicted): MIN as libCacheSim's Belady computes it; not registered, used by the tests.
+Row rules (base.RowRules). no_bypass gives demand paging (every miss is inserted, the
+furthest-used resident key is evicted): MIN as libCacheSim's Belady computes it. protect_row
+evicts the furthest next use among the residents the current row does not select: begin_row
+gives the row's residents priority -1 (below every next use), its misses enter at -1 too, and
+end_row raises each of the row's tokens to its next use. With both, this is the fewest misses
+any demand policy can have under the same rules (each eviction takes the resident whose next
+use is furthest among those it may take).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
-from dsacache.sim.partition import Partition
 from dsacache.sim.policies.base import register
-from dsacache.sim.policies.driver import DrivenPolicy, Hooks, make_replay, same_g
-from dsacache.trace.blocks import StepBlock, StepBlocks
-from dsacache.trace.geometry import Geometry
+from dsacache.sim.policies.driver import DrivenPolicy, Hooks, Row, make_replay
+from dsacache.trace.blocks import StepBlock
 
 NEVER = np.iinfo(np.int64).max  # "never used again" in int64 arrays
 NEVER32 = np.iinfo(np.uint32).max  # ... in uint32 arrays
@@ -103,20 +107,20 @@ def to_positions(out: np.ndarray, total: int, never: int) -> None:
 # ---------------------------------------------------------------- replay with an indexed max-heap
 
 
-# st = (next_use, heap, pos_of, heap_n, heap_off, bypass, never); g = (heap size, first node,
-# capacity) of the region. heap[2*j] / heap[2*j+1]: priority (next use) / key of heap node j;
-# region p's heap is nodes heap_off[p] .. heap_off[p] + heap_n[p] - 1 (a binary max-heap, root
-# first); pos_of[key] = the key's node, -1 if not resident.
+class MinState(NamedTuple):
+    """heap[2*j] / heap[2*j+1]: priority (next use) / key of heap node j; region p's heap is
+    nodes heap_off[p] .. heap_off[p] + occupancy - 1 (a binary max-heap, root first);
+    pos_of[key] = the key's node, -1 if not resident."""
+
+    next_use: np.ndarray  # uint32 or int64 per access of the block
+    heap: np.ndarray  # int64 [2 * slots]
+    pos_of: np.ndarray  # int64 [keys]
+    heap_off: np.ndarray  # int64 [regions]
+    bypass: bool  # not RowRules.no_bypass
+    never: int  # "never used again" in next_use's dtype
 
 
-@njit(inline="always")
-def _begin(st: tuple, t: int, step: int, layer: int, p: int, c: int) -> tuple:
-    return st[3][p], st[4][p], c
-
-
-@njit(inline="always")
-def _find(st: tuple, key: int, g: tuple) -> bool:
-    return st[2][key] >= 0
+PINNED = -1  # the priority of a token of the row being replayed (below every next use)
 
 
 @njit(inline="always")
@@ -138,28 +142,11 @@ def _sift_up(heap: np.ndarray, pos_of: np.ndarray, base: int, j: int, nu: int, k
 
 
 @njit(inline="always")
-def _hit(st: tuple, key: int, g: tuple, i: int) -> tuple:
-    """Its next use moves further out: sift up from its node."""
-    heap, pos_of = st[1], st[2]
-    base = g[1]
-    _sift_up(heap, pos_of, base, pos_of[key] - base, np.int64(st[0][i]), key)
-    return g
-
-
-@njit(inline="always")
-def _miss(st: tuple, key: int, g: tuple, i: int) -> tuple:
-    next_use, heap, pos_of, bypass, never = st[0], st[1], st[2], st[5], st[6]
-    n, base, c = g
-    nu = np.int64(next_use[i])
-    if bypass and nu == never:
-        return g
-    if n < c:  # room: a new leaf
-        _sift_up(heap, pos_of, base, n, nu, key)
-        return n + 1, base, c
-    if bypass and nu >= heap[2 * base]:
-        return g  # the incoming key is used furthest: bypass it
-    pos_of[heap[2 * base + 1]] = -1  # evict the root, sift down
-    j = 0
+def _sift_down(
+    heap: np.ndarray, pos_of: np.ndarray, base: int, n: int, j: int, nu: int, key: int
+) -> None:
+    """Place (nu, key) at node j or below it, in a heap of n nodes (its priority fell, or it
+    replaces the root)."""
     while True:
         ch = 2 * j + 1
         if ch >= n:
@@ -180,29 +167,76 @@ def _miss(st: tuple, key: int, g: tuple, i: int) -> tuple:
     heap[2 * (base + j)] = nu
     heap[2 * (base + j) + 1] = key
     pos_of[key] = base + j
+
+
+# g = (the region's first heap node, RowRules.protect_row)
+
+
+@njit(inline="always")
+def _begin(st: MinState, row: Row, sel: np.ndarray, u: int) -> tuple:
+    base = st.heap_off[row.p]
+    if row.protect:  # the row's residents sink below every other resident
+        for s in range(sel.shape[0]):
+            if sel[s] >= 0:
+                key = row.base + sel[s] * row.stride
+                j = st.pos_of[key]
+                if j >= 0:
+                    _sift_down(st.heap, st.pos_of, base, u, j - base, PINNED, key)
+    return base, row.protect
+
+
+@njit(inline="always")
+def _find(st: MinState, key: int, g: tuple, s: int) -> bool:
+    return st.pos_of[key] >= 0
+
+
+@njit(inline="always")
+def _hit(st: MinState, key: int, g: tuple, i: int, s: int) -> tuple:
+    """Its next use moves further out: sift up from its node (protect_row: at the row's end)."""
+    base, protect = g
+    if not protect:
+        pos_of = st.pos_of
+        _sift_up(st.heap, pos_of, base, pos_of[key] - base, np.int64(st.next_use[i]), key)
     return g
 
 
 @njit(inline="always")
-def _end(st: tuple, p: int, g: tuple) -> None:
-    st[3][p] = g[0]
+def _admit(st: MinState, key: int, g: tuple, i: int, s: int, u: int, full: bool) -> tuple:
+    heap, pos_of = st.heap, st.pos_of
+    base, protect = g
+    nu = np.int64(st.next_use[i])
+    if st.bypass and nu == st.never:
+        return g, False
+    pr = PINNED if protect else nu
+    if not full:  # room: a new leaf
+        _sift_up(heap, pos_of, base, u, pr, key)
+        return g, True
+    root = heap[2 * base]
+    if (st.bypass and nu >= root) or root == PINNED:
+        return g, False  # the incoming key is used furthest (or every resident is the row's)
+    pos_of[heap[2 * base + 1]] = -1  # evict the root
+    _sift_down(heap, pos_of, base, u, 0, pr, key)
+    return g, True
 
 
-min_replay = make_replay("min", Hooks(_begin, same_g, _find, _hit, _miss, _end))
+@njit(inline="always")
+def _end(st: MinState, row: Row, sel: np.ndarray, g: tuple, u: int) -> None:
+    if row.protect:  # the row's tokens rise to their next uses
+        i = row.i0
+        for s in range(sel.shape[0]):
+            if sel[s] >= 0:
+                key = row.base + sel[s] * row.stride
+                j = st.pos_of[key]
+                if j >= 0:
+                    base = g[0]
+                    _sift_up(st.heap, st.pos_of, base, j - base, np.int64(st.next_use[i]), key)
+                i += 1
+
+
+min_replay = make_replay("min", Hooks(_begin, _find, _hit, _admit, _end))
 
 
 # ---------------------------------------------------------------- the policy
-
-
-def region_keys(partition: Partition, max_context: np.ndarray) -> np.ndarray:
-    """Keys each region can ever hold (int64 [regions]): max_context[r] per (request, layer) of
-    its layers (line-lru passes lines per (request, layer) area instead)."""
-    per_layer = int(np.asarray(max_context, np.int64).sum())
-    out = np.zeros(partition.regions, np.int64)
-    for p in partition.of_layer:
-        if p >= 0:
-            out[p] += per_layer
-    return out
 
 
 @register
@@ -214,17 +248,13 @@ class Belady(DrivenPolicy):
     needs_backward_pass = True
     emits_hit_mask = False  # it could (the driver fills masks); the LLC front runs no backward pass
     kernel = min_replay
-    bypass: bool = True
 
-    def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
-        super().__init__(blocks, partition, geometry)
-        keys = blocks.keys
-        alloc = np.minimum(partition.capacity, region_keys(partition, keys.max_context))
-        self.heap_off = np.zeros(partition.regions, np.int64)
+    def build_state(self) -> None:
+        alloc = np.minimum(self.capacity, self.region_units)
+        self.heap_off = np.zeros(self.n_regions, np.int64)
         self.heap_off[1:] = np.cumsum(alloc)[:-1]
-        self.heap_n = np.zeros(partition.regions, np.int64)
         self.heap = np.zeros(2 * max(int(alloc.sum()), 1), np.int64)
-        self.pos_of = np.full(max(keys.size, 1), -1, np.int64)
+        self.pos_of = np.full(max(self.blocks.keys.size, 1), -1, np.int64)
         self._next: dict[int, np.ndarray] = {}  # block start -> next-use positions
         self._nxt: np.ndarray | None = None  # per key, during the backward pass
         self._seen = 0
@@ -233,6 +263,8 @@ class Belady(DrivenPolicy):
         keys = self.blocks.keys
         if self._nxt is None:
             self._nxt = np.full(max(keys.size, 1), NEVER32, np.uint32)
+            if self.wide:
+                self._widen()
         n = int(np.count_nonzero(block.indices >= 0))
         if self._nxt.dtype == np.uint32 and self._seen + n >= SMALL_LIMIT:
             self._widen()
@@ -266,33 +298,17 @@ class Belady(DrivenPolicy):
         for out in self._next.values():
             to_positions(out, self._seen, never)
 
-    def state(self, block: StepBlock) -> tuple:
+    def state(self, block: StepBlock) -> MinState:
         if block.start not in self._next:
             raise RuntimeError("min: prepare() must run first, over the same step blocks")
         next_use = self._next.pop(block.start)
         never = int(np.iinfo(next_use.dtype).max)
-        return (next_use, self.heap, self.pos_of, self.heap_n, self.heap_off, self.bypass, never)
-
-    @classmethod
-    def warmup(cls) -> None:
-        super().warmup()
-        block = np.array([[[[0, 1, -1, 2]]], [[[1, 3, 0, -1]]], [[[2, 0, 3, 1]]]], np.int32)
-        off, ctx = np.zeros(1, np.int64), np.full(1, 4, np.int64)
-        for dtype, never in ((np.uint32, NEVER32), (np.int64, NEVER)):
-            nxt = np.full(4, never, dtype)
-            out = np.empty(9, dtype)
-            seen = next_use_block(block, off, ctx, nxt, out, 0)
-            to_positions(out, seen, int(never))
-            for bypass in (True, False):
-                heap_n, heap_off = np.zeros(1, np.int64), np.zeros(1, np.int64)
-                heap, pos_of = np.zeros(4, np.int64), np.full(4, -1, np.int64)
-                st = (out, heap, pos_of, heap_n, heap_off, bypass, int(never))
-                z = [np.zeros(1, np.int64) for _ in range(2)]
-                cap = np.full(1, 2, np.int64)
-                min_replay(block, 0, off, ctx, np.zeros(1, np.int32), cap, st, z[0], z[1], None)
-
-
-class BeladyNoBypass(Belady):
-    """MIN without bypass (demand paging), as libCacheSim's Belady: for cross-checks only."""
-
-    bypass = False
+        rules = self.rules
+        return MinState(
+            next_use,
+            self.heap,
+            self.pos_of,
+            self.heap_off,
+            not rules.no_bypass,
+            never,
+        )

@@ -37,8 +37,17 @@ tokens enter (new streak, age 1). h = (selections + 1) / (exposures + 2).
 
 Eviction order: residents sit in one list per (region, class), ordered by their last selection;
 the oldest of each list is its candidate (the priority never rises with age). Ages are fixed
-within a row, so the lowest candidate is found again only after an eviction (one comparison per
-class); a miss that bypasses costs one comparison against it.
+within a row, so a class's candidate changes only when it is evicted, and a tournament tree over
+the classes finds the lowest again in log2(classes) comparisons; a miss that bypasses costs one
+comparison against it.
+
+On the driver (driver.py): begin_row is the first pass over the row (statistics, metadata, the
+row's residents to the front of their new class, each slot's residency noted for `find`), the
+driver's gathers then admit the misses in slot order, and end_row ages the population and
+refreshes the priorities.
+The rows' own tokens are never victims by the policy's definition (RowRules.protect_row holds
+always); with RowRules.no_bypass a full region evicts its lowest candidate whatever the incoming
+token's rank.
 
 Hardware cost: per cached token (slot): the key, the list links (or a timestamp for an
 approximate oldest-of-class search) and its class (3 bits; 5 for hazard-plus). Per token of
@@ -49,23 +58,24 @@ hazard-plus), the population tables (the same size per request and layer) and th
 table, refreshed after each (step, layer, request) row: O(classes x AGES) work per row, against
 k accesses. Work per access: one metadata read-modify-write (twice: the row is read once to
 update the metadata and move resident tokens, once to gather), a priority lookup; per miss
-with the region full, one comparison against the lowest candidate, and after an eviction one
-per class to find the next (8; 32 for hazard-plus). The controller must be
+with the region full, one comparison against the lowest candidate, and after an eviction
+log2(classes) to find the next (3; 5 for hazard-plus). The controller must be
 told the (step, layer) of each gather and the indexer's whole selection of the row before the
 gathers start.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
 from dsacache.errors import DsacacheError
-from dsacache.sim.partition import Partition
-from dsacache.sim.policies.base import Counters, TokenPolicy, register
-from dsacache.sim.policies.common import count_bypassed
-from dsacache.trace.blocks import StepBlock, StepBlocks
-from dsacache.trace.geometry import Geometry
+from dsacache.sim.policies import list_moves as moves
+from dsacache.sim.policies.base import register
+from dsacache.sim.policies.driver import DrivenPolicy, Hooks, Row, make_replay
+from dsacache.trace.blocks import StepBlock
 
 STREAKS = 8  # streak buckets: 1, 2, ..., 7, >= 8
 AGES = 16  # age buckets: 1, 2, ..., 15, >= 16
@@ -73,13 +83,15 @@ HORIZON = 1  # opportunities ahead the priority looks (1 measured best on the tu
 MARGIN = 0.15  # hysteresis (relative): a swap between near-equals only churns
 
 
-@njit(cache=True, boundscheck=False)
-def priorities(sel: np.ndarray, exp: np.ndarray, prio: np.ndarray, tab: int, horizon: int) -> None:
+@njit(inline="always")
+def priorities(
+    sel: np.ndarray, exp: np.ndarray, prio: np.ndarray, tab: int, horizon: int, haz: np.ndarray
+) -> None:
     """prio[tab, s, a] = P(selected within the next `horizon` opportunities | s, a), from the
     hazard h = (sel + 1) / (exp + 2) made non-increasing in age (a running minimum: an old
-    bucket with few samples must not outrank a younger, well-measured one)."""
+    bucket with few samples must not outrank a younger, well-measured one). haz: scratch of
+    one float per age."""
     ns, na = sel.shape[1], sel.shape[2]
-    haz = np.empty(na)
     for s in range(ns):
         for a in range(na):
             haz[a] = (sel[tab, s, a] + 1.0) / (exp[tab, s, a] + 2.0)
@@ -92,222 +104,221 @@ def priorities(sel: np.ndarray, exp: np.ndarray, prio: np.ndarray, tab: int, hor
             prio[tab, s, a] = 1.0 - miss
 
 
-# Per-node fields of the state array (4 integers per node, one 16-byte record for int32): the
-# list links, and for a key node its last selection and streak | class << 8. One record per key
-# keeps an access to one cache line (4 separate arrays made the replay ~3x slower).
+# Node records (4 integers per node, one 16-byte record for int32): the list links (list_moves
+# with width 4), and for a key node its last selection and streak | class << 8. One record per
+# key keeps an access to one cache line (4 separate arrays made the replay ~3x slower).
 PREV, NEXT, LAST, META = 0, 1, 2, 3
+W = 4
 
 
-def new_nodes(keys: int, lists: int, dtype: type) -> np.ndarray:
+def new_nodes(keys: int, lists: int, small: bool) -> np.ndarray:
     """The flat node records of `keys` keys (unlinked, never selected) followed by `lists`
     empty circular lists' sentinels."""
-    node = np.full((keys + lists, 4), -1, dtype)
-    node[:, META] = 0
-    sentinels = np.arange(keys, keys + lists)
-    node[sentinels, PREV] = sentinels
-    node[sentinels, NEXT] = sentinels
-    return node.reshape(-1)
+    node = moves.new_lists(keys, lists, small, W)
+    node[META::W] = 0
+    return node
 
 
-@njit(cache=True, boundscheck=False)
-def hazard_block(
-    block: np.ndarray,
-    step0: int,
-    key_off: np.ndarray,
-    max_ctx: np.ndarray,
-    of_layer: np.ndarray,
-    tab_of: np.ndarray,
-    cap: np.ndarray,
-    size: np.ndarray,
-    node: np.ndarray,
-    sent0: int,
-    n_streak: int,
-    rank_of: np.ndarray,
-    use_below: bool,
-    pop: np.ndarray,
-    sel: np.ndarray,
-    exp: np.ndarray,
-    prio: np.ndarray,
-    horizon: int,
-    margin: float,
-    hits: np.ndarray,
-    misses: np.ndarray,
-    mask: np.ndarray | None = None,
-) -> int:
-    """Replay block [steps, layers, requests, k] whose row 0 is step `step0`; return -1, or the
-    block row of an index out of range.
+class HazardState(NamedTuple):
+    """node: records as above; lists, one per (region, class) (sentinel sent0 + p * classes +
+    c; sentinel.prev the oldest; PREV == -1: not resident). LAST: the row number `now` of the
+    key's last selection (-1: never); META: its streak then | its class << 8. pop [requests,
+    layers, classes, AGES]; chosen / exposed / prio [tables, classes, AGES]."""
 
-    node[4 * i + PREV / NEXT]: circular lists, one per (region, class) as in lru.py (node
-    sent0 + p * classes + c is a sentinel; sentinel.prev is the oldest; PREV == -1: the key is
-    not resident). With use_below the keys are token-major inside the policy (key_off[r] +
-    token * layers + layer), so the layer below's record shares the cache line.
-    node[4 * key + LAST]: the row time (step * layers + layer) * requests + request of the key's
-    last selection (-1: never); node[4 * key + META]: its streak then | its class << 8.
-    pop [requests, layers, classes, AGES]; sel / exp / prio [tables, classes, AGES]."""
-    nb, nl, nr, k = block.shape
-    ns, na = sel.shape[1], sel.shape[2]
-    nq = ns // n_streak  # sub-classes per streak: (below flag x) rank buckets
-    period = nl * nr  # rows per step: a key's own row comes once per period
-    inv_period = 1.0 / period
-    xrow = np.zeros((ns, na), np.int64)
-    nsel = np.zeros(ns, np.int64)
-    # Each class's eviction candidate (its oldest member) and priority, kept while the row's
-    # gathers run: ages are fixed within a row, so only an eviction from the class, or a first
-    # member, changes it (results identical; the scan reads two small arrays, no list walk).
-    cand = np.empty(ns, np.int64)
-    miss_key = np.empty(k, np.int64)  # the row's misses, for pass 2
-    cand_p = np.empty(ns, np.float64)
-    stale = np.ones(ns, np.bool_)
-    dirty = True  # some candidate changed since the lowest was found
-    low = np.inf
-    low_c = -1
-    one_table = True
-    for x in range(nl):
-        one_table = one_table and tab_of[x] == 0
-    for t in range(nb):
-        step = step0 + t
-        for layer in range(nl):
-            p = of_layer[layer]
-            if p < 0 or cap[p] == 0:  # bypass: nothing cached, nothing learned
-                m = count_bypassed(block, t, layer, max_ctx)
-                if m < 0:
-                    return t
-                misses[layer] += m
-                continue
-            c = cap[p]
-            tb = tab_of[layer]
-            s0 = sent0 + p * ns
-            h = 0
-            m = 0
-            below_on = use_below and layer > 0
-            for r in range(nr):
-                now = (step * nl + layer) * nr + r  # this row's time; rows of a step: period
-                lim = max_ctx[r]
-                # hazard-plus: token-major keys (a token's layers are neighbours: the layer
-                # below's record shares the cache line); hazard: layer-major (a row's keys are
-                # closer together; measured faster above one footprint)
-                base = key_off[r] + (layer if use_below else layer * lim)
-                kstride = nl if use_below else 1
-                xrow[:, :] = 0
-                nsel[:] = 0
-                valid = 0
-                n_miss = 0
-                for s in range(k):  # pass 1: metadata; hits (resident at the row's start)
-                    tok = block[t, layer, r, s]
-                    if tok < 0:
-                        continue
-                    if tok >= lim:
-                        return t
-                    valid += 1
-                    key = base + tok * kstride
-                    i = 4 * key
-                    tl = node[i + LAST]
-                    meta = node[i + META]  # 0 for a token never selected
-                    seen = tl >= 0
-                    # its own rows are whole steps apart, so d / period is exact in floating
-                    # point (no division; branch-free: new and old tokens interleave at random)
-                    a = max(int((now - tl) * inv_period + 0.5), 1)
-                    xrow[meta >> 8, min(a, na) - 1] += 1 if seen else 0
-                    sn = min((meta & 255) + 1, 255) if seen and a == 1 else 1
-                    b = (min(sn, n_streak) - 1) * nq + rank_of[s]
-                    if below_on:  # the layer below selected it too, at this step
-                        b += (nq // 2) * (node[i - 4 + LAST] == now - nr)
-                    node[i + LAST] = now
-                    node[i + META] = sn | (b << 8)
-                    nsel[b] += 1
-                    pv = node[i + PREV]
-                    if pv < 0:
-                        miss_key[n_miss] = key
-                        n_miss += 1
-                    else:  # resident: a hit (never evicted in this row), to the front of its class
-                        h += 1
-                        if mask is not None:
-                            mask[t, layer, r, s] = 1
-                        nx = node[i + NEXT]
-                        node[4 * pv + NEXT] = nx
-                        node[4 * nx + PREV] = pv
-                        head = s0 + b
-                        first = node[4 * head + NEXT]
-                        node[i + PREV] = head
-                        node[i + NEXT] = first
-                        node[4 * first + PREV] = key
-                        node[4 * head + NEXT] = key
-                # pass 2: the misses, in slot order. Victims are never tokens of this row
-                # (LAST == now), so a token resident at the start of the row was a hit.
-                stale[:] = True
-                dirty = True
-                m += n_miss
-                for q in range(n_miss):
-                    key = miss_key[q]
-                    i = 4 * key
-                    b = node[i + META] >> 8
-                    if size[p] >= c:
-                        if dirty:  # refresh the changed candidates, then the lowest of all
-                            dirty = False
-                            low = np.inf
-                            low_c = -1
-                            for vb in range(ns):
-                                if stale[vb]:
-                                    stale[vb] = False
-                                    cand[vb] = -1
-                                    cand_p[vb] = np.inf
-                                    vh = s0 + vb
-                                    v = node[4 * vh + PREV]
-                                    if v != vh:
-                                        tv = node[4 * v + LAST]
-                                        if tv != now:  # in this row: its gather is in flight
-                                            av = min((now - tv) // period + 1, na)
-                                            tv_tab = tb if one_table else tab_of[(tv // nr) % nl]
-                                            cand[vb] = v
-                                            cand_p[vb] = prio[tv_tab, vb, av - 1]
-                                if cand_p[vb] < low:  # the first class of the lowest rank
-                                    low = cand_p[vb]
-                                    low_c = vb
-                        # the victim must rank below (1 - margin) x the incoming token
-                        if not low < prio[tb, b, 0] * (1.0 - margin):
-                            continue  # bypass
-                        victim = cand[low_c]
-                        stale[low_c] = True
-                        dirty = True
-                        j = 4 * victim
-                        vp = node[j + PREV]
-                        vn = node[j + NEXT]
-                        node[4 * vp + NEXT] = vn
-                        node[4 * vn + PREV] = vp
-                        node[j + PREV] = -1
-                    else:
-                        size[p] += 1
-                    head = s0 + b  # link at the front of class b
-                    first = node[4 * head + NEXT]
-                    if first == head:
-                        stale[b] = True  # its first member: a new candidate
-                        dirty = True
-                    node[i + PREV] = head
-                    node[i + NEXT] = first
-                    node[4 * first + PREV] = key
-                    node[4 * head + NEXT] = key
-                # exposures (not for an empty row: a finished request's tokens would dilute
-                # the table), then the population ages one step, as the row time does
-                for sb in range(ns):
-                    if valid > 0:
-                        for a in range(na):
-                            exp[tb, sb, a] += pop[r, layer, sb, a]
-                            sel[tb, sb, a] += xrow[sb, a]
-                    tail = pop[r, layer, sb, na - 1] - xrow[sb, na - 1]
-                    for a in range(na - 1, 0, -1):
-                        pop[r, layer, sb, a] = pop[r, layer, sb, a - 1] - xrow[sb, a - 1]
-                    pop[r, layer, sb, na - 1] += tail
-                    pop[r, layer, sb, 0] = nsel[sb]
-                priorities(sel, exp, prio, tb, horizon)
-            hits[layer] += h
-            misses[layer] += m
-    return -1
+    node: np.ndarray
+    sent0: int
+    n_streak: int
+    nq: int  # sub-classes per streak: (below flag x) rank buckets
+    rank_of: np.ndarray  # int64 [k]: the rank bucket of each slot
+    below: bool  # class feature: the layer below selected it at the same step
+    tab_of: np.ndarray  # int64 [layers]: the table each layer learns in
+    one_table: bool
+    pop: np.ndarray
+    chosen: np.ndarray  # selections
+    exposed: np.ndarray  # exposures
+    prio: np.ndarray
+    horizon: int
+    margin: float
+    bypass: bool  # not RowRules.no_bypass
+    period: int  # rows per step (layers x requests): a key's own row comes once per period
+    inv_period: float
+    layers: int
+    requests: int
+    xrow: np.ndarray  # scratch int64 [classes, AGES]: the row's selections per state
+    nsel: np.ndarray  # scratch int64 [classes]: the row's tokens per new class
+    cand: np.ndarray  # int64 [classes]: each class's eviction candidate (its oldest member)
+    tree_p: np.ndarray  # float64 [2 leaves]: a tournament tree of the candidates' priorities
+    tree_c: np.ndarray  # int64 [2 leaves]: ... and their classes (root: node 1)
+    resident: np.ndarray  # scratch uint8 [k]: the slot's token was resident at the row's start
+    haz: np.ndarray  # scratch float64 [AGES]
 
 
-class Hazard(TokenPolicy):
+# g = (now, table, first sentinel of the region, candidates found in this row, valid slots of
+# the row). Ages are fixed within a row and only the row's tokens join a class during it, so a
+# class's candidate changes only when it is evicted: the tournament tree then gives the lowest
+# of all after log2(classes) comparisons (a scan of every class per eviction cost hazard-plus's
+# 32 classes more than the rest of a miss).
+
+
+@njit(inline="always")
+def _begin(st: HazardState, row: Row, sel: np.ndarray, u: int) -> tuple:
+    """Pass 1: statistics and metadata (its new class) of every selected token."""
+    node, xrow, nsel = st.node, st.xrow, st.nsel
+    ns, na = st.chosen.shape[1], st.chosen.shape[2]
+    nq = st.nq
+    now = row.now
+    tb = st.tab_of[row.layer]
+    s0 = st.sent0 + row.p * ns
+    below_on = st.below and row.layer > 0
+    for b in range(ns):
+        nsel[b] = 0
+        for a in range(na):
+            xrow[b, a] = 0
+    valid = 0
+    for s in range(sel.shape[0]):
+        tok = sel[s]
+        if tok < 0:
+            continue
+        valid += 1
+        key = row.base + tok * row.stride
+        i = W * key
+        tl = node[i + LAST]
+        meta = node[i + META]  # 0 for a token never selected
+        seen = tl >= 0
+        # its own rows are whole steps apart, so d / period is exact in floating point (no
+        # division; branch-free: new and old tokens interleave at random)
+        a = max(int((now - tl) * st.inv_period + 0.5), 1)
+        xrow[meta >> 8, min(a, na) - 1] += 1 if seen else 0
+        sn = min((meta & 255) + 1, 255) if seen and a == 1 else 1
+        b = (min(sn, st.n_streak) - 1) * nq + st.rank_of[s]
+        if below_on:  # the layer below selected it too, at this step (token-major keys)
+            b += (nq // 2) * (node[i - W + LAST] == now - st.requests)
+        node[i + LAST] = now
+        node[i + META] = sn | (b << 8)
+        nsel[b] += 1
+        if node[i + PREV] >= 0:  # resident: a hit (never evicted in its row), to its class's front
+            st.resident[s] = 1
+            moves.unlink(node, key, W)
+            moves.push_front(node, key, s0 + b, W)
+        else:
+            st.resident[s] = 0
+    return now, tb, s0, False, valid
+
+
+@njit(inline="always")
+def _find(st: HazardState, key: int, g: tuple, s: int) -> bool:
+    return st.resident[s] != 0  # as found in pass 1 (a row's tokens are distinct)
+
+
+@njit(inline="always")
+def _hit(st: HazardState, key: int, g: tuple, i: int, s: int) -> tuple:
+    return g  # moved in pass 1
+
+
+@njit(inline="always")
+def _candidate(st: HazardState, vb: int, v: int, vh: int, now: int, tb: int) -> float:
+    """Class vb's (sentinel vh) candidate: v, its oldest member, unless this row selected it
+    (LAST == now: the row's gathers are in flight; the row's tokens are the class's newest, so
+    then every member is the row's, and it has none: -1). Returns its priority (none: inf)."""
+    node = st.node
+    if v == vh or node[W * v + LAST] == now:
+        st.cand[vb] = -1
+        return np.inf
+    tv = node[W * v + LAST]
+    av = min((now - tv) // st.period + 1, st.chosen.shape[2])
+    tv_tab = tb if st.one_table else st.tab_of[(tv // st.requests) % st.layers]
+    st.cand[vb] = v
+    return st.prio[tv_tab, vb, av - 1]
+
+
+@njit(inline="always")
+def _play(tree_p: np.ndarray, tree_c: np.ndarray, j: int) -> None:
+    """Node j of the tournament tree takes the lower of its children (the left one on a tie:
+    the first class of the lowest rank wins, as a scan would pick)."""
+    left, right = 2 * j, 2 * j + 1
+    win = right if tree_p[right] < tree_p[left] else left
+    tree_p[j] = tree_p[win]
+    tree_c[j] = tree_c[win]
+
+
+@njit(inline="always")
+def _all_candidates(st: HazardState, now: int, tb: int, s0: int) -> None:
+    """Every class's candidate, and the tree over them (once per row, at its first full miss)."""
+    tree_p, tree_c = st.tree_p, st.tree_c
+    n = tree_p.shape[0] // 2
+    for vb in range(n):
+        if vb < st.cand.shape[0]:
+            vh = s0 + vb
+            tree_p[n + vb] = _candidate(st, vb, st.node[W * vh + PREV], vh, now, tb)
+        else:
+            tree_p[n + vb] = np.inf
+        tree_c[n + vb] = vb
+    for j in range(n - 1, 0, -1):
+        _play(tree_p, tree_c, j)
+
+
+@njit(inline="always")
+def _admit(st: HazardState, key: int, g: tuple, i: int, s: int, u: int, full: bool) -> tuple:
+    """Pass 2, one miss: evict the lowest candidate if it ranks below (1 - margin) x the
+    incoming token (always, with no_bypass), else bypass; link the token at its class's front."""
+    now, tb, s0, ready, valid = g
+    node = st.node
+    b = node[W * key + META] >> 8
+    if full:
+        tree_p, tree_c = st.tree_p, st.tree_c
+        if not ready:
+            _all_candidates(st, now, tb, s0)
+            ready = True
+        low = tree_p[1]
+        if low == np.inf or (st.bypass and not low < st.prio[tb, b, 0] * (1.0 - st.margin)):
+            return (now, tb, s0, ready, valid), False
+        low_c = tree_c[1]
+        victim = st.cand[low_c]
+        nxt = node[W * victim + PREV]
+        moves.unlink(node, victim, W)
+        node[W * victim + PREV] = -1
+        j = tree_p.shape[0] // 2 + low_c  # the class's next oldest, up the tree
+        tree_p[j] = _candidate(st, low_c, nxt, s0 + low_c, now, tb)
+        j >>= 1
+        while j > 0:
+            _play(tree_p, tree_c, j)
+            j >>= 1
+    moves.push_front(node, key, s0 + b, W)
+    return (now, tb, s0, ready, valid), True
+
+
+@njit(inline="always")
+def _end(st: HazardState, row: Row, sel: np.ndarray, g: tuple, u: int) -> None:
+    """Exposures (not for an empty row: a finished request's tokens would dilute the table),
+    then the population ages one step, as the row time does; the priorities follow."""
+    tb, valid = g[1], g[4]
+    pop, xrow, nsel = st.pop[row.r, row.layer], st.xrow, st.nsel
+    ns, na = st.chosen.shape[1], st.chosen.shape[2]
+    for sb in range(ns):
+        if valid > 0:
+            for a in range(na):
+                st.exposed[tb, sb, a] += pop[sb, a]
+                st.chosen[tb, sb, a] += xrow[sb, a]
+        tail = pop[sb, na - 1] - xrow[sb, na - 1]
+        for a in range(na - 1, 0, -1):
+            pop[sb, a] = pop[sb, a - 1] - xrow[sb, a - 1]
+        pop[sb, na - 1] += tail
+        pop[sb, 0] = nsel[sb]
+    if valid > 0:  # the tables changed
+        priorities(st.chosen, st.exposed, st.prio, tb, st.horizon, st.haz)
+
+
+# hazard-plus: token-major keys (a token's layers are neighbours: the layer below's record shares
+# the cache line); hazard: layer-major (a row's keys are closer together; measured faster above
+# one footprint)
+_HOOKS = Hooks(_begin, _find, _hit, _admit, _end, reads_row=True)
+hazard_replay = make_replay("hazard", _HOOKS)
+hazard_below_replay = make_replay("hazard_below", _HOOKS._replace(token_major=True))
+
+
+class Hazard(DrivenPolicy):
     """Shared body of `hazard` and `hazard-plus` (they differ in the token classes)."""
 
-    emits_hit_mask = True
     horizon: int = HORIZON
     streaks: int = STREAKS
     ages: int = AGES
@@ -315,92 +326,53 @@ class Hazard(TokenPolicy):
     margin: float = MARGIN  # evict only a resident ranked below (1 - margin) x the incoming
     use_below: bool = False  # class feature: the layer below selected it at the same step
     per_layer_tables: bool = False  # one table per layer (measured: no better than one)
+    kernel = hazard_replay
 
-    def __init__(self, blocks: StepBlocks, partition: Partition, geometry: Geometry) -> None:
-        super().__init__(blocks, partition, geometry)
-        n, regions, nl, k = blocks.keys.size, partition.regions, blocks.layers, blocks.k
-        if (blocks.steps + 1) * nl * blocks.requests >= 2**31:
+    def __init_subclass__(cls, **kw: object) -> None:
+        super().__init_subclass__(**kw)
+        cls.kernel = hazard_below_replay if cls.use_below else hazard_replay
+
+    def build_state(self) -> None:
+        n, nl, k = self.blocks.keys.size, self.blocks.layers, self.blocks.k
+        if (self.blocks.steps + 1) * nl * self.blocks.requests >= 2**31:
             raise DsacacheError(f"{self.name}: steps x layers x requests must stay below 2**31")
         edges = np.array([round(f * k) for f in self.rank_edges], np.int64)
         self.rank_of = np.searchsorted(edges, np.arange(k), side="right").astype(np.int64)
-        # classes: streak x (below flag) x rank bucket
-        nc, na = self.streaks * (len(edges) + 1) * (2 if self.use_below else 1), self.ages
-        nodes = n + regions * nc
+        # classes: streak x (below flag x) rank bucket
+        nq = (len(edges) + 1) * (2 if self.use_below else 1)
+        nc, na = self.streaks * nq, self.ages
+        nodes = n + self.n_regions * nc
+        self.nq = nq
         self.sent0 = n
-        self.node = new_nodes(n, regions * nc, np.int32 if nodes < 2**31 else np.int64)
-        self.size = np.zeros(regions, np.int64)
-        self.cap = np.ascontiguousarray(partition.capacity, dtype=np.int64)
-        self.of_layer = np.ascontiguousarray(partition.of_layer, dtype=np.int32)
+        self.node = new_nodes(n, self.n_regions * nc, nodes < 2**31 and not self.wide)
         tables = nl if self.per_layer_tables else 1
         self.tab_of = np.arange(nl, dtype=np.int64) % tables
-        self.pop = np.zeros((blocks.requests, nl, nc, na), np.int64)
+        self.pop = np.zeros((self.blocks.requests, nl, nc, na), np.int64)
         self.sel = np.zeros((tables, nc, na), np.float64)
         self.exp = np.zeros((tables, nc, na), np.float64)
         self.prio = np.zeros((tables, nc, na), np.float64)
+        self._haz = np.zeros(na, np.float64)
         for tb in range(tables):
-            priorities(self.sel, self.exp, self.prio, tb, self.horizon)
-
-    def run_block(self, block: StepBlock, counters: Counters) -> None:
-        keys = self.blocks.keys
-        bad = hazard_block(
-            block.indices,
-            block.start,
-            keys.key_offset,
-            keys.max_context,
-            self.of_layer,
-            self.tab_of,
-            self.cap,
-            self.size,
-            self.node,
-            self.sent0,
-            self.streaks,
-            self.rank_of,
-            self.use_below,
-            self.pop,
-            self.sel,
-            self.exp,
-            self.prio,
-            self.horizon,
-            self.margin,
-            counters.hits,
-            counters.misses,
-            counters.hit_mask,
+            priorities(self.sel, self.exp, self.prio, tb, self.horizon, self._haz)
+        leaves = 1 << (nc - 1).bit_length()  # classes, rounded up to a power of two
+        self._scratch = (
+            np.zeros((nc, na), np.int64),
+            np.zeros(nc, np.int64),
+            np.full(nc, -1, np.int64),
+            np.full(2 * leaves, np.inf),
+            np.zeros(2 * leaves, np.int64),
+            np.zeros(max(k, 1), np.uint8),
         )
-        if bad >= 0:
-            raise self.index_error(block.start + bad)
 
-    @classmethod
-    def warmup(cls) -> None:
-        block = np.array([[[[0, 1, -1, 2]]], [[[1, 3, 0, -1]]], [[[2, 0, 3, 1]]]], np.int32)
-        priorities(np.zeros((1, 2, 3)), np.zeros((1, 2, 3)), np.zeros((1, 2, 3)), 0, 1)
-        for dtype in (np.int32, np.int64):
-            for mask in (None, np.zeros(block.shape, np.uint8)):
-                node = new_nodes(4, STREAKS, dtype)
-                sel = np.zeros((1, STREAKS, AGES))
-                hazard_block(
-                    block,
-                    0,
-                    np.zeros(1, np.int64),
-                    np.full(1, 4, np.int64),
-                    np.zeros(1, np.int32),
-                    np.zeros(1, np.int64),
-                    np.full(1, 2, np.int64),
-                    np.zeros(1, np.int64),
-                    node,
-                    4,
-                    STREAKS,
-                    np.zeros(4, np.int64),
-                    True,
-                    np.zeros((1, 1, STREAKS, AGES), np.int64),
-                    sel,
-                    sel.copy(),
-                    sel.copy(),
-                    2,
-                    0.0,
-                    np.zeros(1, np.int64),
-                    np.zeros(1, np.int64),
-                    mask,
-                )
+    def state(self, block: StepBlock) -> HazardState:
+        nl, nr = self.blocks.layers, self.blocks.requests
+        xrow, nsel, cand, tree_p, tree_c, resident = self._scratch
+        return HazardState(
+            self.node, self.sent0, self.streaks, self.nq, self.rank_of, self.use_below,
+            self.tab_of, bool((self.tab_of == 0).all()), self.pop, self.sel, self.exp,
+            self.prio, self.horizon, self.margin, not self.rules.no_bypass, nl * nr,
+            1.0 / (nl * nr), nl, nr, xrow, nsel, cand, tree_p, tree_c, resident, self._haz,
+        )  # fmt: skip
 
 
 @register

@@ -1,9 +1,11 @@
 """The doubly-linked list moves every list-based policy uses, inlined into its kernel.
 
-A list lives in one flat int array `link`: link[2*n] = prev, link[2*n+1] = next of node n (a
-node's two pointers share a cache line). Each list is circular through a sentinel node `head`:
-head's next is the front (MRU) node, head's prev the back (LRU) node; an empty list is the
-sentinel pointing at itself. Nodes are keys (token-lru, fifo) or slots (line-lru, near-miss).
+A list lives in one flat int array `link` of fixed-width node records: link[w*n] = prev and
+link[w*n+1] = next of node n (w = 2 by default, so a node's two pointers share a cache line; a
+policy that keeps more per node in the same record, as hazard's last selection and class, passes
+its width). Each list is circular through a sentinel node `head`: head's next is the front (MRU)
+node, head's prev the back (LRU) node; an empty list is the sentinel pointing at itself. Nodes
+are keys (token-lru, fifo, near-miss, hazard), or lines (line-lru).
 
 `inline="always"` makes numba paste each body into the caller before optimisation, so the moves
 cost what they would written out by hand (benchmarks/bench_policy_driver.py measures it).
@@ -15,41 +17,42 @@ import numpy as np
 from numba import njit
 
 
-def new_lists(nodes: int, lists: int, small: bool) -> np.ndarray:
+def new_lists(nodes: int, lists: int, small: bool, width: int = 2) -> np.ndarray:
     """`lists` empty circular lists over `nodes` nodes; sentinel of list p = node nodes + p.
-    int32 when `small` (less memory traffic), else int64. Every node starts unlinked (-1)."""
-    link = np.full(2 * (nodes + lists), -1, dtype=np.int32 if small else np.int64)
+    int32 when `small` (less memory traffic), else int64. Every node starts unlinked (-1), and
+    so does every other field of its record."""
+    link = np.full(width * (nodes + lists), -1, dtype=np.int32 if small else np.int64)
     sentinels = np.arange(nodes, nodes + lists)
-    link[2 * sentinels] = sentinels
-    link[2 * sentinels + 1] = sentinels
+    link[width * sentinels] = sentinels
+    link[width * sentinels + 1] = sentinels
     return link
 
 
 @njit(inline="always")
-def push_front(link: np.ndarray, n: int, head: int) -> None:
+def push_front(link: np.ndarray, n: int, head: int, w: int = 2) -> None:
     """Link the unlinked node n at the front of head's list."""
-    first = link[2 * head + 1]
-    link[2 * n] = head
-    link[2 * n + 1] = first
-    link[2 * first] = n
-    link[2 * head + 1] = n
+    first = link[w * head + 1]
+    link[w * n] = head
+    link[w * n + 1] = first
+    link[w * first] = n
+    link[w * head + 1] = n
 
 
 @njit(inline="always")
-def unlink(link: np.ndarray, n: int) -> None:
+def unlink(link: np.ndarray, n: int, w: int = 2) -> None:
     """Take node n out of its list (its own pointers are left as they were)."""
-    pv = link[2 * n]
-    nx = link[2 * n + 1]
-    link[2 * pv + 1] = nx
-    link[2 * nx] = pv
+    pv = link[w * n]
+    nx = link[w * n + 1]
+    link[w * pv + 1] = nx
+    link[w * nx] = pv
 
 
 @njit(inline="always")
-def to_front(link: np.ndarray, n: int, head: int) -> None:
+def to_front(link: np.ndarray, n: int, head: int, w: int = 2) -> None:
     """Move the linked node n to the front of head's list (nothing if it is there already)."""
-    if link[2 * n] != head:
-        unlink(link, n)
-        push_front(link, n, head)
+    if link[w * n] != head:
+        unlink(link, n, w)
+        push_front(link, n, head, w)
 
 
 @njit(inline="always")
