@@ -37,8 +37,9 @@ import numpy as np
 from dsacache.errors import DsacacheError
 from dsacache.hardware import gpu
 from dsacache.sim.config import SimConfig
-from dsacache.sim.partition import parse_partition
-from dsacache.sim.policies import POLICIES, Counters, TokenPolicy
+from dsacache.sim.partition import parse_partition, scoped
+from dsacache.sim.policies import HISPARSE, POLICIES, Counters, TokenPolicy
+from dsacache.sim.policies.driver import warm_up
 from dsacache.trace.blocks import StepBlocks
 from dsacache.trace.model import Trace
 from dsacache.units import MIB
@@ -259,11 +260,6 @@ def simulate_hierarchy(
     """Replay `trace` through the HBM buffers (and the LLC region when cfg asks for one).
 
     progress: called with the number of steps of each block once it has been replayed."""
-    # TODO(driver merge): module-level imports once the driver's row rules are on main
-    from dsacache.sim.partition import scoped
-    from dsacache.sim.policies.base import HISPARSE
-    from dsacache.sim.policies.driver import warm_up
-
     cfg.check(trace)
     g = trace.geometry
     blocks = StepBlocks(trace)
