@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import make_trace
+from conftest import load_recording, make_trace
 from dsacache.errors import DsacacheError
 from dsacache.sim import SimConfig, simulate
 from dsacache.sim.hierarchy import (
@@ -20,7 +20,7 @@ from dsacache.sim.hierarchy import (
     simulate_hierarchy,
     step_stats,
 )
-from dsacache.trace import Geometry, RequestTrace, Trace, open_trace
+from dsacache.trace import Geometry, RequestTrace, Trace
 from dsacache.units import MIB
 from hbm_reference import POLICIES as REF_POLICIES
 from hbm_reference import reference_hbm, reference_llc_lru
@@ -65,15 +65,9 @@ def test_equals_the_reference_on_a_batch_with_partial_rows(policy):
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> Trace:
-    """Two requests decoded by the bundled backbone (k = 16): `dsacache record --model tiny`."""
-    pytest.importorskip("torch")
-    from dsacache.cli.app import run as cli
-
-    out = tmp_path_factory.mktemp("rec") / "t"
-    args = ["record", "--model", "tiny", "-n", "48", "--top-k", "16", "--out", str(out)]
-    assert cli([*args, "-p", "def main():", "-p", "The quick brown fox"]) == 0
-    return open_trace(out)
+def recording() -> Trace:
+    """Two requests decoded by the bundled backbone (`dsacache record --model tiny`, k = 16)."""
+    return load_recording()
 
 
 @pytest.mark.parametrize("policy", REF_POLICIES)
