@@ -17,8 +17,7 @@ Each (trace, policy, N) is one `simulate_hierarchy` call (the same as `dsacache 
         [--out docs/hierarchy-policies] [--traces a,b]
 
 Writes OUT.json (every number), OUT.md (the tables of docs/hierarchy.md) and OUT.png (hit rate
-and host MiB per step vs N / k per policy, one row of panels per trace); --from-json redraws
-OUT.md and OUT.png from OUT.json.
+vs N / k per policy, one panel per trace); --from-json redraws OUT.md and OUT.png from OUT.json.
 """
 
 from __future__ import annotations
@@ -195,7 +194,7 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     out.with_suffix(".md").write_text(markdown(res))
-    plot_buffer([r for t in res["traces"] for r in t["rows"]], out.with_suffix(".png"))
+    plot_buffer([r for t in res["traces"] for r in t["rows"]], out.with_suffix(".png"), host=False)
     print(markdown(res))
 
 

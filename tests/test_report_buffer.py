@@ -43,6 +43,11 @@ def test_plot_buffer_draws_each_point_once(drawn, tmp_path: Path) -> None:
     host = {str(x.get_label()): x for x in host_ax.get_lines()}
     np.testing.assert_allclose(host["min (optimal) mean"].get_ydata(), [32, 64, 128])
     np.testing.assert_allclose(host["min (optimal) p99"].get_ydata(), [64, 128, 256])
+    rows += [{**r, "trace": "u"} for r in rows if r["buffer_tokens"] is not None]
+    plot_buffer(rows, tmp_path / "c.png", host=False)  # one hit-rate panel per trace
+    panels = drawn["c.png"].axes
+    assert [ax.get_title() for ax in panels] == ["t", "u"]
+    assert all(len(ax.get_lines()) == 2 for ax in panels)
 
 
 def test_report_of_a_folder_with_a_hierarchy_sweep(drawn, tmp_path: Path) -> None:
