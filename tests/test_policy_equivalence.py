@@ -23,7 +23,6 @@ from dsacache.sim.partition import parse_partition
 from dsacache.sim.policies import POLICIES, Counters
 from dsacache.trace import Geometry, Trace
 from dsacache.trace.blocks import StepBlocks
-from dsacache.trace.npz import load_npz
 from ref_policies import POLICIES as REFERENCE
 from ref_policies import Counters as RefCounters
 
@@ -125,7 +124,7 @@ def recording() -> Trace:
     """Two requests decoded by the bundled backbone, k = 16, 4 near-miss ranks: `dsacache record
     --model tiny -n 40 --top-k 16 --near-miss 4 -p "def main():" -p "The quick brown fox"`,
     stored as .npz (its geometry: 512 B KV, 64 B index key, pages of 64 tokens)."""
-    return load_npz(RECORDING, kv_bytes_per_token=512, index_bytes_per_token=64, block_tokens=64)
+    return Trace.load(RECORDING, kv_bytes_per_token=512, index_bytes_per_token=64, block_tokens=64)
 
 
 @pytest.mark.parametrize("name", NAMES)
