@@ -44,17 +44,24 @@ class RefRng:
         return x
 
 
-def ref_stream(run, iters, n_blocks, slots, sms, seed):
-    """(block, sm, line) in replay order: rolling start ticks, line-by-line interleave."""
+def ref_start(b, iters, slots, jitter_span, seed):
+    """Block b's start tick: rolling, delayed by a hash of b when jitter_span > 0."""
+    d = 0
+    if jitter_span:
+        d = ref_mix64((b ^ seed ^ gk.JITTER_SALT) & M64) % (jitter_span + 1)
+    return (b * iters + d) // slots
+
+
+def ref_stream(run, iters, n_blocks, slots, sms, seed, jitter_span=0):
+    """(block, sm, line) in replay order: start ticks as ref_start, line-by-line interleave of
+    the running blocks in block order."""
     out = []
-    last_tick = (n_blocks - 1) * iters // slots + iters
-    for tick in range(last_tick):
-        running = [
-            b for b in range(n_blocks) if b * iters // slots <= tick < b * iters // slots + iters
-        ]
+    starts = [ref_start(b, iters, slots, jitter_span, seed) for b in range(n_blocks)]
+    for tick in range(max(starts, default=0) + iters):
+        running = [b for b in range(n_blocks) if starts[b] <= tick < starts[b] + iters]
         for o in range(128):
             for b in running:
-                i = tick - b * iters // slots
+                i = tick - starts[b]
                 sm = ref_mix64(b ^ (seed << 40)) % sms
                 out.append((b, sm, (run * i + b % run) * 128 + o))
     return out
@@ -165,47 +172,37 @@ class RefL2:
     pool=st.integers(1, 4),
     hmode=st.sampled_from(list(g.HASHES)),
     rep_q=st.sampled_from([0, 1 << 14, gk.REP_ONE]),
-    rep_low=st.integers(0, 1),
-    rep_miss=st.integers(0, 1),
-    rep_line=st.integers(0, 1),
+    flags=st.tuples(st.integers(0, 1), st.integers(0, 1), st.integers(0, 1)),
     res=st.integers(0, 2),
+    jitter_span=st.sampled_from([0, 1, 5, 40]),
     seed=st.integers(0, 1000),
 )
 def test_kernel_equals_reference_access_by_access(
-    run,
-    iters,
-    n_blocks,
-    sms,
-    parts,
-    sets,
-    ways,
-    policy,
-    pool,
-    hmode,
-    rep_q,
-    rep_low,
-    rep_miss,
-    rep_line,
-    res,
-    seed,
-):
+    run, iters, n_blocks, sms, parts, sets, ways, policy, pool, hmode, rep_q, flags, res,
+    jitter_span, seed,
+):  # fmt: skip
+    rep_low, rep_miss, rep_line = flags
     res_ways = min(res, ways - 1)
     slots = 2 * sms
-    got = np.full(n_blocks * iters * 128, -1, np.int8)
-    counts = gk.replay_sweep_steady(
-        run, iters, n_blocks, 0, n_blocks, slots, sms, parts, sets, ways, g.POLICIES[policy],
-        pool, g.HASHES[hmode], rep_q, rep_low, rep_miss, rep_line, res_ways, seed, got,
-        -1.0, 0, 0, 0,  # tol < 0: warm-up and counted blocks as given
+    cache = gk.Cache(
+        parts, sets, ways, res_ways, g.POLICIES[policy], pool, g.HASHES[hmode], rep_q,
+        rep_low, rep_miss, rep_line,
     )  # fmt: skip
+    stream = gk.Stream(run, iters, slots, sms, jitter_span, seed)
     ref = RefL2(
         parts, sets, ways, policy, pool, hmode, rep_q, rep_low, rep_miss, rep_line, res_ways, seed
     )
-    stream = ref_stream(run, iters, n_blocks, slots, sms, seed)
-    want = np.array([ref.access(sm, line) for _, sm, line in stream], np.int8)
+    trace = ref_stream(run, iters, n_blocks, slots, sms, seed, jitter_span)
+    want = np.array([ref.access(sm, line) for _, sm, line in trace], np.int8)
+    got = np.full(want.size, -1, np.int8)
+    warm = n_blocks // 3  # count a middle window: blocks warm..n_blocks-2
+    counts = gk.replay_window(cache, stream, n_blocks, warm, n_blocks - 1, got)
     np.testing.assert_array_equal(got, want)
-    assert counts[gk.K_ACCESSES] == got.size
-    assert counts[gk.K_NEAR] == np.sum(got == gk.NEAR_HIT)
-    assert counts[gk.K_FAR] == np.sum(got == gk.FAR_HIT)
+    window = np.array([warm <= b < n_blocks - 1 for b, _, _ in trace], bool)
+    assert counts[gk.K_ACCESSES] == window.sum() and counts[gk.K_WARM_PASSES] == 0
+    assert counts[gk.K_NEAR] == np.sum(want[window] == gk.NEAR_HIT)
+    assert counts[gk.K_FAR] == np.sum(want[window] == gk.FAR_HIT)
+    assert counts[gk.K_MISSES] == np.sum(want[window] == gk.MISS)
 
 
 # ---- hand-computed sweeps ----

@@ -16,13 +16,11 @@ import numpy as np
 from dsacache.errors import DsacacheError
 from dsacache.sim.llc import gpu_l2_kernels as gk
 from dsacache.sim.llc.l2_measured import bandwidth_equivalent_hit_rate, measured_sweep
+from dsacache.units import KIB, LINE_BYTES, MIB
 
-KIB = 1024
-MIB = 1 << 20
-LINE_BYTES = 128
 PIECE_KIB = gk.PIECE_LINES * LINE_BYTES // KIB  # 16 KiB per block iteration
 CHUNK_KIB = gk.ITERS * PIECE_KIB  # 512 KiB per block in the benchmark
-BLOCKS_PER_SM = 2  # 1024-thread blocks, 2048 resident threads per SM (sm_80 / sm_90)
+BLOCK_THREADS = 1024  # the benchmark's block size: an SM holds threads_per_sm // 1024 blocks
 POLICIES = {"lru": gk.LRU, "fifo": gk.FIFO, "srrip": gk.SRRIP, "random": gk.RANDOM}
 HASHES = {"mix": gk.HASH_MIX, "modulo": gk.HASH_MODULO}
 
@@ -41,6 +39,7 @@ class L2Structure:
     replicate_by_line: bool = False  # a fixed `replicate` share of lines (by address) replicate
     victim_pool: int = 1  # LRU/FIFO: the victim is a uniform pick among this many oldest ways
     far_cost: float = 1.0  # time of a far hit / a near hit, for the bandwidth-equivalent rate
+    start_jitter: float = 0.0  # block start delays spread over this many block run times
 
     def __post_init__(self) -> None:
         if not 1 <= self.ways <= 1024:
@@ -55,6 +54,28 @@ class L2Structure:
             raise DsacacheError(f"replicate must be in [0, 1], got {self.replicate}")
         if not self.far_cost >= 1.0:
             raise DsacacheError(f"far_cost must be >= 1, got {self.far_cost}")
+        if not 0.0 <= self.start_jitter <= 64.0:
+            raise DsacacheError(f"start_jitter must be in [0, 64], got {self.start_jitter}")
+
+    def cache(self, geo: L2Geometry) -> gk.Cache:
+        """The replay's record of this structure on `geo`."""
+        return gk.Cache(
+            parts=geo.partitions,
+            sets=geo.sets,
+            ways=geo.ways,
+            reserved_ways=geo.reserved_ways,
+            policy=POLICIES[self.policy],
+            victim_pool=self.victim_pool,
+            set_hash=HASHES[self.set_hash],
+            rep_q=int(round(self.replicate * gk.REP_ONE)),
+            rep_low=int(self.replica_low),
+            rep_miss=int(self.replicate_misses),
+            rep_line=int(self.replicate_by_line),
+        )
+
+    def jitter_span(self, iters: int, slots: int) -> int:
+        """`start_jitter` block run times (iters ticks each) in the replay's 1/slots ticks."""
+        return int(round(self.start_jitter * iters * slots))
 
 
 # Fitted jointly on the H200 and A100-80GB curves under the steady-state warm-up: 24 ways,
@@ -73,6 +94,12 @@ class GpuL2Preset:
     partitions: int
     sms: int
     sources: Mapping[str, str] = field(default_factory=dict)
+    threads_per_sm: int = 2048  # resident threads per SM (compute capability 8.0 / 9.0 / 10.0)
+
+    @property
+    def blocks_per_sm(self) -> int:
+        """The benchmark's 1024-thread blocks one SM holds at once."""
+        return max(1, self.threads_per_sm // BLOCK_THREADS)
 
 
 GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
@@ -210,6 +237,7 @@ def sweep(
     measured_sweeps: int = 2,
     seed: int = 1,
     tol: float = STEADY_TOL,
+    blocks_per_sm: int = 2,
 ) -> SweepResult:
     """Steady-state hit rates of the sweep over each data set in `sizes_kib`: counted over
     `measured_sweeps` passes after the warm-up, which is `warm_sweeps` passes when given, else
@@ -219,9 +247,11 @@ def sweep(
             f"chunk must be a positive multiple of {PIECE_KIB} KiB (one block iteration), "
             f"got {chunk_kib}"
         )
-    if sms < 1:
-        raise DsacacheError(f"sms must be >= 1, got {sms}")
-    slots = sms * BLOCKS_PER_SM
+    if sms < 1 or blocks_per_sm < 1:
+        raise DsacacheError(f"sms and blocks per SM must be >= 1, got {sms}, {blocks_per_sm}")
+    slots = sms * blocks_per_sm
+    iters = chunk_kib // PIECE_KIB
+    cache = structure.cache(geo)
     hits, near, passes = [], [], []
     for size in sizes_kib:
         if size < chunk_kib or size % chunk_kib:
@@ -230,45 +260,42 @@ def sweep(
             )
         run = size // chunk_kib
         measure = max(measured_sweeps * run, slots)
-        warm = (0 if warm_sweeps is None else warm_sweeps) * run + slots
-        stop = warm + measure
-        counts = gk.replay_sweep_steady(
-            run,
-            chunk_kib // PIECE_KIB,
-            stop + slots,  # the last `slots` blocks run but are not counted: they drain
-            warm,
-            stop,
-            slots,
-            sms,
-            geo.partitions,
-            geo.sets,
-            geo.ways,
-            POLICIES[structure.policy],
-            structure.victim_pool,
-            HASHES[structure.set_hash],
-            int(round(structure.replicate * gk.REP_ONE)),
-            int(structure.replica_low),
-            int(structure.replicate_misses),
-            int(structure.replicate_by_line),
-            geo.reserved_ways,
-            seed,
-            np.zeros(0, np.int8),
-            -1.0 if warm_sweeps is not None else tol,
-            MIN_WARM_PASSES,
-            MAX_WARM_PASSES,
-            measure,
-        )
-        total = counts[gk.K_ACCESSES]
-        hits.append(float(counts[gk.K_NEAR] + counts[gk.K_FAR]) / total)
-        near.append(float(counts[gk.K_NEAR]) / total)
-        passes.append(int(counts[4]) if warm_sweeps is None else warm_sweeps)
+        stream = gk.Stream(run, iters, slots, sms, structure.jitter_span(iters, slots), seed)
+        if warm_sweeps is None:
+            rule = gk.SteadyRule(tol, MIN_WARM_PASSES, MAX_WARM_PASSES, measure)
+            counts = gk.replay_steady(cache, stream, rule)
+        else:
+            warm = warm_sweeps * run + slots
+            stop = warm + measure
+            # the last counted blocks run beside a full complement of others (and their delays)
+            n_blocks = stop + slots + -(-stream.jitter_span // iters)
+            counts = gk.replay_window(cache, stream, n_blocks, warm, stop, np.zeros(0, np.int8))
+        total = int(counts[gk.K_ACCESSES])
+        hits.append(int(counts[gk.K_NEAR] + counts[gk.K_FAR]) / total)
+        near.append(int(counts[gk.K_NEAR]) / total)
+        passes.append(int(counts[gk.K_WARM_PASSES]) if warm_sweeps is None else warm_sweeps)
     return SweepResult(list(sizes_kib), hits, near, passes)
+
+
+def preset_sweep(
+    preset: GpuL2Preset,
+    sizes_kib: Sequence[int],
+    chunk_kib: int = CHUNK_KIB,
+    sms: int | None = None,
+    structure: L2Structure | None = None,
+) -> SweepResult:
+    """The sweep on one GPU as its preset documents it (capacity, partitions, SMs, blocks per
+    SM), with `structure` (default: the fitted one); `sms` overrides the preset's SM count."""
+    s = FITTED if structure is None else structure
+    geo = geometry(preset.l2_bytes, preset.partitions, s.ways)
+    n_sms = preset.sms if sms is None else sms
+    return sweep(geo, n_sms, sizes_kib, chunk_kib, s, blocks_per_sm=preset.blocks_per_sm)
 
 
 def l2_sweep_hit_rates(
     hardware: str,
     sizes_kib: Sequence[int],
-    chunk_kib: int = 512,
+    chunk_kib: int = CHUNK_KIB,
     sms: int | None = None,
     *,
     bandwidth_equivalent: bool = False,
@@ -278,8 +305,7 @@ def l2_sweep_hit_rates(
     SM count. With `bandwidth_equivalent`, the hit rate the public bandwidth sweep would report
     (far hits slower; needs a bundled measured sweep of `hardware` for its plateau and tail)."""
     p = gpu_l2_preset(hardware)
-    geo = geometry(p.l2_bytes, p.partitions, FITTED.ways)
-    result = sweep(geo, p.sms if sms is None else sms, sizes_kib, chunk_kib, FITTED)
+    result = preset_sweep(p, sizes_kib, chunk_kib, sms)
     if bandwidth_equivalent:
         return result.bandwidth_equivalent(p.name, FITTED.far_cost)
     return result.hit_rate
