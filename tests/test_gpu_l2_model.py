@@ -44,24 +44,40 @@ class RefRng:
         return x
 
 
-def ref_start(b, iters, slots, jitter_span, seed):
-    """Block b's start tick: rolling, delayed by a hash of b when jitter_span > 0."""
-    d = 0
-    if jitter_span:
-        d = ref_mix64((b ^ seed ^ gk.JITTER_SALT) & M64) % (jitter_span + 1)
-    return (b * iters + d) // slots
+def ref_schedule(n_blocks, iters, slots, spread, seed):
+    """(start, run time) of every block in 1/slots ticks: blocks 0..slots-1 start at b * iters,
+    each later one in the slot that frees first (lowest slot on ties); a run time is
+    iters * slots plus a hash of the block below spread + 1."""
+    free, out = [], []
+    for b in range(n_blocks):
+        dur = iters * slots
+        if spread:
+            dur += ref_mix64((b ^ seed ^ gk.SPREAD_SALT) & M64) % (spread + 1)
+        if b < slots:
+            start = b * iters
+            free.append(start + dur)
+        else:
+            k = min(range(slots), key=lambda j: (free[j], j))
+            start = free[k]
+            free[k] = start + dur
+        out.append((start, dur))
+    return out
 
 
-def ref_stream(run, iters, n_blocks, slots, sms, seed, jitter_span=0):
-    """(block, sm, line) in replay order: start ticks as ref_start, line-by-line interleave of
-    the running blocks in block order."""
+def ref_stream(run, iters, n_blocks, slots, sms, seed, spread=0):
+    """(block, sm, line) in replay order: block b reads iteration i at tick
+    (start + i * dur // iters) // slots; within a tick the running blocks interleave line by
+    line in block order."""
+    events = {}
+    for b, (start, dur) in enumerate(ref_schedule(n_blocks, iters, slots, spread, seed)):
+        for i in range(iters):
+            events.setdefault((start + i * dur // iters) // slots, []).append((b, i))
     out = []
-    starts = [ref_start(b, iters, slots, jitter_span, seed) for b in range(n_blocks)]
-    for tick in range(max(starts, default=0) + iters):
-        running = [b for b in range(n_blocks) if starts[b] <= tick < starts[b] + iters]
+    for tick in sorted(events):
+        reads = sorted(events[tick])
+        assert len({b for b, _ in reads}) == len(reads)  # one iteration per block and tick
         for o in range(128):
-            for b in running:
-                i = tick - starts[b]
+            for b, i in reads:
                 sm = ref_mix64(b ^ (seed << 40)) % sms
                 out.append((b, sm, (run * i + b % run) * 128 + o))
     return out
@@ -122,6 +138,10 @@ class RefL2:
         near = sm % self.parts
         if self.hmode == "modulo":
             home, s = line % self.parts, (line // self.parts) % self.sets
+        elif self.hmode == "rotate":
+            n = self.parts * self.sets
+            slot = (line % n + ref_mix64(line // n ^ gk.ROTATE_SALT) % n) % n
+            home, s = slot % self.parts, slot // self.parts
         else:
             h = ref_mix64(line)
             home, s = h % self.parts, (h >> 20) % self.sets
@@ -174,12 +194,12 @@ class RefL2:
     rep_q=st.sampled_from([0, 1 << 14, gk.REP_ONE]),
     flags=st.tuples(st.integers(0, 1), st.integers(0, 1), st.integers(0, 1)),
     res=st.integers(0, 2),
-    jitter_span=st.sampled_from([0, 1, 5, 40]),
+    spread=st.sampled_from([0, 1, 5, 40]),
     seed=st.integers(0, 1000),
 )
 def test_kernel_equals_reference_access_by_access(
     run, iters, n_blocks, sms, parts, sets, ways, policy, pool, hmode, rep_q, flags, res,
-    jitter_span, seed,
+    spread, seed,
 ):  # fmt: skip
     rep_low, rep_miss, rep_line = flags
     res_ways = min(res, ways - 1)
@@ -188,11 +208,11 @@ def test_kernel_equals_reference_access_by_access(
         parts, sets, ways, res_ways, g.POLICIES[policy], pool, g.HASHES[hmode], rep_q,
         rep_low, rep_miss, rep_line,
     )  # fmt: skip
-    stream = gk.Stream(run, iters, slots, sms, jitter_span, seed)
+    stream = gk.Stream(run, iters, slots, sms, spread, seed)
     ref = RefL2(
         parts, sets, ways, policy, pool, hmode, rep_q, rep_low, rep_miss, rep_line, res_ways, seed
     )
-    trace = ref_stream(run, iters, n_blocks, slots, sms, seed, jitter_span)
+    trace = ref_stream(run, iters, n_blocks, slots, sms, seed, spread)
     want = np.array([ref.access(sm, line) for _, sm, line in trace], np.int8)
     got = np.full(want.size, -1, np.int8)
     warm = n_blocks // 3  # count a middle window: blocks warm..n_blocks-2

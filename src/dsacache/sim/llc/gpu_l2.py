@@ -22,7 +22,7 @@ PIECE_KIB = gk.PIECE_LINES * LINE_BYTES // KIB  # 16 KiB per block iteration
 CHUNK_KIB = gk.ITERS * PIECE_KIB  # 512 KiB per block in the benchmark
 BLOCK_THREADS = 1024  # the benchmark's block size: an SM holds threads_per_sm // 1024 blocks
 POLICIES = {"lru": gk.LRU, "fifo": gk.FIFO, "srrip": gk.SRRIP, "random": gk.RANDOM}
-HASHES = {"mix": gk.HASH_MIX, "modulo": gk.HASH_MODULO}
+HASHES = {"mix": gk.HASH_MIX, "modulo": gk.HASH_MODULO, "rotate": gk.HASH_ROTATE}
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class L2Structure:
     replicate_by_line: bool = False  # a fixed `replicate` share of lines (by address) replicate
     victim_pool: int = 1  # LRU/FIFO: the victim is a uniform pick among this many oldest ways
     far_cost: float = 1.0  # time of a far hit / a near hit, for the bandwidth-equivalent rate
-    start_jitter: float = 0.0  # block start delays spread over this many block run times
+    time_spread: float = 0.0  # a block's run time is (1 + u x time_spread) x the mean, u in [0,1]
 
     def __post_init__(self) -> None:
         if not 1 <= self.ways <= 1024:
@@ -47,15 +47,16 @@ class L2Structure:
         if self.policy not in POLICIES:
             raise DsacacheError(f"unknown policy {self.policy!r} (known: {', '.join(POLICIES)})")
         if self.set_hash not in HASHES:
-            raise DsacacheError(f"unknown set hash {self.set_hash!r} (known: mix, modulo)")
+            known = ", ".join(HASHES)
+            raise DsacacheError(f"unknown set hash {self.set_hash!r} (known: {known})")
         if not 1 <= self.victim_pool <= self.ways:
             raise DsacacheError(f"victim_pool must be in 1..ways, got {self.victim_pool}")
         if not 0.0 <= self.replicate <= 1.0:
             raise DsacacheError(f"replicate must be in [0, 1], got {self.replicate}")
         if not self.far_cost >= 1.0:
             raise DsacacheError(f"far_cost must be >= 1, got {self.far_cost}")
-        if not 0.0 <= self.start_jitter <= 64.0:
-            raise DsacacheError(f"start_jitter must be in [0, 64], got {self.start_jitter}")
+        if not 0.0 <= self.time_spread <= 16.0:
+            raise DsacacheError(f"time_spread must be in [0, 16], got {self.time_spread}")
 
     def cache(self, geo: L2Geometry) -> gk.Cache:
         """The replay's record of this structure on `geo`."""
@@ -73,9 +74,9 @@ class L2Structure:
             rep_line=int(self.replicate_by_line),
         )
 
-    def jitter_span(self, iters: int, slots: int) -> int:
-        """`start_jitter` block run times (iters ticks each) in the replay's 1/slots ticks."""
-        return int(round(self.start_jitter * iters * slots))
+    def spread(self, iters: int, slots: int) -> int:
+        """`time_spread` of a block's run time (iters ticks) in the replay's 1/slots ticks."""
+        return int(round(self.time_spread * iters * slots))
 
 
 # Fitted jointly on the H200 and A100-80GB curves under the steady-state warm-up: 24 ways,
@@ -260,7 +261,7 @@ def sweep(
             )
         run = size // chunk_kib
         measure = max(measured_sweeps * run, slots)
-        stream = gk.Stream(run, iters, slots, sms, structure.jitter_span(iters, slots), seed)
+        stream = gk.Stream(run, iters, slots, sms, structure.spread(iters, slots), seed)
         if warm_sweeps is None:
             rule = gk.SteadyRule(tol, MIN_WARM_PASSES, MAX_WARM_PASSES, measure)
             counts = gk.replay_steady(cache, stream, rule)
@@ -268,7 +269,7 @@ def sweep(
             warm = warm_sweeps * run + slots
             stop = warm + measure
             # the last counted blocks run beside a full complement of others (and their delays)
-            n_blocks = stop + slots + -(-stream.jitter_span // iters)
+            n_blocks = stop + slots + -(-stream.spread // iters)
             counts = gk.replay_window(cache, stream, n_blocks, warm, stop, np.zeros(0, np.int8))
         total = int(counts[gk.K_ACCESSES])
         hits.append(int(counts[gk.K_NEAR] + counts[gk.K_FAR]) / total)

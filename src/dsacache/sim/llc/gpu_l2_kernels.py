@@ -2,9 +2,12 @@
 
 The model (gpu_l2.py has the parameters and their sources; `Cache` below is its record):
 - `parts` partitions of `sets` x `ways` lines of 128 B each; a line's home partition and its set
-  come from the line id (`HASH_MODULO`: home = line % parts, set = line // parts % sets, so a
-  contiguous buffer spreads evenly over partitions and sets, as a slice hash built for
-  streaming does; `HASH_MIX`: a splitmix64 finaliser, every set load a random draw). A replica
+  come from the line id. `HASH_ROTATE`: the lines are cut into rounds of n = parts x sets; in
+  round q, line offset r goes to slot (r + mix64(q ^ ROTATE_SALT)) % n, home = slot % parts,
+  set = slot // parts: consecutive lines alternate partitions, a contiguous buffer loads every
+  set evenly (within one line), and the per-round rotation keeps strided reads off a fixed
+  subset of sets. `HASH_MODULO`: the same without rotation (hand-checkable; a strided stream can
+  resonate with it). `HASH_MIX`: a splitmix64 finaliser, every set load a random draw. A replica
   sits in the same set index of the other partition.
 - SM m is near partition m % parts. A near access looks up the home partition: a hit is a near
   hit, a miss fills the home partition from DRAM. A far access first looks for a replica in the
@@ -23,13 +26,15 @@ The model (gpu_l2.py has the parameters and their sources; `Cache` below is its 
 
 The stream (RRZE gpu-benches `gpu-l2-cache`; `Stream` below is its record): block b reads chunk
 c = b % run; its iteration i (0..iters-1; 32 in the benchmark) reads the 16 KiB piece
-run * i + c, i.e. lines (run * i + c) * 128 + 0..127. About `slots` blocks run at once; block b
-starts at tick (b * iters + d_b) // slots and reads iteration i at tick start + i; within a tick
-the running blocks interleave line by line (block order), so every SM streams at once. d_b is
-the block's start delay: 0 when `jitter_span` is 0 (a strict rolling schedule: every line is
-re-read after exactly one data set of other traffic), else mix64(b ^ seed ^ JITTER_SALT) %
-(jitter_span + 1), a delay of up to jitter_span / slots ticks (blocks do not run in lockstep on
-the hardware, so the gap between two readers of a line varies around one data set).
+run * i + c, i.e. lines (run * i + c) * 128 + 0..127. `slots` blocks run at once, dispatched as
+the hardware's block scheduler does: blocks 0..slots-1 start rolling (block b at b * iters / slots
+ticks, the steady state of a long grid), every later block in block order on the slot that frees
+first. A block runs dur_b = iters * slots + d_b in units of 1/slots tick and reads iteration i
+at tick (start + i * dur_b // iters) // slots; within a tick the running blocks interleave line
+by line (block order), so every SM streams at once. d_b = 0 when `spread` is 0 (every block
+alike: each line is re-read after exactly one data set of other traffic), else
+mix64(b ^ seed ^ SPREAD_SALT) % (spread + 1): blocks run at different speeds on the hardware,
+so the two readers of a line are a varying distance apart.
 Block b runs on SM mix64(b ^ seed << 40) % sms: the hardware's block scheduler gives a block
 whichever SM frees first, which we model as a uniform pseudo-random SM (a fixed b % sms would
 make every chunk's readers sit in one partition whenever the chunk count is even).
@@ -47,13 +52,14 @@ import numpy as np
 from numba import njit
 
 LRU, FIFO, SRRIP, RANDOM = 0, 1, 2, 3
-HASH_MIX, HASH_MODULO = 0, 1
+HASH_MIX, HASH_MODULO, HASH_ROTATE = 0, 1, 2
 MISS, NEAR_HIT, FAR_HIT = 0, 1, 2
 ITERS = 32  # iterations per block in the benchmark (N / 2 with N = 64): 512 KiB chunks
 PIECE_LINES = 128  # 16 KiB per block iteration: two 8 KiB reads of 1024 doubles
 REP_ONE = 1 << 16  # rep_q is a probability in units of 2**-16
 REP_SALT = 0x5EED  # with rep_line, mix64(line ^ REP_SALT) picks the replicable lines
-JITTER_SALT = 0x7171 << 20  # the start delays are a hash independent of the SM placement
+SPREAD_SALT = 0x7171 << 20  # the run times are a hash independent of the SM placement
+ROTATE_SALT = 0xA5A5  # HASH_ROTATE: mix64(round ^ ROTATE_SALT) rotates each round
 RRPV_MAX, RRPV_LONG = 3, 2
 # counters
 K_ACCESSES, K_NEAR, K_FAR, K_MISSES, K_WARM_PASSES = 0, 1, 2, 3, 4
@@ -83,8 +89,8 @@ class Stream(NamedTuple):
     iters: int  # 16 KiB iterations per block (its chunk = iters x 16 KiB)
     slots: int  # blocks running at once (SMs x blocks per SM)
     sms: int
-    jitter_span: int  # start delays d_b in 0..jitter_span, in 1/slots ticks (0: lockstep)
-    seed: int  # SM placement, start delays and random draws
+    spread: int  # a block runs iters ticks plus 0..spread 1/slots-ticks (0: all alike)
+    seed: int  # SM placement, run times and random draws
 
 
 class SteadyRule(NamedTuple):
@@ -117,13 +123,24 @@ def xorshift(state: np.ndarray) -> int:
 
 
 @njit(cache=True, inline="always")
-def start_tick(b: int, st: Stream) -> int:
-    """The tick block b starts at (module docstring)."""
+def run_time(b: int, st: Stream) -> int:
+    """Block b's run time in 1/slots ticks (module docstring)."""
     d = 0
-    if st.jitter_span > 0:
-        key = np.int64(b) ^ np.int64(st.seed) ^ np.int64(JITTER_SALT)
-        d = np.int64(mix64(key) % np.uint64(st.jitter_span + 1))
-    return (np.int64(b) * st.iters + d) // st.slots
+    if st.spread > 0:
+        key = np.int64(b) ^ np.int64(st.seed) ^ np.int64(SPREAD_SALT)
+        d = np.int64(mix64(key) % np.uint64(st.spread + 1))
+    return st.iters * st.slots + d
+
+
+@njit(cache=True, inline="always")
+def iteration_at(tick: int, start: int, dur: int, st: Stream) -> int:
+    """The iteration block (start, dur) reads at `tick`, or -1: iteration i is read at tick
+    (start + i * dur // iters) // slots, at most one per tick as dur >= iters * slots."""
+    lo = tick * st.slots - start  # first 1/slots-tick of this tick, from the block's start
+    i = 0 if lo <= 0 else (lo * st.iters + dur - 1) // dur
+    if i < st.iters and (start + i * dur // st.iters) // st.slots == tick:
+        return i
+    return -1
 
 
 @njit(cache=True, inline="always")
@@ -214,6 +231,11 @@ def _access(
     if c.set_hash == HASH_MODULO:
         home = line % c.parts
         s = (line // c.parts) % c.sets
+    elif c.set_hash == HASH_ROTATE:
+        n = c.parts * c.sets
+        r = (line % n + np.int64(mix64((line // n) ^ ROTATE_SALT) % np.uint64(n))) % n
+        home = r % c.parts
+        s = r // c.parts
     else:
         h = mix64(line)
         home = np.int64(h % np.uint64(c.parts))
@@ -279,21 +301,23 @@ def _replay(
     sched = np.int64(st.seed) << 40  # the block -> SM placement differs per seed
     counts = np.zeros(N_COUNTERS, np.int64)
     record = outcome.size > 0
-    cap = 2 * slots + st.jitter_span // iters + 8
+    cap = 2 * slots + 8
     run_block = np.zeros(cap, np.int64)  # this tick's running blocks, their first line, SM side
     run_base = np.zeros(cap, np.int64)
     run_near = np.zeros(cap, np.int64)
+    # the block dispatcher (times in 1/slots ticks): blocks 0..slots-1 start rolling, b * iters;
+    # each later block takes the slot that frees first, in block order
+    free = np.zeros(slots, np.int64)
+    b_start = np.zeros(4096, np.int64)
+    b_dur = np.zeros(4096, np.int64)
     n_out = 0
     now = 0
     lo = 0  # every block below lo has finished
-    hi = 0  # no block from hi on has started
+    hi = 0  # blocks below hi have been dispatched, none from hi on has started
     tick = 0
-    while True:
-        last = ((n_blocks - 1) * iters + st.jitter_span) // slots + iters  # one past the end
-        if tick >= last:
-            break
-        while lo < n_blocks and (lo * iters + st.jitter_span) // slots + iters <= tick:
-            lo += 1
+    while lo < n_blocks:
+        while lo < hi and (b_start[lo] + (iters - 1) * b_dur[lo] // iters) // slots < tick:
+            lo += 1  # block lo read its last iteration before this tick
         if not decided:
             n = lo // run  # passes completed
             if n > passes:
@@ -309,20 +333,30 @@ def _replay(
                     warm = hi  # no block from here on has started
                     stop = warm + rule.measure
                     # the last counted blocks run beside a full complement of others
-                    n_blocks = stop + slots + -(-st.jitter_span // iters)
+                    n_blocks = stop + slots + -(-st.spread // iters)
                     counts[K_WARM_PASSES] = n
-        while hi < n_blocks and hi * iters // slots <= tick:
+        while hi < n_blocks:  # dispatch every block that starts by this tick
+            k = hi if hi < slots else np.argmin(free)
+            t0 = hi * iters if hi < slots else free[k]
+            if t0 // slots > tick:
+                break
+            if hi == b_start.size:
+                b_start = np.concatenate((b_start, b_start))
+                b_dur = np.concatenate((b_dur, b_dur))
+            b_start[hi] = t0
+            b_dur[hi] = run_time(hi, st)
+            free[k] = t0 + b_dur[hi]
             hi += 1
         n_run = 0
         for b in range(lo, hi):
-            s0 = start_tick(b, st)
-            if s0 <= tick < s0 + iters:
-                if n_run == run_block.size:  # jitter let more blocks overlap than foreseen
+            i = iteration_at(tick, b_start[b], b_dur[b], st)
+            if i >= 0:
+                if n_run == run_block.size:  # run times let more blocks overlap than foreseen
                     run_block = np.concatenate((run_block, run_block))
                     run_base = np.concatenate((run_base, run_base))
                     run_near = np.concatenate((run_near, run_near))
                 run_block[n_run] = b
-                run_base[n_run] = (run * (tick - s0) + b % run) * PIECE_LINES
+                run_base[n_run] = (run * i + b % run) * PIECE_LINES
                 run_near[n_run] = np.int64(mix64(b ^ sched) % np.uint64(st.sms)) % c.parts
                 n_run += 1
         for o in range(PIECE_LINES):
