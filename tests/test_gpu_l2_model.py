@@ -85,10 +85,10 @@ def ref_stream(run, iters, n_blocks, slots, sms, seed, spread=0):
 
 class RefL2:
     def __init__(
-        self, parts, sets, ways, policy, pool, hmode, rep_q, rep_low, rep_miss, rep_line, res, seed
+        self, parts, sets, ways, policy, hmode, rep_q, rep_low, rep_miss, rep_line, res, seed
     ):
         self.parts, self.sets, self.ways = parts, sets, ways
-        self.policy, self.pool, self.hmode = policy, pool, hmode
+        self.policy, self.hmode = policy, hmode
         self.rep_q, self.rep_low, self.rep_miss, self.res = rep_q, rep_low, rep_miss, res
         self.rep_line = rep_line
         self.rng = RefRng(seed)
@@ -121,10 +121,8 @@ class RefL2:
             for w in ways:
                 r[w][1] += 3 - top
             v = next(w for w in ways if r[w][1] == 3)
-        else:  # LRU / FIFO: a uniform pick among the `pool` oldest (stamp, way)
-            oldest = sorted(ways, key=lambda w: (r[w][1], w))
-            pick = self.rng.next() % min(self.pool, len(oldest)) if self.pool > 1 else 0
-            v = oldest[pick]
+        else:  # LRU / FIFO: the oldest stamp, lowest way on ties
+            v = min(ways, key=lambda w: (r[w][1], w))
         if self.policy == "srrip":
             meta = 3 if low else 2
         elif self.policy in ("lru", "fifo") and low:
@@ -189,7 +187,6 @@ class RefL2:
     sets=st.sampled_from([1, 2, 3, 8]),
     ways=st.integers(1, 6),
     policy=st.sampled_from(list(g.POLICIES)),
-    pool=st.integers(1, 4),
     hmode=st.sampled_from(list(g.HASHES)),
     rep_q=st.sampled_from([0, 1 << 14, gk.REP_ONE]),
     flags=st.tuples(st.integers(0, 1), st.integers(0, 1), st.integers(0, 1)),
@@ -198,19 +195,19 @@ class RefL2:
     seed=st.integers(0, 1000),
 )
 def test_kernel_equals_reference_access_by_access(
-    run, iters, n_blocks, sms, parts, sets, ways, policy, pool, hmode, rep_q, flags, res,
+    run, iters, n_blocks, sms, parts, sets, ways, policy, hmode, rep_q, flags, res,
     spread, seed,
 ):  # fmt: skip
     rep_low, rep_miss, rep_line = flags
     res_ways = min(res, ways - 1)
     slots = 2 * sms
     cache = gk.Cache(
-        parts, sets, ways, res_ways, g.POLICIES[policy], pool, g.HASHES[hmode], rep_q,
+        parts, sets, ways, res_ways, g.POLICIES[policy], g.HASHES[hmode], rep_q,
         rep_low, rep_miss, rep_line,
     )  # fmt: skip
     stream = gk.Stream(run, iters, slots, sms, spread, seed)
     ref = RefL2(
-        parts, sets, ways, policy, pool, hmode, rep_q, rep_low, rep_miss, rep_line, res_ways, seed
+        parts, sets, ways, policy, hmode, rep_q, rep_low, rep_miss, rep_line, res_ways, seed
     )
     trace = ref_stream(run, iters, n_blocks, slots, sms, seed, spread)
     want = np.array([ref.access(sm, line) for _, sm, line in trace], np.int8)
@@ -260,16 +257,6 @@ def test_steady_rule_waits_for_replicas_to_build_up():
     assert long.near_fraction[0] > 0.999 and two.near_fraction[0] < 0.95
     assert abs(rule.near_fraction[0] - long.near_fraction[0]) < 0.01
     assert 3 < rule.warm_passes[0] < g.MAX_WARM_PASSES and two.warm_passes == [2]
-
-
-def test_victim_pool_keeps_part_of_a_thrashing_sweep():
-    # 48 KiB swept cyclically through 32 KiB: LRU (pool 1) evicts every line before its reuse;
-    # a victim drawn among the 2 oldest ways sometimes spares the oldest line, which then hits
-    lru = hand(1, 4, 64, [48], replicate=0.0)
-    pool = hand(1, 4, 64, [48], replicate=0.0, victim_pool=2)
-    assert lru.hit_rate == [0.0] and 0.05 < pool.hit_rate[0] < 0.9
-    with pytest.raises(DsacacheError, match="victim_pool"):
-        L2Structure(ways=4, victim_pool=5)
 
 
 def test_replication_costs_the_near_partition_capacity():

@@ -37,7 +37,6 @@ class L2Structure:
     replicate_misses: bool = True  # a far miss (filled from DRAM) also leaves a near copy
     set_hash: str = "mix"
     replicate_by_line: bool = False  # a fixed `replicate` share of lines (by address) replicate
-    victim_pool: int = 1  # LRU/FIFO: the victim is a uniform pick among this many oldest ways
     far_cost: float = 1.0  # time of a far hit / a near hit, for the bandwidth-equivalent rate
     time_spread: float = 0.0  # a block's run time is (1 + u x time_spread) x the mean, u in [0,1]
 
@@ -49,8 +48,6 @@ class L2Structure:
         if self.set_hash not in HASHES:
             known = ", ".join(HASHES)
             raise DsacacheError(f"unknown set hash {self.set_hash!r} (known: {known})")
-        if not 1 <= self.victim_pool <= self.ways:
-            raise DsacacheError(f"victim_pool must be in 1..ways, got {self.victim_pool}")
         if not 0.0 <= self.replicate <= 1.0:
             raise DsacacheError(f"replicate must be in [0, 1], got {self.replicate}")
         if not self.far_cost >= 1.0:
@@ -66,7 +63,6 @@ class L2Structure:
             ways=geo.ways,
             reserved_ways=geo.reserved_ways,
             policy=POLICIES[self.policy],
-            victim_pool=self.victim_pool,
             set_hash=HASHES[self.set_hash],
             rep_q=int(round(self.replicate * gk.REP_ONE)),
             rep_low=int(self.replica_low),
@@ -82,7 +78,7 @@ class L2Structure:
 # Fitted jointly on the H200 and A100-80GB curves under the steady-state warm-up: 24 ways,
 # LRU with the victim drawn among the 2 oldest ways, and a third of lines (by address: 0.33)
 # leave a most-recent copy in the near partition whenever a far SM reads them.
-FITTED = L2Structure(ways=24, replicate=0.33, replicate_by_line=True, victim_pool=2)
+FITTED = L2Structure(ways=24, replicate=0.33, replicate_by_line=True)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,7 @@ The model (gpu_l2.py has the parameters and their sources; `Cache` below is its 
 - A fill may use ways [reserved_ways, ways) only: the first reserved_ways ways of every set are
   the persisting set-aside, which streaming data never fills.
 - Replacement per set: an invalid way first (lowest), else LRU (least recent use), FIFO (oldest
-  fill; with `victim_pool` > 1 both take a uniform pick among the `victim_pool` oldest (stamp,
-  way)), SRRIP (2-bit RRPV, insert 2, hit 0; first way at 3 after ageing) or RANDOM (a uniform
+  fill), SRRIP (2-bit RRPV, insert 2, hit 0; first way at 3 after ageing) or RANDOM (a uniform
   way from a xorshift64 generator seeded per run, so runs reproduce).
 
 The stream (RRZE gpu-benches `gpu-l2-cache`; `Stream` below is its record): block b reads chunk
@@ -74,7 +73,6 @@ class Cache(NamedTuple):
     ways: int
     reserved_ways: int  # of every set, held back as the persisting set-aside
     policy: int  # LRU / FIFO / SRRIP / RANDOM
-    victim_pool: int  # LRU / FIFO: the victim is a uniform pick among this many oldest ways
     set_hash: int  # HASH_MIX / HASH_MODULO
     rep_q: int  # replication share in units of 2**-16
     rep_low: int  # 1: replicas enter at the lowest priority
@@ -171,7 +169,7 @@ def _fill(
     rng: np.ndarray,
 ) -> None:
     """Fill `line` into set `row` (ways reserved..ways-1): invalid way first, else the victim."""
-    W, lo, policy, pool = tags.shape[1], c.reserved_ways, c.policy, c.victim_pool
+    W, lo, policy = tags.shape[1], c.reserved_ways, c.policy
     v = -1
     for w in range(lo, W):
         if tags[row, w] < 0:
@@ -189,20 +187,11 @@ def _fill(
                 meta[row, w] += bump
                 if v < 0 and meta[row, w] == RRPV_MAX:
                     v = w
-        else:  # LRU, FIFO: the r-th smallest (stamp, way), r uniform below `pool`
-            r = 0
-            if pool > 1:
-                r = np.int64(xorshift(rng) % np.uint64(min(pool, W - lo)))
-            prev_s, prev_w = np.int64(-(1 << 62)), -1
-            for _ in range(r + 1):
-                best, v = np.int64(1 << 62), -1
-                for w in range(lo, W):
-                    m = meta[row, w]
-                    if (m > prev_s or (m == prev_s and w > prev_w)) and (
-                        m < best or (m == best and w < v)
-                    ):
-                        best, v = m, w
-                prev_s, prev_w = best, v
+        else:  # LRU, FIFO: the smallest stamp (lowest way on ties)
+            best = np.int64(1 << 62)
+            for w in range(lo, W):
+                if meta[row, w] < best:
+                    best, v = meta[row, w], w
     tags[row, v] = line
     if policy == SRRIP:
         meta[row, v] = RRPV_MAX if low else RRPV_LONG
