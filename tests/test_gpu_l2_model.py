@@ -299,6 +299,43 @@ def test_set_aside_ways_shrink_the_streaming_capacity():
     assert r.hit_rate == [0.0]
 
 
+def test_time_spread_adds_hits_past_the_capacity_only():
+    # 1 partition, 64 sets x 16 ways = 128 KiB; 16 KiB chunks, 4 SMs x 2 blocks. Blocks alike
+    # (spread 0): each line is re-read after exactly one data set of other reads, so 128 KiB
+    # fits and 144 KiB thrashes (a cliff). Blocks of different run times: the next reader of a
+    # chunk comes closer or falls back; below the capacity every line still fits (all hits),
+    # past it the readers that came closer hit, fewer the further past.
+    def run(spread):
+        s = L2Structure(ways=16, set_hash="modulo", time_spread=spread)
+        return sweep(L2Geometry(1, 64, 16), 4, [128, 144, 160], 16, s).hit_rate
+
+    alike, spread = run(0.0), run(0.6)
+    assert alike == [1.0, 0.0, 0.0]
+    assert spread[0] == 1.0 and spread[1] > spread[2] > 0.0 and spread[1] > 0.1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_blocks=st.integers(1, 40),
+    iters=st.integers(1, 4),
+    slots=st.integers(1, 6),
+    spread=st.integers(0, 30),
+    seed=st.integers(0, 1000),
+)
+def test_dispatcher_keeps_every_slot_busy_in_block_order(n_blocks, iters, slots, spread, seed):
+    # the reference schedule the kernel is checked against: blocks start in block order, at
+    # most `slots` run at once, and every block after the first `slots` starts the moment an
+    # earlier one ends (the slot that frees first)
+    sched = ref_schedule(n_blocks, iters, slots, spread, seed)
+    starts = [s for s, _ in sched]
+    ends = [s + d for s, d in sched]
+    assert starts == sorted(starts)
+    assert all(iters * slots <= d <= iters * slots + spread for _, d in sched)
+    for b in range(slots, n_blocks):
+        assert starts[b] in ends[:b]
+        assert sum(s <= starts[b] < e for s, e in zip(starts, ends, strict=True)) <= slots
+
+
 def test_geometry_from_documented_capacity():
     geo = geometry(62_914_560, 2, 16)
     assert (geo.sets, geo.ways, geo.bytes) == (15360, 16, 62_914_560)
@@ -312,7 +349,7 @@ def test_geometry_from_documented_capacity():
 
 
 def test_public_function_small_data_set_hits():
-    # far below capacity: (almost) every request hits; a few hashed sets overflow at 8 MiB
+    # far below capacity: (almost) every request hits
     rates = l2_sweep_hit_rates("a100-80gb", [4096, 8192], chunk_kib=512, sms=16)
     assert rates[0] == 1.0 and 0.999 < rates[1] <= 1.0
 
@@ -338,6 +375,19 @@ def test_bandwidth_equivalent_hand_case():
     np.testing.assert_allclose(bandwidth_equivalent_hit_rate([0.3], [0.4], 10.0, 2.0, 1.0), [0.7])
     with pytest.raises(DsacacheError, match="faster"):
         bandwidth_equivalent_hit_rate([0.5], [0.5], 10.0, 2.0, 0.9)
+
+
+def test_overlapped_conversion_hand_case():
+    # B_l2 10, B_dram 2; 60 % of requests hit (near), 40 % miss. Serial: t = 0.06 + 0.2 = 0.26,
+    # h = (0.5 - 0.26) / (0.5 - 0.1) = 0.6. Concurrent: DRAM is the busier, t = 0.4 / 2 = 0.2,
+    # h = 0.75. Half of each: t = 0.23, h = 0.675. All hits stay 1 and all misses 0.
+    f = bandwidth_equivalent_hit_rate
+    for overlap, want in ((0.0, 0.6), (1.0, 0.75), (0.5, 0.675)):
+        np.testing.assert_allclose(f([0.6], [0.0], 10.0, 2.0, 1.0, overlap), [want])
+        np.testing.assert_allclose(f([0.3, 1.0], [0.7, 0.0], 10.0, 2.0, 1.0, overlap), [1, 1])
+        np.testing.assert_allclose(f([0.0], [0.0], 10.0, 2.0, 1.0, overlap), [0.0], atol=1e-12)
+    with pytest.raises(DsacacheError, match="overlap"):
+        f([0.5], [0.0], 10.0, 2.0, 1.0, 1.5)
 
 
 @settings(max_examples=50, deadline=None)

@@ -27,18 +27,18 @@ HASHES = {"mix": gk.HASH_MIX, "modulo": gk.HASH_MODULO, "rotate": gk.HASH_ROTATE
 
 @dataclass(frozen=True)
 class L2Structure:
-    """The structural (not per-GPU) parameters of the model (the fitted values: FITTED below;
-    benchmarks/calibrate_l2.py, docs/gpu-l2-model.md)."""
+    """The structural (not per-GPU) parameters of the model; the defaults are a plain
+    partitioned LRU cache, the fitted values are FITTED below (docs/gpu-l2-model.md)."""
 
-    ways: int = 28
+    ways: int = 16
     policy: str = "lru"
-    replicate: float = 0.25  # probability that a far access leaves a copy in the near partition
+    replicate: float = 0.0  # share of far accesses (or of lines) that leave a near copy
     replica_low: bool = False  # replicas enter at the lowest replacement priority
     replicate_misses: bool = True  # a far miss (filled from DRAM) also leaves a near copy
-    set_hash: str = "mix"
-    replicate_by_line: bool = False  # a fixed `replicate` share of lines (by address) replicate
+    set_hash: str = "rotate"
+    replicate_by_line: bool = False  # the `replicate` share is of lines (by address)
     far_cost: float = 1.0  # time of a far hit / a near hit, for the bandwidth-equivalent rate
-    time_spread: float = 0.0  # a block's run time is (1 + u x time_spread) x the mean, u in [0,1]
+    time_spread: float = 0.0  # block run times spread over [1, 1 + time_spread] x the shortest
 
     def __post_init__(self) -> None:
         if not 1 <= self.ways <= 1024:
@@ -75,10 +75,10 @@ class L2Structure:
         return int(round(self.time_spread * iters * slots))
 
 
-# Fitted jointly on the H200 and A100-80GB curves under the steady-state warm-up: 24 ways,
-# LRU with the victim drawn among the 2 oldest ways, and a third of lines (by address: 0.33)
-# leave a most-recent copy in the near partition whenever a far SM reads them.
-FITTED = L2Structure(ways=24, replicate=0.33, replicate_by_line=True)
+# Fitted jointly on the H200 and A100-80GB curves (docs/gpu-l2-model.md, "The fit"): two fitted
+# numbers, the share of lines that replicate and the spread of block run times; the rest
+# (LRU, a balanced set hash, 16 ways) are modelling choices the fit does not depend on.
+FITTED = L2Structure(replicate=0.6, replicate_by_line=True, time_spread=0.6)
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,7 @@ GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
                 "l2_bytes": "measured: cudaDeviceProp.l2CacheSize = 62,914,560 B (60 MiB)",
                 "partitions": "public microbenchmark studies: two L2 partitions (GH100)",
                 "sms": "documented: 132 SMs (H200 SXM, same GH100 configuration as H100 SXM)",
+                "threads_per_sm": "documented: 2048 per SM (compute capability 9.0)",
             },
         ),
         GpuL2Preset(
@@ -124,6 +125,7 @@ GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
                 "l2_bytes": "documented: 50 MB L2 (Hopper whitepaper), read as MiB like the H200",
                 "partitions": "public microbenchmark studies: 2 x 25 MB partitions",
                 "sms": "documented: 132 SMs (H100 SXM5)",
+                "threads_per_sm": "documented: 2048 per SM (compute capability 9.0)",
             },
         ),
         GpuL2Preset(
@@ -136,6 +138,7 @@ GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
                 "l2_bytes": "documented: 40 MB L2 (Ampere whitepaper), read as MiB like the H200",
                 "partitions": "documented: L2 divided into two partitions (Ampere whitepaper)",
                 "sms": "documented: 108 SMs (A100)",
+                "threads_per_sm": "documented: 2048 per SM (compute capability 8.0)",
             },
         ),
         GpuL2Preset(
@@ -148,10 +151,38 @@ GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
                 "l2_bytes": "measured: 126.5 MiB (public cudaDeviceProp reports)",
                 "partitions": "ASSUMED: one partition per die of the two-die package",
                 "sms": "documented: 148 SMs (B200)",
+                "threads_per_sm": "documented: 2048 per SM (compute capability 10.0)",
             },
         ),
     )
 }
+
+
+@dataclass(frozen=True)
+class SweepSetup:
+    """A GPU and the chunk its footprint sweep reads per block."""
+
+    preset: GpuL2Preset
+    chunk_kib: int
+
+
+def sharp_knee_example() -> SweepSetup:
+    """A GPU whose documented parameters call for a sharp knee (docs/gpu-l2-model.md, "A GPU
+    with a sharp knee"): the H100 PCIe (50 MB L2 in two 25 MB partitions, 114 SMs of 2048
+    threads) swept with 128 KiB chunks, so a quarter of the data in flight of the benchmark's
+    512 KiB chunks: 228 blocks x 128 KiB = 28.5 MiB, 0.57 x L2 (the H200's sweep has 2.2 x L2).
+    Not fitted to anything; a synthetic check of the mechanism."""
+    h100 = GPU_L2_PRESETS["h100"]
+    pcie = GpuL2Preset(
+        "h100-pcie-128k",
+        "NVIDIA H100 PCIe, 128 KiB chunks",
+        h100.l2_bytes,
+        h100.partitions,
+        114,
+        dict(h100.sources) | {"sms": "documented: 114 SMs (H100 PCIe)"},
+        h100.threads_per_sm,
+    )
+    return SweepSetup(pcie, 128)
 
 
 def gpu_l2_preset(name: str) -> GpuL2Preset:
