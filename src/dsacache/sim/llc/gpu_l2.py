@@ -311,13 +311,15 @@ def preset_sweep(
     chunk_kib: int = CHUNK_KIB,
     sms: int | None = None,
     structure: L2Structure | None = None,
+    seed: int = 1,
 ) -> SweepResult:
     """The sweep on one GPU as its preset documents it (capacity, partitions, SMs, blocks per
     SM), with `structure` (default: the fitted one); `sms` overrides the preset's SM count."""
     s = FITTED if structure is None else structure
     geo = geometry(preset.l2_bytes, preset.partitions, s.ways)
     n_sms = preset.sms if sms is None else sms
-    return sweep(geo, n_sms, sizes_kib, chunk_kib, s, blocks_per_sm=preset.blocks_per_sm)
+    bps = preset.blocks_per_sm
+    return sweep(geo, n_sms, sizes_kib, chunk_kib, s, seed=seed, blocks_per_sm=bps)
 
 
 def l2_sweep_hit_rates(
