@@ -5,6 +5,8 @@
     .venv/bin/python benchmarks/calibrate_l2.py --fit --base '{"set_hash": "mix"}' \\
         --grid '{"ways": [16, 32], "replicate": [0.25, 0.35]}'     # another family
     .venv/bin/python benchmarks/calibrate_l2.py --sharp  # the synthetic sharp-knee GPU
+    .venv/bin/python benchmarks/calibrate_l2.py --inflight-check --seeds 1,2,3
+                                                  # each curve with the other's data in flight
 
 The model side is the bandwidth-equivalent hit rate (l2_measured.bandwidth_equivalent_hit_rate:
 the modelled time per request converted like the measured bandwidths; with far_cost 1 and
@@ -129,6 +131,35 @@ def fit(base: dict, grid: dict, overlaps: list[float], seeds: list[int], out: Pa
     fit_report(rows, overlaps)
 
 
+def inflight_check(seeds: list[int]) -> None:
+    """The fitted structure on each curve with its documented SM count and with the SM count
+    that gives it the other GPU's data in flight per L2 (SMs x 2 blocks x 512 KiB / L2: 2.2 on
+    the H200, 2.7 on the A100): if the knee's width follows the data in flight, the swap fits
+    worse."""
+    ratio = {}
+    for n in CURVES:
+        p = gpu_l2_preset(n)
+        ratio[n] = p.sms * p.blocks_per_sm * 512 * KIB / p.l2_bytes
+    for n in CURVES:
+        p = gpu_l2_preset(n)
+        other = next(x for x in CURVES if x != n)
+        swapped = round(p.sms * ratio[other] / ratio[n])
+        for sms in (p.sms, swapped):
+            sizes = measured_sizes(n, 0.6, 1.7)
+            runs = [preset_sweep(p, sizes, sms=sms, seed=s) for s in seeds]  # the fitted structure
+            run = {
+                "sizes_kib": sizes,
+                "hit_rate": np.mean([r.hit_rate for r in runs], axis=0).tolist(),
+                "near": np.mean([r.near_fraction for r in runs], axis=0).tolist(),
+            }
+            e = score(run, n)
+            inflight = sms * p.blocks_per_sm * 512 * KIB / p.l2_bytes
+            print(
+                f"{n}: {sms} SMs (data in flight {inflight:.2f} x L2): max |error| "
+                f"{e['max_err']:.4f} at {e['worst_l2']:.2f} x L2"
+            )
+
+
 def sharp() -> None:
     """The synthetic sharp-knee GPU (gpu_l2.sharp_knee_example) and, for contrast, the H100
     preset swept the same way with the benchmark's 512 KiB chunks."""
@@ -219,6 +250,9 @@ def main() -> None:
     ap.add_argument("--rescore", type=Path, help="score rows saved with --out, no replay")
     ap.add_argument("--sharp", action="store_true", help="the synthetic sharp-knee GPU")
     ap.add_argument("--seeds", default="1", help="comma-separated seeds to average over")
+    ap.add_argument(
+        "--inflight-check", action="store_true", help="swap the two GPUs' data in flight"
+    )
     args = ap.parse_args()
     overlaps = [float(x) for x in args.overlaps.split(",")]
     seeds = [int(x) for x in args.seeds.split(",")]
@@ -229,6 +263,8 @@ def main() -> None:
         fit(base, json.loads(args.grid), overlaps, seeds, args.out)
     elif args.sharp:
         sharp()
+    elif args.inflight_check:
+        inflight_check(seeds)
     else:
         report(seeds)
 

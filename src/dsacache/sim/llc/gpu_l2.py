@@ -78,7 +78,7 @@ class L2Structure:
 # Fitted jointly on the H200 and A100-80GB curves (docs/gpu-l2-model.md, "The fit"): two fitted
 # numbers, the share of lines that replicate and the spread of block run times; the rest
 # (LRU, a balanced set hash, 16 ways) are modelling choices the fit does not depend on.
-FITTED = L2Structure(replicate=0.6, replicate_by_line=True, time_spread=0.6)
+FITTED = L2Structure(replicate=0.625, replicate_by_line=True, time_spread=0.6)
 
 
 @dataclass(frozen=True)
