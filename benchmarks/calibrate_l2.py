@@ -154,9 +154,12 @@ def inflight_check(seeds: list[int]) -> None:
             }
             e = score(run, n)
             inflight = sms * p.blocks_per_sm * 512 * KIB / p.l2_bytes
+            past = np.array(sizes) * KIB >= 0.9 * p.l2_bytes  # where the spread acts
+            d = np.abs(np.array(e["model"]) - np.array(e["measured"]))[past]
             print(
                 f"{n}: {sms} SMs (data in flight {inflight:.2f} x L2): max |error| "
-                f"{e['max_err']:.4f} at {e['worst_l2']:.2f} x L2"
+                f"{e['max_err']:.4f} at {e['worst_l2']:.2f} x L2; from 0.9 x L2 on: max "
+                f"{d.max():.4f}, mean {d.mean():.4f}"
             )
 
 
