@@ -13,8 +13,8 @@ the modelled time per request converted like the measured bandwidths; with far_c
 overlap 0, the fraction served by L2). `--fit` replays every structure of the grid (the keyword
 arguments of L2Structure: `--base` plus every combination of `--grid`) on both curves at the
 measured sizes from 0.6 x L2 to min(100 MiB, 1.7 x L2) (below, model and measurement are 1
-within noise; above, 0), scores each with every `--overlaps` value (a conversion parameter:
-no replay needed) and prints the joint fit (smallest larger-of-two max |error|) and the
+within noise; above, 0), scores each with every `--overlaps` and `--far-costs` value (conversion
+parameters: no replay needed) and prints the joint fit (smallest larger-of-two max |error|) and the
 leave-one-out fits: the structure that fits one curve best, scored on the other. Rows are
 appended to `--out` (JSON lines) so that a fit can be re-scored without replaying
 (`--rescore FILE`). The default run checks the fitted structure over 8-100 MiB, writes
@@ -87,21 +87,23 @@ def score(run: dict, name: str, far_cost: float = 1.0, overlap: float = 0.0) -> 
     }
 
 
-def fit_report(rows: list[dict], overlaps: list[float]) -> None:
-    """Joint and leave-one-out fits over the rows (one replay per structure) x overlaps."""
+def fit_report(rows: list[dict], overlaps: list[float], far_costs: list[float]) -> None:
+    """Joint and leave-one-out fits over the rows (one replay per structure) x overlaps x
+    far-hit costs (both enter the conversion only)."""
     cands = []
     for row in rows:
-        for a in overlaps:
-            cands.append((row["structure"], a, {n: score(row[n], n, 1.0, a) for n in CURVES}))
+        for a, phi in itertools.product(overlaps, far_costs):
+            errs = {n: score(row[n], n, phi, a) for n in CURVES}
+            cands.append((row["structure"], (a, phi), errs))
 
     def show(c: tuple) -> str:
-        s, a, e = c
+        s, (a, phi), e = c
         errs = "  ".join(
-            f"{n} {e[n]['max_err']:.3f} ({'+' if e[n]['worst_sign'] > 0 else '-'} at "
+            f"{n} {e[n]['max_err']:.4f} ({'+' if e[n]['worst_sign'] > 0 else '-'} at "
             f"{e[n]['worst_l2']:.2f} x L2)"
             for n in CURVES
         )
-        return f"{json.dumps(s)} overlap {a}: {errs}"
+        return f"{json.dumps(s)} overlap {a} far_cost {phi}: {errs}"
 
     ranked = sorted(cands, key=lambda c: max(c[2][n]["max_err"] for n in CURVES))
     print("joint fit (smallest larger-of-two max |error|), best 5:")
@@ -113,7 +115,15 @@ def fit_report(rows: list[dict], overlaps: list[float]) -> None:
         print(f"leave-one-out: fitted on {n}, predicts {other}:\n  " + show(best))
 
 
-def fit(base: dict, grid: dict, overlaps: list[float], seeds: list[int], out: Path | None) -> None:
+def fit(
+    base: dict,
+    grid: dict,
+    conversion: tuple[list[float], list[float]],
+    seeds: list[int],
+    out: Path | None,
+) -> None:
+    """Replay every structure of the grid on both curves, then fit_report over `conversion`
+    (overlaps, far-hit costs)."""
     rows = []
     keys = list(grid)
     for values in itertools.product(*grid.values()):
@@ -128,7 +138,7 @@ def fit(base: dict, grid: dict, overlaps: list[float], seeds: list[int], out: Pa
         if out is not None:
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-    fit_report(rows, overlaps)
+    fit_report(rows, *conversion)
 
 
 def inflight_check(seeds: list[int]) -> None:
@@ -249,6 +259,7 @@ def main() -> None:
         help="JSON: L2Structure argument -> values; every combination is replayed",
     )
     ap.add_argument("--overlaps", default="0", help="comma-separated overlap values to score")
+    ap.add_argument("--far-costs", default="1", help="comma-separated far-hit costs to score")
     ap.add_argument("--out", type=Path, help="append the replayed rows here (JSON lines)")
     ap.add_argument("--rescore", type=Path, help="score rows saved with --out, no replay")
     ap.add_argument("--sharp", action="store_true", help="the synthetic sharp-knee GPU")
@@ -258,12 +269,13 @@ def main() -> None:
     )
     args = ap.parse_args()
     overlaps = [float(x) for x in args.overlaps.split(",")]
+    far_costs = [float(x) for x in args.far_costs.split(",")]
     seeds = [int(x) for x in args.seeds.split(",")]
     if args.rescore:
-        fit_report([json.loads(ln) for ln in args.rescore.open()], overlaps)
+        fit_report([json.loads(ln) for ln in args.rescore.open()], overlaps, far_costs)
     elif args.fit:
         base = asdict(FITTED) | json.loads(args.base)
-        fit(base, json.loads(args.grid), overlaps, seeds, args.out)
+        fit(base, json.loads(args.grid), (overlaps, far_costs), seeds, args.out)
     elif args.sharp:
         sharp()
     elif args.inflight_check:

@@ -1,9 +1,11 @@
 """The GPU L2 model: partitioned, hashed, with far-hit replication, replayed under the RRZE
 gpu-benches `gpu-l2-cache` sweep (the kernel and the stream: gpu_l2_kernels.py).
 
-Per GPU only documented numbers enter (`GpuL2Preset`: capacity, partitions, SMs);
-the structure (`L2Structure`: associativity, replacement, replication) is one for all GPUs,
-fitted jointly on the public H200 and A100-80GB curves (docs/gpu-l2-model.md).
+Per GPU only documented numbers enter (`GpuL2Preset`: capacity, partitions, SMs, threads per
+SM; one table, GPU_L2_PRESETS, each number with its source); the structure (`L2Structure`: set
+hash, associativity, replacement, replication, and the spread of thread-block run times that
+sets how far apart two reads of a line fall) is one for all GPUs, fitted on the public H200 and
+A100-80GB curves and checked leave-one-out (docs/gpu-l2-model.md).
 """
 
 from __future__ import annotations
