@@ -2,10 +2,11 @@
 gpu-benches `gpu-l2-cache` sweep (the kernel and the stream: gpu_l2_kernels.py).
 
 Per GPU only documented numbers enter (`GpuL2Preset`: capacity, partitions, SMs, threads per
-SM; one table, GPU_L2_PRESETS, each number with its source); the structure (`L2Structure`: set
-hash, associativity, replacement, replication, and the spread of thread-block run times that
-sets how far apart two reads of a line fall) is one for all GPUs, fitted on the public H200 and
-A100-80GB curves and checked leave-one-out (docs/gpu-l2-model.md).
+SM; GPU_L2_PRESETS is a view of the one hardware table, dsacache.hardware, each number with its
+source); the structure (`L2Structure`: set hash, associativity, replacement, replication, and
+the spread of thread-block run times that sets how far apart two reads of a line fall) is one
+for all GPUs, fitted on the public H200 and A100-80GB curves and checked leave-one-out
+(docs/gpu-l2-model.md).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dsacache.errors import DsacacheError
+from dsacache.hardware import GpuSpec, gpu
 from dsacache.sim.llc import gpu_l2_kernels as gk
 from dsacache.sim.llc.l2_measured import bandwidth_equivalent_hit_rate, measured_sweep
-from dsacache.units import KIB, LINE_BYTES, MIB
+from dsacache.units import KIB, LINE_BYTES
 
 PIECE_KIB = gk.PIECE_LINES * LINE_BYTES // KIB  # 16 KiB per block iteration
 CHUNK_KIB = gk.ITERS * PIECE_KIB  # 512 KiB per block in the benchmark
@@ -101,62 +103,39 @@ class GpuL2Preset:
         return max(1, self.threads_per_sm // BLOCK_THREADS)
 
 
-GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
-    p.name: p
-    for p in (
-        GpuL2Preset(
-            "h200",
-            "NVIDIA H200",
-            62_914_560,
-            2,
-            132,
-            {
-                "l2_bytes": "measured: cudaDeviceProp.l2CacheSize = 62,914,560 B (60 MiB)",
-                "partitions": "public microbenchmark studies: two L2 partitions (GH100)",
-                "sms": "documented: 132 SMs (H200 SXM, same GH100 configuration as H100 SXM)",
-                "threads_per_sm": "documented: 2048 per SM (compute capability 9.0)",
-            },
-        ),
-        GpuL2Preset(
-            "h100",
-            "NVIDIA H100 SXM",
-            50 * MIB,
-            2,
-            132,
-            {
-                "l2_bytes": "documented: 50 MB L2 (Hopper whitepaper), read as MiB like the H200",
-                "partitions": "public microbenchmark studies: 2 x 25 MB partitions",
-                "sms": "documented: 132 SMs (H100 SXM5)",
-                "threads_per_sm": "documented: 2048 per SM (compute capability 9.0)",
-            },
-        ),
-        GpuL2Preset(
-            "a100-80gb",
-            "NVIDIA A100 80GB",
-            40 * MIB,
-            2,
-            108,
-            {
-                "l2_bytes": "documented: 40 MB L2 (Ampere whitepaper), read as MiB like the H200",
-                "partitions": "documented: L2 divided into two partitions (Ampere whitepaper)",
-                "sms": "documented: 108 SMs (A100)",
-                "threads_per_sm": "documented: 2048 per SM (compute capability 8.0)",
-            },
-        ),
-        GpuL2Preset(
-            "b200",
-            "NVIDIA B200",
-            int(126.5 * MIB),
-            2,
-            148,
-            {
-                "l2_bytes": "measured: 126.5 MiB (public cudaDeviceProp reports)",
-                "partitions": "ASSUMED: one partition per die of the two-die package",
-                "sms": "documented: 148 SMs (B200)",
-                "threads_per_sm": "documented: 2048 per SM (compute capability 10.0)",
-            },
-        ),
+# CUDA programming guide, "Features and technical specifications": resident threads per SM by
+# compute capability (x 10); 2048 on the data-centre parts the sweeps ran on.
+_THREADS_PER_SM = {80: 2048, 86: 1536, 89: 1536, 90: 2048, 100: 2048, 120: 1536}
+_THREADS_NOTE = (
+    'CUDA programming guide, "Features and technical specifications": compute capability'
+)
+
+
+def preset_from_table(spec: GpuSpec) -> GpuL2Preset:
+    """The L2 model's view of one row of the hardware table (dsacache.hardware)."""
+    if spec.sm_version not in _THREADS_PER_SM:
+        raise DsacacheError(f"{spec.label}: no documented threads per SM for the GPU-L2 model")
+    src = spec.sources
+    threads = _THREADS_PER_SM[spec.sm_version]
+    return GpuL2Preset(
+        spec.name,
+        spec.label,
+        spec.l2_bytes,
+        spec.l2_partitions,
+        spec.sms,
+        {
+            "l2_bytes": src.get("l2_bytes", ""),
+            "partitions": src.get("l2_partitions", ""),
+            "sms": src.get("sms", ""),
+            "threads_per_sm": f"{_THREADS_NOTE} {spec.sm_version / 10:.1f}: {threads}",
+        },
+        threads,
     )
+
+
+# The GPUs whose L2 the model replays: rows of the one hardware table.
+GPU_L2_PRESETS: dict[str, GpuL2Preset] = {
+    n: preset_from_table(gpu(n)) for n in ("h200", "h100", "a100-80gb", "b200")
 }
 
 
