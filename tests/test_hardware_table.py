@@ -85,11 +85,13 @@ def test_llc_view_reads_the_table():
         hardware("rtx-pro-6000")  # no public L2 latencies: not an LLC preset
 
 
-def test_gpu_l2_presets_agree_with_the_table():
-    # The GPU-L2 model still keeps its own presets; the table holds every field it needs.
+def test_gpu_l2_presets_are_views_of_the_table():
     for name, p in GPU_L2_PRESETS.items():
         g = gpu(name)
         assert (p.l2_bytes, p.partitions, p.sms) == (g.l2_bytes, g.l2_partitions, g.sms)
+        assert p.sources["l2_bytes"] == g.sources["l2_bytes"]
+        assert p.sources["partitions"] == g.sources["l2_partitions"]
+        assert p.threads_per_sm == 2048  # compute capability 8.0 / 9.0 / 10.0
 
 
 def test_perf_presets_read_the_table():

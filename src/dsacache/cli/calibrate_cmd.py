@@ -10,14 +10,7 @@ from rich.table import Table
 
 from dsacache.cli.app import app
 from dsacache.errors import DsacacheError
-from dsacache.sim.llc.gpu_l2 import (
-    CHUNK_KIB,
-    FITTED,
-    GPU_L2_PRESETS,
-    geometry,
-    gpu_l2_preset,
-    sweep,
-)
+from dsacache.sim.llc.gpu_l2 import CHUNK_KIB, FITTED, GPU_L2_PRESETS, gpu_l2_preset, preset_sweep
 from dsacache.sim.llc.l2_measured import MEASURED, measured_sweep
 
 calibrate_app = typer.Typer(
@@ -69,8 +62,7 @@ def l2_sweep_command(
     ref = None
     if measured:
         ref = measured_sweep(preset.name, preset.l2_bytes)
-    geo = geometry(preset.l2_bytes, preset.partitions, FITTED.ways)
-    result = sweep(geo, preset.sms if sms is None else sms, sizes, chunk_kib, FITTED)
+    result = preset_sweep(preset, sizes, chunk_kib, sms)
     equivalent = None
     if ref is not None:  # the model as the public sweep would report it: the one to compare
         equivalent = result.bandwidth_equivalent(preset.name, FITTED.far_cost)

@@ -49,20 +49,35 @@ def hit_rates(
 
 
 def bandwidth_equivalent_hit_rate(
-    near: np.ndarray, far: np.ndarray, b_l2: float, b_dram: float, far_cost: float
+    near: np.ndarray,
+    far: np.ndarray,
+    b_l2: float,
+    b_dram: float,
+    far_cost: float,
+    overlap: float = 0.0,
 ) -> np.ndarray:
     """The hit rate the measured curves would show for a model with `near` and `far` fractions of
-    requests served by the near / far L2 partition (the rest from DRAM): the modelled time per
-    request near / B_l2 + far * far_cost / B_l2 + miss / B_dram (B_l2 the plateau, where
-    requests are near; a far hit `far_cost` times slower) converted with the same formula as the
-    measured bandwidths (module docstring). Equals near + far when far_cost is 1."""
+    requests served by the near / far L2 partition (the rest from DRAM), converted with the same
+    formula as the measured bandwidths (module docstring). The modelled time per request is
+    (1 - overlap) x serial + overlap x concurrent, with B_l2 the plateau (where requests are
+    near) and a far hit `far_cost` times as slow as a near one:
+    serial = (near + far x far_cost) / B_l2 + miss / B_dram (L2 and DRAM take turns, the
+    conversion's own assumption: the result is near + far when far_cost is 1);
+    concurrent = max((1 + far x (far_cost - 1)) / B_l2, miss / B_dram) (every request passes
+    L2 while DRAM serves the misses at the same time: whichever is busier sets the pace)."""
     if not b_l2 > b_dram > 0:
         raise DsacacheError(f"need B_l2 > B_dram > 0, got {b_l2} and {b_dram}")
     if far_cost < 1:
         raise DsacacheError(f"a far hit cannot be faster than a near one: far_cost {far_cost}")
+    if not 0.0 <= overlap <= 1.0:
+        raise DsacacheError(f"overlap must be in [0, 1], got {overlap}")
     near, far = np.asarray(near, np.float64), np.asarray(far, np.float64)
-    r = b_l2 / b_dram
-    return near + far * (r - far_cost) / (r - 1)
+    miss = 1.0 - near - far
+    l2_time = (near + far * far_cost) / b_l2
+    serial = l2_time + miss / b_dram
+    concurrent = np.maximum((1.0 + far * (far_cost - 1.0)) / b_l2, miss / b_dram)
+    t = (1.0 - overlap) * serial + overlap * concurrent
+    return (1 / b_dram - t) / (1 / b_dram - 1 / b_l2)
 
 
 def measured_sweep(name: str, l2_bytes: int) -> MeasuredSweep:
