@@ -292,3 +292,52 @@ def test_documented_duckdb_query_runs(baseline: Path) -> None:
     ).fetchall()
     assert len(rows) == len(_rows(baseline))
     assert all(0.0 <= r[3] <= 1.0 and r[4] >= 1.0 for r in rows)
+
+
+HIERARCHY_GRID = """
+traces = [{synth = "deepseek-v3.2", steps = 8, context = 600, layers = 2, top_k = 32, requests = 6}]
+buffer_tokens = [32, 64]
+buffer_policies = ["token-lru", "min"]
+capacities = [0, 0.02]
+hardware = ["h200"]
+host_links = ["hardware", "nvlink-c2c"]
+"""  # 16 runs, 8 simulations; 6 requests: PCIe's host reads are bandwidth-bound, C2C's not
+
+
+def test_hierarchy_runs_are_the_simulation_with_the_host_link(tmp_path: Path) -> None:
+    from dsacache.hardware import HOST_LINKS, gpu
+    from dsacache.perf import model, perf_params
+    from dsacache.perf.model import gather_workload
+    from dsacache.sim.hierarchy import HierarchyConfig, simulate_hierarchy
+    from dsacache.sweep.runner import build_trace
+
+    sweep = parse_config(HIERARCHY_GRID)
+    counts = run_sweep(sweep, tmp_path / "h", workers=1)
+    assert (counts["runs"], counts["simulations"]) == (16, 8)
+    rows = pq.read_table(tmp_path / "h" / "results.parquet").to_pylist()
+    trace = build_trace(sweep.runs[0].trace, ".")
+    by_sim: dict[str, list[dict]] = {}
+    for r in rows:
+        by_sim.setdefault(r["simulation_hash"], []).append(r)
+        mib = r["capacity_mib"]
+        want = simulate_hierarchy(
+            trace, HierarchyConfig(r["buffer_tokens"], r["buffer_policy"], mib, r["policy"])
+        )
+        assert (r["buffer_hits"], r["buffer_misses"], r["buffer_cold_misses"]) == (
+            want.hits, want.misses, want.cold_misses)  # fmt: skip
+        assert r["host_bytes"] == want.host_bytes
+        assert r["host_bytes_per_step_p99"] == want.host_bytes_per_step["p99"]
+        assert r["hits"] == want.llc.hits and r["accesses"] == want.accesses
+        # the GPU's part of the step is the perf model's at the L2-served rate
+        work = gather_workload(trace, want.llc.hits / want.accesses, want.accesses,
+                               weights_bytes_per_layer=r["weights_bytes_per_layer"])  # fmt: skip
+        gpu_s = model(perf_params("h200"), work).step_seconds
+        assert r["step_time_s"] == pytest.approx(gpu_s + r["host_time_s"])
+        link = gpu("h200").link.name if r["host_link"] != "nvlink-c2c" else "nvlink-c2c"
+        assert r["host_link"] in HOST_LINKS and r["host_link"] == link
+    for same in by_sim.values():  # the link is a perf axis: one simulation, two host times
+        assert sorted(r["host_link"] for r in same) == ["nvlink-c2c", "pcie-gen5-x16"]
+        pcie, c2c = sorted(same, key=lambda r: r["host_link"] == "nvlink-c2c")
+        assert c2c["host_time_s"] < pcie["host_time_s"] and c2c["step_time_s"] < pcie[
+            "step_time_s"]  # fmt: skip
+        assert pcie["buffer_misses"] == c2c["buffer_misses"]
