@@ -341,3 +341,8 @@ def test_hierarchy_runs_are_the_simulation_with_the_host_link(tmp_path: Path) ->
         assert c2c["host_time_s"] < pcie["host_time_s"] and c2c["step_time_s"] < pcie[
             "step_time_s"]  # fmt: skip
         assert pcie["buffer_misses"] == c2c["buffer_misses"]
+        # by hand: the mean step's misses (every layer on this GPU) at the link's wire time per
+        # 656 B row (6 reads of 128 + 24 B), plus 5 us of swap-in per layer
+        rows_per_step = pcie["buffer_misses"] / pcie["steps"]
+        wire = 6 * 152 / HOST_LINKS["pcie-gen5-x16"].raw_bytes_per_s
+        assert pcie["host_time_s"] == pytest.approx(rows_per_step * wire + 2 * 5e-6)
