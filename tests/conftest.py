@@ -92,6 +92,21 @@ def make_trace(
     return Trace(reqs, geometry, meta if meta is not None else {"source_model": "test"})
 
 
+# Two requests decoded by the bundled backbone, k = 16, 4 near-miss ranks: `dsacache record
+# --model tiny -n 40 --top-k 16 --near-miss 4 -p "def main():" -p "The quick brown fox"`, stored
+# as .npz (recording takes 30-60 s per test worker).
+RECORDING = Path(__file__).parent / "data" / "recording-tiny-k16.npz"
+
+
+def load_recording() -> Trace:
+    """RECORDING with its geometry (512 B KV, 64 B index key, pages of 64 tokens)."""
+    from dsacache.trace import open_trace
+
+    return open_trace(
+        RECORDING, lazy=False, kv_bytes_per_token=512, index_bytes_per_token=64, block_tokens=64
+    )
+
+
 def assert_traces_equal(a: Trace, b: Trace) -> None:
     """Same geometry, meta and arrays (lazy arrays are read)."""
     assert a.geometry == b.geometry

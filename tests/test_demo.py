@@ -11,8 +11,15 @@ import pytest
 
 from dsacache.analysis import analyze
 from dsacache.cli.app import run as cli_run
-from dsacache.cli.demo_cmd import DEMO_CAPACITIES_MIB, DEMO_POLICIES, DEMO_WEIGHTS_MIB
+from dsacache.cli.demo_cmd import (
+    DEMO_BUFFER_TOKENS,
+    DEMO_CAPACITIES_MIB,
+    DEMO_POLICIES,
+    DEMO_SERVING_BUFFER,
+    DEMO_WEIGHTS_MIB,
+)
 from dsacache.report.slowdown_note import BEST_ONLINE
+from dsacache.sim.hierarchy import HierarchyConfig, simulate_hierarchy
 from dsacache.sim.mrc import mrc
 from dsacache.sweep import parse_config
 from dsacache.sweep.runner import build_trace
@@ -59,7 +66,8 @@ def _check_printed(table: list[tuple[str, str]], result: dict) -> None:
 
 
 OUTPUTS = ("analysis.json", "sweep.toml", "results.parquet", "report.html", "hit_rate.png",
-           "slowdown.png", "new_lookup_heatmap.png", "mrc.png", "fraction_of_min.png")  # fmt: skip
+           "slowdown.png", "new_lookup_heatmap.png", "mrc.png", "fraction_of_min.png",
+           "buffer.png", "serving.png")  # fmt: skip
 
 
 def test_demo_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -112,6 +120,23 @@ def test_demo_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[st
             assert r["hits"] == curve.hits_at(r["capacity_tokens"])
     for hits in by_size.values():  # Belady's MIN bounds every demand-fetch policy
         assert all(hits["min"] >= h for h in hits.values())
+    # the HBM level: buffers k..4k x the policies, on the same trace, and serving at its rate
+    hier = pq.read_table(out / "hierarchy" / "results.parquet").to_pylist()
+    assert len(hier) == len(DEMO_BUFFER_TOKENS) * len(DEMO_POLICIES)
+    by_n: dict[int, dict[str, int]] = {}
+    for r in hier:
+        assert r["accesses"] == synthetic["accesses"] and r["hardware"] == "h200"
+        by_n.setdefault(r["buffer_tokens"], {})[r["buffer_policy"]] = r["buffer_misses"]
+        got = simulate_hierarchy(trace, HierarchyConfig(r["buffer_tokens"], r["buffer_policy"]))
+        assert (r["buffer_hits"], r["buffer_misses"]) == (got.hits, got.misses)
+    for misses in by_n.values():  # MIN bounds every demand policy at this level too
+        assert all(misses["min"] <= m for m in misses.values())
+    serving = json.loads((out / "serving.json").read_text())
+    lru = next(r for r in hier if r["buffer_policy"] == "token-lru"
+               and r["buffer_tokens"] == DEMO_SERVING_BUFFER)  # fmt: skip
+    assert serving["buffer_stats"]["hit_rate"] == lru["buffer_hit_rate"]
+    assert serving["buffer_tokens"] == DEMO_SERVING_BUFFER and len(serving["rows"]) == 6
+    assert "HBM buffers over host memory" in html and "[4/5] HBM buffers" in text
 
 
 def test_demo_bad_steps_is_one_line_rc2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

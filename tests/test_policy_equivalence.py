@@ -10,14 +10,12 @@ recording of the bundled backbone.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import BLOCK_TOKENS, INDEX_BYTES, make_trace
+from conftest import BLOCK_TOKENS, INDEX_BYTES, load_recording, make_trace
 from dsacache.sim import SimConfig
 from dsacache.sim.partition import parse_partition
 from dsacache.sim.policies import POLICIES, Counters
@@ -116,15 +114,10 @@ def test_same_decisions_on_random_traces(name, p, cap, spec):
     assert_same(name, random_trace(p), cap, spec)
 
 
-RECORDING = Path(__file__).parent / "data" / "recording-tiny-k16.npz"
-
-
 @pytest.fixture(scope="module")
 def recording() -> Trace:
-    """Two requests decoded by the bundled backbone, k = 16, 4 near-miss ranks: `dsacache record
-    --model tiny -n 40 --top-k 16 --near-miss 4 -p "def main():" -p "The quick brown fox"`,
-    stored as .npz (its geometry: 512 B KV, 64 B index key, pages of 64 tokens)."""
-    return Trace.load(RECORDING, kv_bytes_per_token=512, index_bytes_per_token=64, block_tokens=64)
+    """The stored recording of the bundled backbone (conftest.RECORDING)."""
+    return load_recording()
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -157,6 +157,26 @@ def test_file_trace_identity_tracks_content(tmp_path: Path) -> None:
         ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
          'policies = ["near-miss"]\ncapacities = [1]\nnear_miss_source = "psychic"',
          "near_miss_source must be"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'buffer_policies = ["min"]\npolicies = ["min"]\ncapacities = [1]',
+         "buffer_policies needs buffer_tokens"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'host_links = ["pcie-gen5-x16"]\npolicies = ["min"]\ncapacities = [1]',
+         "host_links needs buffer_tokens"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'buffer_tokens = [4096]\nhost_links = ["usb"]', "unknown host link 'usb'"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'buffer_tokens = [1024]', "below the synth trace's top_k 2048"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'buffer_tokens = [0]', "buffer_tokens must be integers >= 1"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'buffer_tokens = [4096]\nbuffer_policies = ["near-miss"]',
+         "buffer_policies: 'near-miss' cannot run a level"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'buffer_tokens = [4096]\npolicies = ["line-lru"]', "policies: 'line-lru' cannot run"),
+        ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
+         'buffer_tokens = [4096]\ncapacities = [55]\nhardware = ["h100"]',
+         "larger than the NVIDIA H100 SXM's LLC"),
     ],
 )  # fmt: skip
 def test_bad_config_is_one_line_rc2(
@@ -177,7 +197,7 @@ def test_out_with_results_needs_resume(baseline: Path, grid_file: Path) -> None:
         run_sweep(parse_config(GRID), baseline)
     before = _rows(baseline)
     counts = run_sweep(parse_config(GRID), baseline, resume=True)
-    assert counts == {"runs": 48, "skipped": 48, "done": 0, "rows": 48}
+    assert counts == {"runs": 48, "skipped": 48, "done": 0, "simulations": 0, "rows": 48}
     assert _rows(baseline) == before
 
 
@@ -194,6 +214,7 @@ def test_rows_are_deterministic_and_workers_agree(baseline: Path, tmp_path: Path
     again = tmp_path / "again"
     counts = run_sweep(parse_config(GRID), again, workers=2)
     assert counts["done"] == 48
+    assert counts["simulations"] == 24  # hardware only changes the perf model
     assert _rows(again) == rows  # same config -> same row, bit for bit (floats compared ==)
     assert (again / "sweep.toml").read_text() == GRID
 
@@ -225,6 +246,42 @@ def test_sigkill_then_resume_gives_the_uninterrupted_rows(
     assert _rows(out) == _rows(baseline)
 
 
+def test_one_simulation_per_distinct_simulation(baseline: Path, monkeypatch) -> None:
+    from dsacache.sweep import runner
+
+    runs = parse_config(GRID).runs
+    groups = runner.group_runs(runs)
+    assert len(groups) == 3 * 4 * 2  # policies x capacities x partitions; hardware is perf only
+    assert all({r.config["hardware"] for r in g} == {"h100", "h200"} for g in groups)
+    calls = []
+    real = runner.simulate
+
+    def counting(trace, cfg):  # noqa: ANN001, ANN202
+        calls.append(cfg)
+        return real(trace, cfg)
+
+    monkeypatch.setattr(runner, "simulate", counting)
+    rows = [row for g in groups[:3] for row in runner.execute_group(g)]
+    assert len(calls) == 3 and len(rows) == 6  # one simulation models both hardware rows
+    # each row is what a run of its own would give
+    monkeypatch.setattr(runner, "simulate", real)
+    for row, run in zip(rows, [r for g in groups[:3] for r in g], strict=True):
+        alone = runner.execute(run)
+        assert {k: v for k, v in row.items() if k not in TIMING_COLUMNS} == {
+            k: v for k, v in alone.items() if k not in TIMING_COLUMNS
+        }
+    # in the committed table, rows of one simulation share its engine time
+    table = pq.read_table(baseline / "results.parquet").to_pylist()
+    by_sim: dict[str, list[dict]] = {}
+    for r in table:
+        by_sim.setdefault(r["simulation_hash"], []).append(r)
+    assert len(by_sim) == 24
+    for same in by_sim.values():
+        assert len({r["engine_seconds"] for r in same}) == 1
+        assert sorted(r["hardware"] for r in same) == ["h100", "h200"]
+        assert all(r["buffer_tokens"] is None and r["host_time_s"] is None for r in same)
+
+
 def test_documented_duckdb_query_runs(baseline: Path) -> None:
     """README's example query works on a real results.parquet."""
     import duckdb
@@ -235,3 +292,57 @@ def test_documented_duckdb_query_runs(baseline: Path) -> None:
     ).fetchall()
     assert len(rows) == len(_rows(baseline))
     assert all(0.0 <= r[3] <= 1.0 and r[4] >= 1.0 for r in rows)
+
+
+HIERARCHY_GRID = """
+traces = [{synth = "deepseek-v3.2", steps = 8, context = 600, layers = 2, top_k = 32, requests = 6}]
+buffer_tokens = [32, 64]
+buffer_policies = ["token-lru", "min"]
+capacities = [0, 0.02]
+hardware = ["h200"]
+host_links = ["hardware", "nvlink-c2c"]
+"""  # 16 runs, 8 simulations; 6 requests: PCIe's host reads are bandwidth-bound, C2C's not
+
+
+def test_hierarchy_runs_are_the_simulation_with_the_host_link(tmp_path: Path) -> None:
+    from dsacache.hardware import HOST_LINKS, gpu
+    from dsacache.perf import model, perf_params
+    from dsacache.perf.model import gather_workload
+    from dsacache.sim.hierarchy import HierarchyConfig, simulate_hierarchy
+    from dsacache.sweep.runner import build_trace
+
+    sweep = parse_config(HIERARCHY_GRID)
+    counts = run_sweep(sweep, tmp_path / "h", workers=1)
+    assert (counts["runs"], counts["simulations"]) == (16, 8)
+    rows = pq.read_table(tmp_path / "h" / "results.parquet").to_pylist()
+    trace = build_trace(sweep.runs[0].trace, ".")
+    by_sim: dict[str, list[dict]] = {}
+    for r in rows:
+        by_sim.setdefault(r["simulation_hash"], []).append(r)
+        mib = r["capacity_mib"]
+        want = simulate_hierarchy(
+            trace, HierarchyConfig(r["buffer_tokens"], r["buffer_policy"], mib, r["policy"])
+        )
+        assert (r["buffer_hits"], r["buffer_misses"], r["buffer_cold_misses"]) == (
+            want.hits, want.misses, want.cold_misses)  # fmt: skip
+        assert r["host_bytes"] == want.host_bytes
+        assert r["host_bytes_per_step_p99"] == want.host_bytes_per_step["p99"]
+        assert r["hits"] == want.llc.hits and r["accesses"] == want.accesses
+        # the GPU's part of the step is the perf model's at the L2-served rate
+        work = gather_workload(trace, want.llc.hits / want.accesses, want.accesses,
+                               weights_bytes_per_layer=r["weights_bytes_per_layer"])  # fmt: skip
+        gpu_s = model(perf_params("h200"), work).step_seconds
+        assert r["step_time_s"] == pytest.approx(gpu_s + r["host_time_s"])
+        link = gpu("h200").link.name if r["host_link"] != "nvlink-c2c" else "nvlink-c2c"
+        assert r["host_link"] in HOST_LINKS and r["host_link"] == link
+    for same in by_sim.values():  # the link is a perf axis: one simulation, two host times
+        assert sorted(r["host_link"] for r in same) == ["nvlink-c2c", "pcie-gen5-x16"]
+        pcie, c2c = sorted(same, key=lambda r: r["host_link"] == "nvlink-c2c")
+        assert c2c["host_time_s"] < pcie["host_time_s"] and c2c["step_time_s"] < pcie[
+            "step_time_s"]  # fmt: skip
+        assert pcie["buffer_misses"] == c2c["buffer_misses"]
+        # by hand: the mean step's misses (every layer on this GPU) at the link's wire time per
+        # 656 B row (6 reads of 128 + 24 B), plus 5 us of swap-in per layer
+        rows_per_step = pcie["buffer_misses"] / pcie["steps"]
+        wire = 6 * 152 / HOST_LINKS["pcie-gen5-x16"].raw_bytes_per_s
+        assert pcie["host_time_s"] == pytest.approx(rows_per_step * wire + 2 * 5e-6)

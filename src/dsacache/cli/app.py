@@ -55,6 +55,7 @@ def _register_commands() -> None:
         demo_cmd,
         distill_cmd,
         export_cmd,
+        hierarchy_cmd,
         import_cmd,
         info_cmd,
         llc_cmd,

@@ -1,6 +1,7 @@
 """`dsacache demo`: the pipeline end to end on the embedded defaults (what `make demo` runs):
 a real DSA recording from the bundled backbone -> its analysis, then a synthetic trace at
-DeepSeek-V3.2 scale -> analysis -> a small sweep -> report."""
+DeepSeek-V3.2 scale -> analysis -> a small sweep of the LLC reservation -> a sweep of the HBM
+buffers over host memory and the serving model at their hit rate -> report."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from dsacache.cli.analyze_cmd import print_metrics_table
 from dsacache.cli.app import app
 from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
+from dsacache.hardware import gpu
+from dsacache.perf.serving import BufferStats, ServingResult, ServingWorkload, serving_rows
+from dsacache.perf.serving_models import serving_model
 from dsacache.report import build_report
-from dsacache.report.build import STAGES
+from dsacache.report.build import HIERARCHY_DIR, SERVING_JSON, STAGES, load_rows
 from dsacache.sweep import parse_config, run_sweep
 from dsacache.sweep.runner import build_trace
 
@@ -32,6 +36,14 @@ DEMO_CAPACITIES_MIB = (0, 5, 10, 20, 40)
 # moves the slowdown much) and 0 (the attention part of the step alone, as when the weights
 # stream elsewhere or overlap the gathers): there the reservation decides the step time.
 DEMO_WEIGHTS_MIB = ("model", 0)
+# The HBM level (SGLang's HiSparse): buffers of k to 4k rows per request and layer, every
+# policy; the serving model at the public setting's shape (8 x H200, 32K in / 8K out, 4096
+# rows) with the token-lru hit rate of the synthetic trace.
+DEMO_BUFFER_TOKENS = (2048, 3072, 4096, 6144, 8192)
+DEMO_SERVING_BUFFER = 4096
+DEMO_SERVING = {"model": "deepseek-v3.2", "hardware": "h200", "gpus": 8, "input_tokens": 32768,
+                "output_tokens": 8192}  # fmt: skip
+DEMO_CONCURRENCY = (1, 8, 32, 64, 128, 256)
 # The bundled backbone's stage: two prompts in the styles of its corpus (code and prose)
 DEMO_PROMPTS = ("def read_config(path):\n", "The package provides")
 DEMO_RECORD_TOKENS = 96
@@ -39,6 +51,21 @@ DEMO_RECORD_TOP_K = 32
 # seeded sampling: greedy decoding of a tiny model from a short prompt falls into loops, which
 # make its selections unrealistically sticky
 DEMO_TEMPERATURE, DEMO_TOP_P, DEMO_SEED = 0.8, 0.95, 0
+
+
+def demo_hierarchy_toml(steps: int) -> str:
+    """The demo's hierarchy grid: the synthetic trace x HBM buffer rows x buffer policies (no
+    LLC reservation; H200 and its PCIe Gen5 host link)."""
+    pols = ", ".join(f'"{p}"' for p in DEMO_POLICIES)
+    return (
+        "# dsacache demo: HBM buffers per (request, layer) over host memory (HiSparse), on the\n"
+        f"# SYNTHETIC trace of the LLC sweep ({DEMO_PRESET} geometry, {DEMO_LAYERS} layers).\n"
+        f'traces = [{{synth = "{DEMO_PRESET}", steps = {steps}, context = {DEMO_CONTEXT}, '
+        f"layers = {DEMO_LAYERS}, seed = 0}}]\n"
+        f"buffer_tokens = [{', '.join(map(str, DEMO_BUFFER_TOKENS))}]\n"
+        f"buffer_policies = [{pols}]\n"
+        'hardware = ["h200"]\n'
+    )
 
 
 def demo_sweep_toml(steps: int) -> str:
@@ -82,9 +109,13 @@ def demo(
     cache study, since no CPU can decode a 61-layer model. Writes OUT/analysis.json,
     OUT/sweep.toml (the grid: policies min, token-lru, fifo, keep-previous, hazard-plus x
     0-40 MiB reserved x weights per layer: the model's, and 0 -- the attention part of the step
-    alone, where the reservation decides the step time -- on H100), OUT/results.parquet, the
-    figures (hit_rate.png, fraction_of_min.png, slowdown.png, new_lookup_heatmap.png, mrc.png)
-    and OUT/report.html.
+    alone, where the reservation decides the step time -- on H100), OUT/results.parquet; then
+    the HBM level of serving with host offload (SGLang's HiSparse) on the same trace:
+    OUT/hierarchy/ (a sweep of buffers of 2048-8192 rows per request and layer x the same
+    policies on H200) and OUT/serving.json (decode throughput vs concurrency, DeepSeek-V3.2 on
+    8 x H200, 32K in / 8K out, KV in HBM vs offloaded behind 4096-row buffers at their token-lru
+    hit rate); the figures (hit_rate.png, fraction_of_min.png, slowdown.png, buffer.png,
+    serving.png, new_lookup_heatmap.png, mrc.png) and OUT/report.html.
     """
     start = time.perf_counter()
     if steps < 2:
@@ -98,35 +129,62 @@ def demo(
     recorded = []
     if record_tokens:
         typer.echo(
-            f"[0/4] REAL DSA recording: the bundled backbone (tiny) decodes {len(DEMO_PROMPTS)} "
+            f"[0/5] REAL DSA recording: the bundled backbone (tiny) decodes {len(DEMO_PROMPTS)} "
             f"prompts x {record_tokens} tokens, top-k {DEMO_RECORD_TOP_K}"
         )
         recorded = _record_bundled(out, record_tokens)
     sweep = parse_config(demo_sweep_toml(steps), base_dir=out, source="demo sweep")
     identity = sweep.runs[0].trace
     typer.echo(
-        f"[1/4] SYNTHETIC trace (calibrated to the paper's statistics, not a model recording): "
+        f"[1/5] SYNTHETIC trace (calibrated to the paper's statistics, not a model recording): "
         f"{DEMO_PRESET} geometry, {DEMO_LAYERS} layers, {steps} steps from a "
         f"{DEMO_CONTEXT}-token context"
     )
     trace = build_trace(identity, str(out))
-    typer.echo("[2/4] access-pattern analysis")
+    typer.echo("[2/5] access-pattern analysis")
     with progress_bar("analyze", steps) as advance:
         result = analyze(trace, progress=advance)
     _write_json(out / "analysis.json", result.to_dict())
     print_metrics_table(result)
-    typer.echo(f"[3/4] sweep: {len(sweep.runs)} runs ({', '.join(DEMO_POLICIES)})")
+    typer.echo(f"[3/5] sweep: {len(sweep.runs)} runs ({', '.join(DEMO_POLICIES)})")
     with progress_bar("sweep", len(sweep.runs)) as advance:
         run_sweep(sweep, out, workers=workers, progress=advance)
-    typer.echo("[4/4] report")
+    hier = parse_config(demo_hierarchy_toml(steps), base_dir=out, source="demo hierarchy")
+    typer.echo(
+        f"[4/5] HBM buffers over host memory (HiSparse): {len(hier.runs)} runs, buffers of "
+        f"{DEMO_BUFFER_TOKENS[0]}-{DEMO_BUFFER_TOKENS[-1]} rows x {len(DEMO_POLICIES)} policies; "
+        "the serving model at the token-lru hit rate"
+    )
+    with progress_bar("hierarchy", len(hier.runs)) as advance:
+        run_sweep(hier, out / HIERARCHY_DIR, workers=workers, progress=advance)
+    _write_json(out / SERVING_JSON, _serving(out / HIERARCHY_DIR).to_dict())
+    typer.echo("[5/5] report")
     label = f"SYNTHETIC trace ({DEMO_PRESET} geometry, {DEMO_LAYERS} layers, {steps} steps)"
     with progress_bar("report", STAGES) as advance:
         files = build_report(out, trace, label, advance)
     written = [*recorded, out / "analysis.json", out / "sweep.toml", out / "results.parquet"]
-    written += files
+    written += [out / HIERARCHY_DIR / "results.parquet", out / SERVING_JSON, *files]
     for f in written:
         typer.echo(f"wrote {f}")
     typer.echo(f"open {out / 'report.html'}  ({time.perf_counter() - start:.1f} s)")
+
+
+def _serving(folder: Path) -> ServingResult:
+    """The serving model at DEMO_SERVING with the hierarchy sweep's token-lru buffer of
+    DEMO_SERVING_BUFFER rows: its hit rate and its p99 step's miss rate."""
+    row = next(
+        r for r in load_rows(folder)
+        if r["buffer_policy"] == "token-lru" and r["buffer_tokens"] == DEMO_SERVING_BUFFER
+    )  # fmt: skip
+    s = DEMO_SERVING
+    stats = BufferStats.from_host_bytes(
+        row["buffer_hit_rate"], row["host_bytes_per_step_p99"],
+        row["accesses"] / row["steps"], row["kv_bytes_per_token"],
+        f"token-lru, {DEMO_SERVING_BUFFER} rows, on the demo's SYNTHETIC trace",
+    )  # fmt: skip
+    work = ServingWorkload(s["gpus"], s["input_tokens"], s["output_tokens"], DEMO_SERVING_BUFFER)
+    return serving_rows(serving_model(s["model"]), gpu(s["hardware"]), work,
+                        list(DEMO_CONCURRENCY), stats)  # fmt: skip
 
 
 def _write_json(path: Path, obj: dict) -> None:

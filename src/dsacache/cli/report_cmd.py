@@ -39,9 +39,12 @@ def report_command(
     reserved MiB beside the paper's Table 4), and -- when a trace is available --
     new_lookup_heatmap.png (per-layer new-lookup fraction over steps), mrc.png (token-LRU
     miss-ratio curve) and predictability.png (P(selected at t+1 | streak) per layer group,
-    per-layer consecutive vs shifted overlap; --analysis adds other traces to it).
-    report.html inlines them (base64 PNG) with the results table and the trace's metrics
-    beside the paper's.
+    per-layer consecutive vs shifted overlap; --analysis adds other traces to it). Rows of
+    hierarchy runs (`buffer_tokens` in the grid; also those of a hierarchy sweep in
+    DIR/hierarchy/) draw buffer.png (buffer hit rate and host MiB per step vs N / k per buffer
+    policy); a DIR/serving.json (`dsacache serving --json`) draws serving.png (throughput vs
+    concurrency). report.html inlines them (base64 PNG) with the results table and the trace's
+    metrics beside the paper's.
 
     Example: dsacache report runs/grid -a other.json
     """

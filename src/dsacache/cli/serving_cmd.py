@@ -11,20 +11,30 @@ from rich.console import Console
 from rich.table import Table
 
 from dsacache.cli.app import app
+from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
 from dsacache.hardware import GPUS, gpu
+from dsacache.perf.buffer_stats import (
+    GENERATED_LAYERS,
+    GENERATED_STEPS,
+    buffer_stats,
+    generated_steps,
+)
 from dsacache.perf.serving import (
     ATTENTION_MODES,
     DEFAULT_COLLECTIVE_S,
     DEFAULT_MEM_FRACTION,
     DEFAULT_SWAP_LAYER_S,
     BufferStats,
+    Deployment,
     ServingParams,
     ServingResult,
     ServingWorkload,
     serving_rows,
 )
 from dsacache.perf.serving_models import MODELS, serving_model
+from dsacache.sim.hierarchy import DEFAULT_BUFFER_POLICY, HierarchyConfig
+from dsacache.trace import open_trace
 
 HELP = "\n\n".join(
     [
@@ -36,17 +46,26 @@ HELP = "\n\n".join(
         "(MoE: the experts the batch touches), attention and index-key reads, compute where "
         "it binds, the collectives between GPUs, and for offload the buffer's misses read "
         "from pinned host memory on the critical path (docs/hierarchy.md).",
-        "--hit-rate is the fraction of selected rows the buffer holds: a what-if input here "
-        "(simulating the buffer on a trace measures it; docs/hierarchy.md). A request whose "
-        "input + output fits the buffer never misses.",
+        "The buffer's hit rate (the fraction of selected rows it holds) is measured by "
+        "simulating the buffers as `dsacache hierarchy` does, under --buffer-policy: on "
+        "--trace PATH (its top-k must be the model's), or, without --trace and --hit-rate, on "
+        f"a generated trace of the model's geometry (`dsacache synth`'s generator, "
+        f"{GENERATED_LAYERS} layers, min(output tokens, {GENERATED_STEPS}) steps from the input "
+        "tokens). --hit-rate H is a what-if instead. A request whose input + output fits the "
+        "buffer never misses.",
         "--json prints one object: baseline_max_concurrency, offload_max_concurrency and "
         "rows [{concurrency, baseline_tokens_per_s, offload_tokens_per_s, ratio, "
-        "buffer_hit_rate, baseline_step, offload_step}], plus the deployment's memory.",
+        "buffer_hit_rate, baseline_step, offload_step (and, from a simulation, "
+        "offload_p99_step_ms: the step at the miss rate of the p99 step)}], plus the "
+        "deployment's memory and buffer_stats {hit_rate, p99_miss_rate, source}.",
         f"Models: {', '.join(MODELS)}. Hardware: {', '.join(GPUS)} (the hardware table, "
         "src/dsacache/hardware.py, with every number's source).",
         "Example: dsacache serving --model glm-5.1 --hardware h200 --gpus 8 --input-tokens "
         "32768 --output-tokens 8192 --buffer-tokens 4096 --concurrency 8,32,64,128,256 "
         "--hit-rate 0.88",
+        "Example: dsacache serving --model deepseek-v3.2 --hardware h200 --gpus 8 "
+        "--input-tokens 32768 --output-tokens 8192 --buffer-tokens 4096 --concurrency 8,256 "
+        "--trace ds.zarr",
     ]
 )
 
@@ -85,8 +104,16 @@ def serving_command(
     concurrency: str = typer.Option(
         ..., "--concurrency", help="Comma-separated requests in the system, e.g. 8,64,256."
     ),
-    hit_rate: float = typer.Option(
-        ..., "--hit-rate", help="What-if: fraction of selected rows the buffer holds, [0, 1]."
+    hit_rate: float | None = typer.Option(
+        None,
+        "--hit-rate",
+        help="What-if: fraction of selected rows the buffer holds, [0, 1] (default: simulated).",
+    ),
+    trace_path: Path | None = typer.Option(
+        None, "--trace", help="Simulate the buffers on this trace for the hit rate."
+    ),
+    buffer_policy: str = typer.Option(
+        DEFAULT_BUFFER_POLICY, "--buffer-policy", help="The buffers' policy in the simulation."
     ),
     attention: str = typer.Option(
         "dp",
@@ -131,6 +158,8 @@ def serving_command(
         raise DsacacheError(
             f"--attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}"
         )
+    if hit_rate is not None and trace_path is not None:
+        raise DsacacheError("give --hit-rate (a what-if) or --trace (simulated), not both")
     params = ServingParams(
         attention=attention,
         kv_dtype=None if kv_dtype == "auto" else kv_dtype,
@@ -139,14 +168,19 @@ def serving_command(
         collective_s=collective_us / 1e6,
         overlap=overlap,
     )
-    result = serving_rows(
-        serving_model(model_name),
-        gpu(hardware),
-        ServingWorkload(gpus, input_tokens, output_tokens, buffer_tokens),
-        parse_concurrency(concurrency),
-        BufferStats(hit_rate),
-        params,
-    )
+    model, hw = serving_model(model_name), gpu(hardware)
+    work = ServingWorkload(gpus, input_tokens, output_tokens, buffer_tokens)
+    levels = parse_concurrency(concurrency)
+    dep = Deployment(model, hw, work, params)  # bad input fails before any simulation
+    HierarchyConfig(buffer_tokens, buffer_policy)
+    if hit_rate is not None:
+        stats = BufferStats(hit_rate)
+    else:
+        trace = None if trace_path is None else open_trace(trace_path, lazy=True)
+        steps = generated_steps(work) if trace is None else trace.steps
+        with progress_bar("buffer simulation", steps) as advance:
+            stats = buffer_stats(model, dep.kv_bytes, work, buffer_policy, trace, advance)
+    result = serving_rows(model, hw, work, levels, stats, params)
     if plot is not None:
         from dsacache.report.figures import plot_serving
 
@@ -164,6 +198,8 @@ def serving_command(
 
 def print_serving(r: ServingResult) -> None:
     d = r.deployment
+    p99 = r.stats.p99_miss_rate
+    p99 = "" if p99 is None else f", p99 step miss rate {p99:.3f}"
     w = d.work
     title = (
         f"{d.model.label}, {w.gpus} x {d.hw.name}, {w.input_tokens} in / {w.output_tokens} out, "
@@ -189,7 +225,7 @@ def print_serving(r: ServingResult) -> None:
     print(
         f"{d.params.attention} attention, {d.kv_dtype} KV ({d.kv_bytes} B/token/layer), host "
         f"link {d.hw.link.label}, host reads {'overlapped' if d.params.overlap else 'serial'}; "
-        f"buffer hit rate {r.rows[0].buffer_hit_rate:.3f} ({r.stats.source}).\n"
+        f"buffer hit rate {r.rows[0].buffer_hit_rate:.3f} ({r.stats.source}){p99}.\n"
         f"HBM per GPU: {d.weights_bytes_per_gpu / 2**30:,.1f} GiB weights, "
         f"{d.kv_pool_bytes_per_gpu / 2**30:,.1f} GiB for KV; a request takes "
         f"{d.request_bytes(False) / 2**20:,.0f} MiB (baseline) / "

@@ -15,9 +15,20 @@ HELP = "\n\n".join(
     [
         "Run every point of the grid in CONFIG (TOML) -- traces x requests x policies x "
         "capacities x partitions x hardware x layers_per_gpu x weights_mib x "
-        "near_miss_source -- as `dsacache perf` would (simulate, then model the decode "
-        "step), on --workers local processes, and write one row per run to "
-        "OUT/results.parquet (and OUT/sweep.toml, the config).",
+        "near_miss_source x buffer_tokens x buffer_policies x host_links -- as `dsacache "
+        "perf` would (simulate, then model the decode step), on --workers local processes, "
+        "and write one row per run to OUT/results.parquet (and OUT/sweep.toml, the config). "
+        "Runs that differ only in hardware, layers_per_gpu, weights_mib or host_links share "
+        "one simulation.",
+        "With `buffer_tokens` (a list of N) a run is `dsacache hierarchy`'s: per-(request, "
+        "layer) HBM buffers of N tokens over host memory under each of `buffer_policies` "
+        '(default ["token-lru"]), the LLC token region (`policies` x `capacities`, default '
+        "token-lru at 0 MiB) in front of their rows, and the step modelled with the buffers' "
+        'misses read over each of `host_links` (default ["hardware"]: the GPU\'s own; or '
+        "pcie-gen5-x16, pcie-gen4-x16, nvlink-c2c), not overlapped. Its rows add "
+        "buffer_hits, buffer_misses, buffer_cold_misses, buffer_hit_rate, host_bytes, "
+        "host_bytes_per_step_{mean,p50,p99,max} and host_time_s; hits / hit_rate are then the "
+        "reads served from L2.",
         "The batch is each trace's requests, simulated together: a synth trace's `requests`, "
         "or the grid's `requests` axis (a list; it generates each synth trace once per "
         "count; a grid of trace files only has no use for it and is an error), or a trace "
@@ -90,6 +101,7 @@ def sweep_command(
     wall = time.perf_counter() - t0
     rate = counts["done"] / wall if wall > 0 else 0.0
     typer.echo(
-        f"{counts['rows']} rows in {out / 'results.parquet'} ({counts['done']} run now, "
-        f"{counts['skipped']} skipped; {wall:.1f} s, {rate:.2f} runs/s)"
+        f"{counts['rows']} rows in {out / 'results.parquet'} ({counts['done']} run now in "
+        f"{counts['simulations']} simulations, {counts['skipped']} skipped; {wall:.1f} s, "
+        f"{rate:.2f} runs/s)"
     )

@@ -194,19 +194,35 @@ def workload_from_sim(
 ) -> Workload:
     """The Workload a simulation of `trace` describes. The batch is the trace's requests: they
     shared the simulated region, so the hit rate is theirs together (128 B line hits for a
-    line-granular policy, token hits otherwise). Gathers per request per layer per step and the
-    mean context count each request's own steps (a ragged batch: a request that ends early
-    adds no steps after it ends). layers_per_gpu defaults to the trace's layers."""
-    g = trace.geometry
-    request_steps = sum(r.steps for r in trace.requests)
-    pairs = request_steps * g.layers
-    if pairs == 0 or result.accesses == 0:
-        raise DsacacheError("the simulation saw no accesses: nothing to model")
+    line-granular policy, token hits otherwise). layers_per_gpu defaults to the trace's
+    layers."""
     lh, lm = result.line_hits, result.line_misses
     if lh is not None and lm is not None and lh + lm > 0:
         h = lh / (lh + lm)
     else:
-        h = result.hits / result.accesses
+        h = result.hits / result.accesses if result.accesses else 0.0
+    return gather_workload(
+        trace, h, result.accesses,
+        weights_bytes_per_layer=weights_bytes_per_layer, layers_per_gpu=layers_per_gpu,
+    )  # fmt: skip
+
+
+def gather_workload(
+    trace: Trace,
+    hit_rate: float,
+    accesses: int,
+    *,
+    weights_bytes_per_layer: int,
+    layers_per_gpu: int | None = None,
+) -> Workload:
+    """The Workload of `trace` whose `accesses` KV gathers hit the LLC at `hit_rate`. Gathers
+    per request per layer per step and the mean context count each request's own steps (a
+    ragged batch: a request that ends early adds no steps after it ends)."""
+    g = trace.geometry
+    request_steps = sum(r.steps for r in trace.requests)
+    pairs = request_steps * g.layers
+    if pairs == 0 or accesses == 0:
+        raise DsacacheError("the simulation saw no accesses: nothing to model")
     ctx = float(np.mean(np.concatenate([np.asarray(r.context_lens) for r in trace.requests])))
     return Workload(
         layers_per_gpu=g.layers if layers_per_gpu is None else layers_per_gpu,
@@ -215,8 +231,8 @@ def workload_from_sim(
         context_tokens=ctx,
         index_bytes_per_token=g.index_bytes_per_token,
         kv_bytes_per_token=g.kv_bytes_per_token,
-        gathers_per_layer=result.accesses / pairs,
-        hit_rate=float(h),
+        gathers_per_layer=accesses / pairs,
+        hit_rate=float(hit_rate),
     )
 
 

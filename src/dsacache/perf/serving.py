@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dsacache.errors import DsacacheError
-from dsacache.hardware import GpuSpec
+from dsacache.hardware import GpuSpec, HostLink
 from dsacache.perf.serving_models import KV_DTYPES, ServingModel
 
 ATTENTION_MODES = ("dp", "tp")
@@ -209,6 +209,27 @@ def _unit_interval(name: str, v: float) -> None:
         raise DsacacheError(f"{name} must be a number in [0, 1], got {v!r}")
 
 
+def host_read_s(
+    link: HostLink,
+    kv_bytes: int,
+    rows: float,
+    layers: int,
+    requests: int,
+    rows_per_request_layer: float,
+    sms: int,
+) -> float:
+    """Seconds the swap-in kernels spend reading one step's missed rows from pinned host memory
+    on one GPU: `rows` in all, over `layers` layers and `requests` requests
+    (rows_per_request_layer each on average). One thread block per request copies that
+    request's misses, ROWS_IN_FLIGHT rows at a time; at most one block per SM at a time (waves).
+    Bound by the link's wire time of every row, or by the read latency of the rows one block
+    copies in turn, whichever is longer."""
+    bandwidth_s = rows * link.row_read_s(kv_bytes)
+    waves = -(-requests // sms)
+    latency_s = layers * waves * rows_per_request_layer * link.read_latency_s / ROWS_IN_FLIGHT
+    return max(bandwidth_s, latency_s)
+
+
 def expected_experts(experts: int, per_token: int, tokens: int) -> float:
     """Expected distinct experts that `tokens` tokens touch when each picks `per_token` distinct
     experts of `experts`, uniformly and independently: E (1 - (1 - r/E)^T). ASSUMED uniform
@@ -337,11 +358,10 @@ class Deployment:
 
         if miss_rate is None:
             return StepTime(running, b, weights_s, attention_s, index_s, comm_s)
-        per_request_layer = min(m.top_k, ctx) * miss_rate
-        link = hw.link
-        bandwidth_s = rows * miss_rate * link.row_read_s(self.kv_bytes)
-        waves = -(-b // hw.sms)  # one swap-in block per request, at most one per SM at a time
-        latency_s = m.layers * waves * per_request_layer * link.read_latency_s / ROWS_IN_FLIGHT
+        host_s = host_read_s(
+            hw.link, self.kv_bytes, rows * miss_rate, m.layers, b, min(m.top_k, ctx) * miss_rate,
+            hw.sms,
+        )  # fmt: skip
         fixed = m.layers * self.params.swap_layer_s
         return StepTime(
             running,
@@ -350,7 +370,7 @@ class Deployment:
             attention_s,
             index_s,
             comm_s,
-            max(bandwidth_s, latency_s),
+            host_s,
             fixed,
             self.params.overlap,
         )

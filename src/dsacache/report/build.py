@@ -1,5 +1,9 @@
 """Build a sweep folder's report: figures (PNG) and report.html, from DIR/results.parquet and
-(when one can be found or rebuilt) the sweep's trace."""
+(when one can be found or rebuilt) the sweep's trace.
+
+A folder may also hold a hierarchy sweep in DIR/hierarchy/ (its own results.parquet: runs with
+`buffer_tokens`; the demo writes one) and DIR/serving.json (`dsacache serving --json`'s object):
+their rows and figures join the report."""
 
 from __future__ import annotations
 
@@ -21,6 +25,10 @@ SLOWDOWN_PNG = "slowdown.png"
 HEATMAP_PNG = "new_lookup_heatmap.png"
 MRC_PNG = "mrc.png"
 FRONTIER_PNG = "fraction_of_min.png"
+BUFFER_PNG = "buffer.png"
+SERVING_PNG = "serving.png"
+HIERARCHY_DIR = "hierarchy"
+SERVING_JSON = "serving.json"
 REPORT = "report.html"
 STAGES = 5  # progress units: load, two sweep figures, trace figures, html
 
@@ -56,6 +64,18 @@ def sweep_trace(rows: list[dict[str, Any]], folder: Path) -> tuple[Trace, str] |
     return None
 
 
+def _serving(folder: Path, notes: list[str]) -> dict[str, Any] | None:
+    """DIR/serving.json, when the folder holds one that reads."""
+    path = folder / SERVING_JSON
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        notes.append(f"{path} cannot be read ({type(e).__name__}): no serving figure")
+        return None
+
+
 def build_report(
     folder: str | Path,
     trace: Trace | None = None,
@@ -74,6 +94,9 @@ def build_report(
     folder = Path(folder)
     step = progress or (lambda n: None)
     rows = load_rows(folder)
+    if (folder / HIERARCHY_DIR / "results.parquet").is_file():
+        rows += load_rows(folder / HIERARCHY_DIR)
+    llc_rows = [r for r in rows if r.get("buffer_tokens") is None]
     notes: list[str] = []
     if trace is None:
         found = sweep_trace(rows, folder)
@@ -87,16 +110,29 @@ def build_report(
                      "model recording.")  # fmt: skip
     step(1)
     figs: list[tuple[Path, str]] = []
-    figs.append((folder / HIT_PNG, "Hit rate vs reserved MiB per policy (min = optimal)"))
-    figures.plot_hit_rate(rows, figs[-1][0])
-    if figures.has_policy_frontier(rows):
-        figs.append((folder / FRONTIER_PNG, "Each policy's hits as a fraction of MIN's"))
-        figures.plot_fraction_of_min(rows, figs[-1][0])
+    if llc_rows:
+        figs.append((folder / HIT_PNG, "Hit rate vs reserved MiB per policy (min = optimal)"))
+        figures.plot_hit_rate(llc_rows, figs[-1][0])
+        if figures.has_policy_frontier(llc_rows):
+            figs.append((folder / FRONTIER_PNG, "Each policy's hits as a fraction of MIN's"))
+            figures.plot_fraction_of_min(llc_rows, figs[-1][0])
     step(1)
-    figs.append((folder / SLOWDOWN_PNG, "Modelled slowdown vs reserved MiB, with the paper's "
-                 "Table 4 (Llama-3.1-70B, 20 layers/GPU) for comparison. "
-                 + slowdown_note(rows)))  # fmt: skip
-    figures.plot_slowdown(rows, figs[-1][0])
+    if llc_rows:
+        figs.append((folder / SLOWDOWN_PNG, "Modelled slowdown vs reserved MiB, with the "
+                     "paper's Table 4 (Llama-3.1-70B, 20 layers/GPU) for comparison. "
+                     + slowdown_note(llc_rows)))  # fmt: skip
+        figures.plot_slowdown(llc_rows, figs[-1][0])
+    if figures.buffer_rows(rows):
+        figs.append((folder / BUFFER_PNG, "HBM buffers over host memory (SGLang's HiSparse): "
+                     "hit rate and host reads per step vs buffer rows per request and layer "
+                     "(N / top-k), per buffer policy (min = optimal)"))  # fmt: skip
+        figures.plot_buffer(rows, figs[-1][0])
+    serving = _serving(folder, notes)
+    if serving is not None:
+        figs.append((folder / SERVING_PNG, "Modelled decode throughput vs concurrency, KV in "
+                     "HBM (baseline) vs offloaded behind the HBM buffers, at the buffer hit "
+                     f"rate of {serving['buffer_stats']['source']}"))  # fmt: skip
+        figures.plot_serving(serving, figs[-1][0])
     step(1)
     metrics = None
     if trace is not None:

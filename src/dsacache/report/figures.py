@@ -219,3 +219,61 @@ def plot_serving(result: dict[str, Any], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def buffer_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of hierarchy runs (with an HBM buffer)."""
+    return [r for r in rows if r.get("buffer_tokens") is not None]
+
+
+def plot_buffer(rows: list[dict[str, Any]], out: Path, host: bool = True) -> None:
+    """The HBM level per trace: buffer hit rate and, with `host`, host MiB per step (mean solid,
+    p99 dotted) vs N / k, one line per buffer policy (min = optimal). The buffer's numbers do
+    not depend on the perf axes or the LLC region, so each (trace, policy, N) is drawn once.
+    With host, one row of two panels per trace; without, one hit-rate panel per trace in rows of
+    up to five."""
+    plt = _plt()
+    points: dict[str, dict[str, dict[float, dict[str, Any]]]] = {}
+    for r in buffer_rows(rows):
+        x = r["buffer_tokens"] / r["top_k"]
+        points.setdefault(r["trace"], {}).setdefault(r["buffer_policy"], {}).setdefault(x, r)
+    n = max(len(points), 1)
+    if host:
+        fig, grid = plt.subplots(n, 2, figsize=(12, 4.2 * n), squeeze=False)
+        pairs = [(a, b) for a, b in grid]
+    else:
+        cols = min(n, 5)
+        nrows = -(-n // cols)
+        fig, grid = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
+        pairs = [(a, None) for a in grid.flat]
+        for ax in list(grid.flat)[n:]:
+            ax.set_visible(False)
+    for (trace, by_policy), (hit_ax, host_ax) in zip(points.items(), pairs, strict=False):
+        for policy in sorted(by_policy, key=lambda p: (p != "min", p)):
+            pts = sorted(by_policy[policy].items())
+            xs = [p[0] for p in pts]
+            style = {"color": "black", "ls": "--", "lw": 2} if policy == "min" else {"lw": 1.5}
+            label = policy + (" (optimal)" if policy == "min" else "")
+            line = hit_ax.plot(xs, [100 * p[1]["buffer_hit_rate"] for p in pts], marker="o",
+                               ms=3, label=label, **style)[0]  # fmt: skip
+            if host_ax is None:
+                continue
+            color = line.get_color()
+            host_ax.plot(xs, [p[1]["host_bytes_per_step_mean"] / 2**20 for p in pts],
+                         marker="o", ms=3, color=color, lw=style["lw"],
+                         label=f"{label} mean")  # fmt: skip
+            host_ax.plot(xs, [p[1]["host_bytes_per_step_p99"] / 2**20 for p in pts],
+                         ls=":", color=color, lw=1, label=f"{label} p99")  # fmt: skip
+        name = "\n".join(textwrap.wrap(str(trace), 70))
+        hit_ax.set_ylabel("buffer hit rate (% of selected rows)")
+        axes = [hit_ax] if host_ax is None else [hit_ax, host_ax]
+        if host_ax is not None:
+            host_ax.set_ylabel("host reads per step (MiB)")
+        for ax in axes:
+            ax.set_xlabel("buffer rows per request and layer, N / top-k")
+            ax.set_title(name, fontsize=8)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

@@ -12,7 +12,8 @@ from dsacache.analysis import PAPER
 
 COLUMNS = (
     "trace", "policy", "capacity_mib", "effective_capacity_mib", "partition", "hardware",
-    "hit_rate", "slowdown", "step_time_s", "tokens_per_s_per_user",
+    "hit_rate", "buffer_tokens", "buffer_policy", "host_link", "buffer_hit_rate",
+    "host_bytes_per_step_p99", "host_time_s", "slowdown", "step_time_s", "tokens_per_s_per_user",
 )  # fmt: skip
 STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:1400px}"
@@ -34,7 +35,8 @@ def _cell(v: Any) -> str:
 
 
 def results_table(rows: list[dict[str, Any]]) -> str:
-    cols = [c for c in COLUMNS if rows and c in rows[0]]
+    # a column every row leaves empty (the buffer's in a sweep without one) is not shown
+    cols = [c for c in COLUMNS if any(r.get(c) is not None for r in rows)]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join("<tr>" + "".join(_cell(r[c]) for c in cols) + "</tr>" for r in rows)
     return f'<table class="results"><tr>{head}</tr>{body}</table>'

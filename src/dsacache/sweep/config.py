@@ -1,5 +1,13 @@
 """Sweep grids from TOML: traces x requests x policies x capacities x partitions x hardware x
-layers per GPU x weights, one `Run` per point, each with a config hash.
+layers per GPU x weights x near-miss sources x HBM buffers x buffer policies x host links, one
+`Run` per point, each with a config hash.
+
+Without `buffer_tokens` a run is `dsacache perf`'s: the LLC token region (`policies` x
+`capacities` x `partitions`) simulated, then the decode step modelled. With it, a run is
+`dsacache hierarchy`'s: per-(request, layer) HBM buffers of N tokens under a buffer policy, the
+LLC region (`policies` x `capacities`, by default token-lru at 0 MiB: no LLC reservation) in
+front of their rows, and the step modelled with the buffers' misses read over the host link
+(`host_links`, by default the hardware's own).
 
 The batch is each trace's requests (they share the simulated region): a synth trace's
 `requests` (or the grid's `requests` axis, which sets it for every synth trace), a file's own.
@@ -23,23 +31,28 @@ from pathlib import Path
 from typing import Any
 
 from dsacache.errors import DsacacheError
+from dsacache.hardware import HOST_LINKS
 from dsacache.perf import perf_params
 from dsacache.sim import POLICIES, SimConfig
 from dsacache.sim.config import NEAR_MISS_POLICY, NEAR_MISS_SOURCES, mb_to_mib
+from dsacache.sim.hierarchy import HierarchyConfig, level_policies
 from dsacache.trace.geometry import PRESETS as GEOMETRY_PRESETS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KEYS = (
     "traces", "requests", "policies", "capacities", "partitions", "hardware",
-    "layers_per_gpu", "weights_mib", "near_miss_source",
+    "layers_per_gpu", "weights_mib", "near_miss_source", "buffer_tokens", "buffer_policies",
+    "host_links",
 )  # fmt: skip
+BUFFER_KEYS = ("buffer_policies", "host_links")  # axes of the HBM level: need buffer_tokens
 # keys of the first schema whose meaning changed: a one-line error says what to write instead
 RENAMED = {
     "batch": "the batch is each trace's requests: give `requests = [...]` (synth traces) or "
     "a trace file recorded with that many requests",
     "weights_mb": "weights are MiB: write `weights_mib`",
 }
-REQUIRED = ("traces", "policies", "capacities")
+REQUIRED = ("traces", "policies", "capacities")  # policies, capacities: not with buffer_tokens
+HOST_LINK_OF_HARDWARE = "hardware"  # host_links value: each GPU's own link
 SYNTH_KEYS = {"synth", "steps", "context", "layers", "top_k", "seed", "requests"}
 _CAP = re.compile(r"^\s*([0-9.eE+-]+)\s*(mib|mb|tokens?)\s*$", re.IGNORECASE)
 
@@ -95,17 +108,21 @@ def parse_config(text: str, base_dir: str | Path = ".", source: str = "<config>"
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise DsacacheError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(KEYS)})")
-    missing = [k for k in REQUIRED if k not in data]
+    has_buffer = "buffer_tokens" in data
+    missing = [k for k in REQUIRED if k not in data and not (has_buffer and k != "traces")]
     if missing:
         raise DsacacheError(f"{source}: missing key {missing[0]!r} (required: traces, policies, "
-                            "capacities)")  # fmt: skip
+                            "capacities; with buffer_tokens only traces)")  # fmt: skip
+    for key in BUFFER_KEYS:
+        if key in data and not has_buffer:
+            raise DsacacheError(f"{source}: {key} needs buffer_tokens (the HBM level's size)")
     base = Path(base_dir)
     raw = _list(data, "traces", source)
     if "requests" in data:
         raw = _with_requests(raw, _list(data, "requests", source), source)
     traces = [_trace_identity(t, base, source) for t in raw]
-    policies = [_policy(p, source) for p in _list(data, "policies", source)]
-    caps = [_capacity(c, source) for c in _list(data, "capacities", source)]
+    policies = [_policy(p, source) for p in _list(data, "policies", source, ["token-lru"])]
+    caps = [_capacity(c, source) for c in _list(data, "capacities", source, [0])]
     partitions = [_partition(p, source) for p in _list(data, "partitions", source, ["global"])]
     hardware = [_hardware(h, source) for h in _list(data, "hardware", source, ["h100"])]
     lpg = [
@@ -113,20 +130,37 @@ def parse_config(text: str, base_dir: str | Path = ".", source: str = "<config>"
     ]
     weights = [_weights(w, source) for w in _list(data, "weights_mib", source, [None])]
     nm_sources = [_nm_source(x, source) for x in _list(data, "near_miss_source", source, [None])]
+    buffers: list[int | None] = [None]
+    buffer_policies: list[str | None] = [None]
+    links: list[str | None] = [None]
+    if has_buffer:
+        buffers = [
+            _pos_int(n, "buffer_tokens", source) for n in _list(data, "buffer_tokens", source)
+        ]
+        buffer_policies = [
+            _level_policy(p, "buffer_policies", source)
+            for p in _list(data, "buffer_policies", source, ["token-lru"])
+        ]
+        links = [_host_link(x, source) for x in _list(data, "host_links", source,
+                                                      [HOST_LINK_OF_HARDWARE])]  # fmt: skip
     runs = []
-    for tr, pol, cap, part, hw, lp, w, nm in itertools.product(
-        traces, policies, caps, partitions, hardware, lpg, weights, nm_sources
-    ):
+    for tr, pol, cap, part, hw, lp, w, nm, n, bp, link in itertools.product(
+        traces, policies, caps, partitions, hardware, lpg, weights, nm_sources, buffers,
+        buffer_policies, links,
+    ):  # fmt: skip
         nm = nm if pol == NEAR_MISS_POLICY else None  # the other policies have no source
         cfg = {
             "version": SCHEMA_VERSION, "trace": tr, "policy": pol, "capacity_mib": cap[0],
             "capacity_tokens": cap[1], "partition": part, "hardware": hw,
             "layers_per_gpu": lp, "weights_mib": w, "near_miss_source": nm,
+            "buffer_tokens": n, "buffer_policy": bp, "host_link": link,
         }  # fmt: skip
         try:  # one-line error on a bad combination
             SimConfig(pol, cap[1], cap[0], part, nm)
         except DsacacheError as e:
             raise DsacacheError(f"{source}: {e} (sweep key near_miss_source)") from None
+        if n is not None:
+            _check_hierarchy(cfg, source)
         runs.append(Run(cfg, str(base)))
     seen: set[str] = set()
     unique = []
@@ -175,6 +209,49 @@ def _with_requests(traces: list, values: list, source: str) -> list:
             )
         out += [{**t, "requests": n} for n in counts]
     return out
+
+
+def hierarchy_config(cfg: dict[str, Any]) -> HierarchyConfig:
+    """The `dsacache hierarchy` configuration of a run with an HBM buffer."""
+    return HierarchyConfig(
+        cfg["buffer_tokens"], cfg["buffer_policy"], cfg["capacity_mib"], cfg["policy"],
+        cfg["hardware"], cfg["capacity_tokens"], cfg["partition"],
+    )  # fmt: skip
+
+
+def _check_hierarchy(cfg: dict[str, Any], source: str) -> None:
+    """What a hierarchy run can check before its trace exists: the LLC level's policy, the
+    region against the hardware's LLC, N >= top-k of a synth trace."""
+    _level_policy(cfg["policy"], "policies", source)
+    try:
+        hierarchy_config(cfg)
+    except DsacacheError as e:
+        raise DsacacheError(f"{source}: {e}") from None
+    k = cfg["trace"].get("top_k")
+    if k is not None and cfg["buffer_tokens"] < k:
+        raise DsacacheError(
+            f"{source}: buffer_tokens {cfg['buffer_tokens']} is below the synth trace's top_k "
+            f"{k}: the attention reads every selected token from the buffer"
+        )
+
+
+def _level_policy(p: Any, key: str, source: str) -> str:
+    usable = level_policies()
+    if p not in usable:
+        raise DsacacheError(
+            f"{source}: {key}: {p!r} cannot run a level of the hierarchy (usable: "
+            f"{', '.join(usable)})"
+        )
+    return str(p)
+
+
+def _host_link(x: Any, source: str) -> str | None:
+    if x == HOST_LINK_OF_HARDWARE:
+        return None
+    if not isinstance(x, str) or x.lower() not in HOST_LINKS:
+        known = ", ".join([HOST_LINK_OF_HARDWARE, *HOST_LINKS])
+        raise DsacacheError(f"{source}: unknown host link {x!r} (known: {known})")
+    return x.lower()
 
 
 def _nm_source(x: Any, source: str) -> str | None:

@@ -1,9 +1,10 @@
 """Run a sweep's runs as Ray tasks; the parent (the Ray driver) still commits every row.
 
 `--executor ray` connects to `--address` (an existing cluster) or starts a private local Ray
-with one CPU per worker. Each run is one remote task with `max_retries` so a task whose worker
-process dies is re-run (exceptions raised by the run itself are not retried: they are bugs or
-bad input and surface as one-line errors). Rows come back as tasks finish (ray.wait).
+with one CPU per worker. Each group of runs that share a simulation is one remote task with
+`max_retries` so a task whose worker process dies is re-run (exceptions raised by the run
+itself are not retried: they are bugs or bad input and surface as one-line errors). Rows come
+back as tasks finish (ray.wait).
 
 Ray is imported only here, and only when this executor is chosen.
 """
@@ -65,22 +66,23 @@ def _connect(ray: Any, address: str | None, workers: int) -> None:
         raise DsacacheError(f"cannot start or reach {where}: {msg}") from None
 
 
-def _run_task(run: Run, die_once: str | None) -> dict[str, Any]:
+def _run_task(runs: list[Run], die_once: str | None) -> list[dict[str, Any]]:
     if die_once:
         target, _, marker_dir = die_once.partition(":")
         marker = Path(marker_dir) / f"died-{target}"
-        if run.config_hash == target and not marker.exists():
+        if any(r.config_hash == target for r in runs) and not marker.exists():
             marker.write_text("first attempt\n")
             os._exit(1)  # the worker process dies: Ray must retry the task
     from dsacache.sweep.runner import _execute_in_worker
 
-    return _execute_in_worker(run)
+    return _execute_in_worker(runs)
 
 
 def ray_rows(
-    todo: list[Run], *, workers: int, address: str | None = None
-) -> Iterator[dict[str, Any]]:
-    """Yield each run's row as its Ray task finishes (in completion order)."""
+    groups: list[list[Run]], *, workers: int, address: str | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield the rows of each group of runs (one simulation, runner.group_runs) as its Ray task
+    finishes (in completion order)."""
     ray = import_ray()
     _connect(ray, address, workers)
     pending: list[Any] = []
@@ -89,8 +91,11 @@ def ray_rows(
         die_once = os.environ.get(DIE_ONCE_ENV)
         # Workers of an existing cluster have their own cwd: resolve relative trace paths here.
         pending = [
-            task.remote(dataclasses.replace(r, base_dir=str(Path(r.base_dir).resolve())), die_once)
-            for r in todo
+            task.remote(
+                [dataclasses.replace(r, base_dir=str(Path(r.base_dir).resolve())) for r in g],
+                die_once,
+            )
+            for g in groups
         ]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)

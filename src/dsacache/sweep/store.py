@@ -25,6 +25,7 @@ ROWS = "rows"
 SCHEMA = pa.schema(
     [
         ("config_hash", pa.string()),
+        ("simulation_hash", pa.string()),
         ("trace", pa.string()),
         ("trace_identity", pa.string()),
         ("config_json", pa.string()),
@@ -51,6 +52,19 @@ SCHEMA = pa.schema(
         ("hit_rate", pa.float64()),
         ("gather_hit_rate", pa.float64()),
         ("prefetches", pa.int64()),
+        ("buffer_tokens", pa.int64()),
+        ("buffer_policy", pa.string()),
+        ("host_link", pa.string()),
+        ("buffer_hits", pa.int64()),
+        ("buffer_misses", pa.int64()),
+        ("buffer_cold_misses", pa.int64()),
+        ("buffer_hit_rate", pa.float64()),
+        ("host_bytes", pa.int64()),
+        ("host_bytes_per_step_mean", pa.float64()),
+        ("host_bytes_per_step_p50", pa.float64()),
+        ("host_bytes_per_step_p99", pa.float64()),
+        ("host_bytes_per_step_max", pa.float64()),
+        ("host_time_s", pa.float64()),
         ("step_time_s", pa.float64()),
         ("ideal_step_time_s", pa.float64()),
         ("slowdown", pa.float64()),
@@ -62,6 +76,10 @@ SCHEMA = pa.schema(
     ]
 )
 TIMING_COLUMNS = [n for n in SCHEMA.names if "seconds" in n]
+# the HBM level's columns: null in a run without buffer_tokens
+BUFFER_COLUMNS = SCHEMA.names[
+    SCHEMA.names.index("buffer_tokens") : SCHEMA.names.index("step_time_s")
+]
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
