@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,13 @@ def make_request_arrays(
     return indices, ctx, near
 
 
+def make_scores(indices: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Valid scores for `indices`: float32, random where a slot holds a token, NaN elsewhere."""
+    rng = np.random.default_rng(0) if rng is None else rng
+    values = rng.standard_normal(indices.shape).astype(np.float32)
+    return np.where(indices >= 0, values, np.float32(np.nan)).astype(np.float32)
+
+
 def make_trace(
     steps: int | Sequence[int],
     layers: int,
@@ -62,10 +70,11 @@ def make_trace(
     seed: int = 0,
     *,
     pad: float = 0.2,
+    scores: bool = False,
     geometry: Geometry | None = None,
     meta: dict | None = None,
 ) -> Trace:
-    """A valid random in-memory trace (validated on construction).
+    """A valid random in-memory trace (validated on construction), with scores if asked.
 
     `steps` and `context` may be one value for every request or one value per request.
     """
@@ -74,10 +83,10 @@ def make_trace(
     ctx_per = [context] * requests if isinstance(context, int) else list(context)
     if len(steps_per) != requests or len(ctx_per) != requests:
         raise ValueError("steps/context sequences must have one entry per request")
-    reqs = [
-        RequestTrace(*make_request_arrays(n, layers, k, c, near_miss, pad, rng))
-        for n, c in zip(steps_per, ctx_per, strict=True)
-    ]
+    reqs = []
+    for n, c in zip(steps_per, ctx_per, strict=True):
+        idx, ctx, near = make_request_arrays(n, layers, k, c, near_miss, pad, rng)
+        reqs.append(RequestTrace(idx, ctx, near, make_scores(idx, rng) if scores else None))
     geometry = geometry or Geometry(layers, k, KV_BYTES, INDEX_BYTES, BLOCK_TOKENS)
     return Trace(reqs, geometry, meta if meta is not None else {"source_model": "test"})
 
@@ -95,6 +104,10 @@ def assert_traces_equal(a: Trace, b: Trace) -> None:
         assert (ma.near_miss is None) == (mb.near_miss is None)
         if ma.near_miss is not None:
             np.testing.assert_array_equal(ma.near_miss, mb.near_miss)
+        assert (ma.scores is None) == (mb.scores is None)
+        if ma.scores is not None:
+            assert ma.scores.dtype == mb.scores.dtype == np.float32
+            np.testing.assert_array_equal(ma.scores, mb.scores)  # NaN == NaN here
 
 
 @pytest.fixture
@@ -142,3 +155,20 @@ def slow_block_reads(monkeypatch, module, seconds: float = 0.02) -> list[int]:  
     monkeypatch.setattr(StepBlocks, "read", slow_read)
     monkeypatch.setattr(module, "StepBlocks", partial(StepBlocks, block_elements=1))
     return reads
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Every matplotlib figure saved while the test runs, by file name (its artists keep the
+    plotted data after plt.close)."""
+    from matplotlib.figure import Figure
+
+    saved: dict[str, object] = {}
+    original = Figure.savefig
+
+    def spy(self, fname, *args, **kwargs):  # noqa: ANN001, ANN202
+        saved[Path(fname).name] = self
+        return original(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    return saved

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsacache.analysis import PAPER, AnalysisResult, analyze
-from dsacache.analysis.metrics import METRICS
+from dsacache.analysis.metrics import METRICS, OVERLAPS
 from dsacache.errors import DsacacheError
 from dsacache.trace import Geometry, RequestTrace, Trace
 
@@ -90,6 +90,28 @@ def test_interlayer_overlap(result_a):
     assert result_a.interlayer_overlap == pytest.approx(2 / 3)
     assert result_a.per_layer["interlayer_overlap"][0] is None
     assert result_a.per_layer["interlayer_overlap"][1] == pytest.approx(2 / 3)
+
+
+def test_consecutive_and_shifted_overlap(result_a):
+    # shifted: |S(t,l) & (S(t-1,l) + 1)| / |S(t,l)| over the new-lookup pairs
+    #   layer 0: t1 {1,2,3} & {1,2,3} -> 1; t2 {0,3} & {2,3,4} -> 1/2; t3 {0,3,5} & {1,4} -> 0
+    #   layer 1: t1 empty, skipped; t2 {0,3,6} & {} -> 0; t3 {3,6,7} & {1,4,7} -> 1/3
+    # mean (1 + 1/2 + 0 + 0 + 1/3) / 5 = 11/30; per layer 1/2 and 1/6
+    assert result_a.shifted_overlap == pytest.approx(11 / 30)
+    assert result_a.per_layer["shifted_overlap"] == pytest.approx([1 / 2, 1 / 6])
+    # consecutive = 1 - new lookups, pair by pair: 1 - 0.5; per layer 1 - 7/18, 1 - 2/3
+    assert result_a.consecutive_overlap == pytest.approx(0.5)
+    assert result_a.per_layer["consecutive_overlap"] == pytest.approx([11 / 18, 1 / 3])
+    d = result_a.to_dict()
+    assert d["shifted_overlap"] == pytest.approx(11 / 30) and "predictability" not in d
+
+
+def test_shifted_overlap_of_a_sliding_window_is_one():
+    # S(t) = the last 4 positions: every selection is the previous one moved by one.
+    steps = [[[t + j for j in range(4)]] for t in range(6)]
+    r = analyze(trace_of(steps, context=10))
+    assert r.shifted_overlap == pytest.approx(1.0)
+    assert r.consecutive_overlap == pytest.approx(3 / 4)
 
 
 def test_working_set_ratio_w2(result_a):
@@ -279,7 +301,7 @@ def test_paper_values_match_architecture_doc():
 
 def reference(requests: list[np.ndarray], k: int, window: int, page: int) -> dict:
     layers = requests[0].shape[1]
-    names = ("new", "inter", "ws", "page", "lookback", "runs")
+    names = ("new", "inter", "ws", "page", "lookback", "runs", "cons", "shift")
     items: dict[str, list[list[float]]] = {n: [[] for _ in range(layers)] for n in names}
     cold = 0
     for idx in requests:
@@ -292,6 +314,9 @@ def reference(requests: list[np.ndarray], k: int, window: int, page: int) -> dic
                 if s:
                     if t >= 1:
                         items["new"][ly].append(len(s - S[t - 1][ly]) / len(s))
+                        items["cons"][ly].append(len(s & S[t - 1][ly]) / len(s))
+                        moved = {x + 1 for x in S[t - 1][ly]}
+                        items["shift"][ly].append(len(s & moved) / len(s))
                     if ly >= 1:
                         items["inter"][ly].append(len(s & S[t][ly - 1]) / len(s))
                     items["page"][ly].append(len(s) / (page * len({x // page for x in s})))
@@ -334,6 +359,8 @@ def reference(requests: list[np.ndarray], k: int, window: int, page: int) -> dic
         "interlayer_overlap": "inter",
         "working_set_ratio": "ws",
         "page_utilization": "page",
+        "consecutive_overlap": "cons",
+        "shifted_overlap": "shift",
     }
     out: dict = {m: mean(pooled(n)) for m, n in keys.items()}
     out["per_layer"] = {m: [mean(per) for per in items[n]] for m, n in keys.items()}
@@ -380,9 +407,9 @@ def test_kernel_matches_reference(seed, n_requests, max_steps, layers, k, ctx, w
     tr = Trace([RequestTrace(a, np.full(a.shape[0], ctx)) for a in arrays], geom(layers, k))
     got = analyze(tr, window=window, page_tokens=page).to_dict()
     want = reference(arrays, k, window, page)
-    for m in (*METRICS, "new_lookup_fraction_p95", "working_set_ratio_p95"):
+    for m in (*METRICS, *OVERLAPS, "new_lookup_fraction_p95", "working_set_ratio_p95"):
         assert close(got[m], want[m]), (m, got[m], want[m])
-    for m in METRICS:
+    for m in METRICS + OVERLAPS:
         for ly in range(layers):
             assert close(got["per_layer"][m][ly], want["per_layer"][m][ly]), (m, ly)
     h = got["reuse_distance_steps"]

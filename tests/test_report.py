@@ -21,7 +21,13 @@ from dsacache.trace.model import Trace
 from dsacache.trace.synth import synthesize
 
 PNG = b"\x89PNG\r\n\x1a\n"
-FIGURES = ("hit_rate.png", "slowdown.png", "new_lookup_heatmap.png", "mrc.png")
+FIGURES = (
+    "hit_rate.png",
+    "slowdown.png",
+    "new_lookup_heatmap.png",
+    "mrc.png",
+    "predictability.png",
+)
 GRID = """
 traces = [{synth = "deepseek-v3.2", steps = 10, context = 512, layers = 2, top_k = 32}]
 policies = ["min", "token-lru"]
@@ -99,23 +105,6 @@ def _html_tables(text: str) -> dict[str, list[list[str]]]:
 
     Cells().feed(text)
     return tables
-
-
-@pytest.fixture
-def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """Every matplotlib figure saved while the test runs, by file name (its artists keep the
-    plotted data after plt.close)."""
-    from matplotlib.figure import Figure
-
-    saved: dict[str, object] = {}
-    original = Figure.savefig
-
-    def spy(self, fname, *args, **kwargs):  # noqa: ANN001, ANN202
-        saved[Path(fname).name] = self
-        return original(self, fname, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", spy)
-    return saved
 
 
 def _policy_lines(fig) -> dict[tuple[str, str], tuple[list[float], list[float]]]:  # noqa: ANN001

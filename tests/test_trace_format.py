@@ -17,6 +17,7 @@ from conftest import (
     KV_BYTES,
     assert_traces_equal,
     make_request_arrays,
+    make_scores,
     make_trace,
 )
 from dsacache import __version__
@@ -41,7 +42,7 @@ meta_dicts = st.dictionaries(
 
 @st.composite
 def random_traces(draw: st.DrawFn) -> Trace:
-    """1-3 requests with their own step counts, contexts and near-miss widths."""
+    """1-3 requests with their own step counts, contexts, near-miss widths and scores."""
     layers = draw(st.integers(1, 3))
     k = draw(st.integers(1, 5))
     n_req = draw(st.integers(1, 3))
@@ -52,9 +53,9 @@ def random_traces(draw: st.DrawFn) -> Trace:
         context = draw(st.integers(1, 12))
         near = draw(st.integers(0, 3))
         pad = draw(st.sampled_from([0.0, 0.3, 1.0]))
-        requests.append(
-            RequestTrace(*make_request_arrays(steps, layers, k, context, near, pad, rng))
-        )
+        idx, ctx, near_rows = make_request_arrays(steps, layers, k, context, near, pad, rng)
+        scores = make_scores(idx, rng) if draw(st.booleans()) else None
+        requests.append(RequestTrace(idx, ctx, near_rows, scores))
     geometry = Geometry(
         layers,
         k,
@@ -94,6 +95,10 @@ def test_store_round_trip(trace: Trace, chunk_steps: int) -> None:
                 np.testing.assert_array_equal(c.context_lens, mem.context_lens[c.start : stop])
                 if mem.near_miss is not None:
                     np.testing.assert_array_equal(c.near_miss, mem.near_miss[c.start : stop])
+                assert (c.scores is None) == (mem.scores is None)
+                if mem.scores is not None:
+                    assert isinstance(c.scores, np.ndarray) and c.scores.dtype == np.float32
+                    np.testing.assert_array_equal(c.scores, mem.scores[c.start : stop])
 
 
 def test_load_materialize_and_resave(tmp_path: Path, small_trace: Trace) -> None:

@@ -9,6 +9,10 @@ One pass per request, chunk by chunk: a numba kernel walks every slot in access 
 - win_mark[layer, token]: 1 + the working-set window that last counted the token.
 - page_mark[page]: stamp of the (step, layer) that last counted the page.
 
+Before a row updates last_step, one more look at it counts the row's tokens x with x - 1 in
+S(t-1, l): the offset-shifted overlap (the previous step's selected positions moved by one, as
+a score that depends on the relative position n - m would move them).
+
 Everything else is per-layer sums and counts, so any metric pools over requests and layers
 exactly as if the items were concatenated, and chunking cannot change a result.
 """
@@ -24,6 +28,12 @@ from typing import Any
 import numba
 import numpy as np
 
+from dsacache.analysis.predictability import (
+    PredictabilityCounter,
+    PredictabilityResult,
+    parse_layer_groups,
+    resolve_rank_source,
+)
 from dsacache.errors import DsacacheError
 from dsacache.trace.model import Trace
 
@@ -31,8 +41,8 @@ NEVER = -2  # last_step fill: never equal to t - 1 (t >= 0) and never a valid st
 NBINS = 64  # reuse-distance bins: bin i holds distances in [2^(i-1) + 1, 2^i]
 
 # Rows of the per-layer float sums.
-F_NEW, F_INTER, F_PAGE = 0, 1, 2
-NF = 3
+F_NEW, F_INTER, F_PAGE, F_SHIFT = 0, 1, 2, 3
+NF = 4
 # Rows of the per-layer integer counts.
 (
     I_NEW_PAIRS,  # (t >= 1, l) pairs with S non-empty
@@ -54,6 +64,9 @@ METRICS = (
     "working_set_ratio",
     "page_utilization",
 )
+# Beside the paper's six: |S(t,l) ∩ S(t-1,l)| / |S(t,l)| (= 1 - new lookups, per pair) and
+# |S(t,l) ∩ (S(t-1,l) + 1)| / |S(t,l)|, both over the new-lookup pairs (t >= 1, S non-empty).
+OVERLAPS = ("consecutive_overlap", "shifted_overlap")
 
 
 @numba.njit(cache=True, nogil=True)
@@ -88,6 +101,12 @@ def chunk_kernel(
             pages = 0
             lb_sum = 0
             lb_cnt = 0
+            shifted = 0
+            if t >= 1:  # before this row updates last_step: is x - 1 in S(t-1, l)?
+                for j in range(k):
+                    tok = idx[i, ly, j]
+                    if 1 <= tok <= size and last_step[ly, tok - 1] == t - 1:
+                        shifted += 1
             for j in range(k):
                 tok = idx[i, ly, j]
                 if tok < 0:
@@ -124,6 +143,7 @@ def chunk_kernel(
             if t >= 1:
                 f = new / n
                 fsum[F_NEW, ly] += f
+                fsum[F_SHIFT, ly] += shifted / n
                 icnt[I_NEW_PAIRS, ly] += 1
                 newfrac[i, ly] = f
             if ly >= 1:
@@ -189,16 +209,20 @@ class AnalysisResult:
     working_set_ratio: float | None
     working_set_ratio_p95: float | None
     page_utilization: float | None
+    consecutive_overlap: float | None = None
+    shifted_overlap: float | None = None
     per_layer: dict[str, list[float | None]] = field(default_factory=dict)
     reuse_distance_steps: dict[str, Any] = field(default_factory=dict)
     engine_seconds: float = 0.0
     # Per request, float64 [steps, layers]: each (t, l) pair's new-lookup fraction (NaN at
     # t = 0 and for empty rows). Not in to_dict (it is per step); the report draws it.
     new_lookup_by_step: list[np.ndarray] = field(default_factory=list, repr=False)
+    # P(selected at t+1 | streak, rank) when asked for (analyze(..., predictability=True)).
+    predictability: PredictabilityResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: plain Python numbers, None where a metric has no defined value."""
-        return {
+        out = {
             "source": self.source,
             "requests": self.requests,
             "steps": self.steps,
@@ -207,7 +231,7 @@ class AnalysisResult:
             "accesses": self.accesses,
             "window": self.window,
             "page_tokens": self.page_tokens,
-            **{name: _num(getattr(self, name)) for name in METRICS},
+            **{name: _num(getattr(self, name)) for name in METRICS + OVERLAPS},
             "new_lookup_fraction_p95": _num(self.new_lookup_fraction_p95),
             "working_set_ratio_p95": _num(self.working_set_ratio_p95),
             "per_layer": {
@@ -219,6 +243,9 @@ class AnalysisResult:
             },
             "engine_seconds": float(self.engine_seconds),
         }
+        if self.predictability is not None:
+            out["predictability"] = self.predictability.to_dict()
+        return out
 
 
 def _num(v: float | None) -> float | None:
@@ -259,17 +286,27 @@ def analyze(
     window: int = 50,
     page_tokens: int = 64,
     progress: Callable[[int], None] | None = None,
+    *,
+    predictability: bool = False,
+    rank_by: str = "auto",
+    layer_groups: str | None = None,
 ) -> AnalysisResult:
     """Compute the access-pattern metrics of `trace`, streaming it chunk by chunk.
 
     window: working-set window W in steps; page_tokens: page size P in tokens.
     progress(n) is called after each chunk with the n steps it held (the increments sum to
-    the steps of all requests).
+    the steps of all requests). predictability adds P(selected at t+1 | streak, rank)
+    (analysis/predictability.py; rank_by auto | score | slot) in the same pass, summarised
+    per layer group ('0-1,20-60'; default: all layers, plus 0-1 and 20-last when deeper).
     """
     window, page_tokens = check_params(window, page_tokens)
     _warm_up()
     g = trace.geometry
     layers, k = g.layers, g.top_k
+    pred = None
+    if predictability:
+        groups = parse_layer_groups(layer_groups, layers)
+        pred = PredictabilityCounter(layers, resolve_rank_source(rank_by, trace.has_scores), groups)
     fsum = np.zeros((NF, layers), dtype=np.float64)
     icnt = np.zeros((NI, layers), dtype=np.int64)
     hist = np.zeros(NBINS, dtype=np.int64)
@@ -296,6 +333,8 @@ def analyze(
         bin_of = distance_bins(steps)
         req_newfrac = np.full((steps, layers), np.nan)
         newfrac_by_request.append(req_newfrac)
+        if pred is not None:
+            pred.start_request(size, steps)
         for chunk in req.iter_chunks():
             idx = np.ascontiguousarray(chunk.indices, dtype=np.int32)
             if idx.ndim != 3 or idx.shape[1:] != (layers, k):
@@ -322,6 +361,8 @@ def analyze(
                 union,
                 newfrac,
             )
+            if pred is not None and bad < 0:
+                bad = pred.fold(idx, chunk.scores, chunk.start)
             engine += time.perf_counter() - t0
             if bad >= 0:
                 raise DsacacheError(
@@ -345,6 +386,8 @@ def analyze(
         "interlayer_overlap": per(fsum[F_INTER], icnt[I_INTER_PAIRS], first=1),
         "working_set_ratio": per(ws_sum, ws_cnt),
         "page_utilization": per(fsum[F_PAGE], icnt[I_PAGE_PAIRS]),
+        "consecutive_overlap": per(icnt[I_NEW_PAIRS] - fsum[F_NEW], icnt[I_NEW_PAIRS]),
+        "shifted_overlap": per(fsum[F_SHIFT], icnt[I_NEW_PAIRS]),
     }
     f, c = fsum.sum(axis=1), icnt.sum(axis=1)
     max_bin = int(np.flatnonzero(hist)[-1]) + 1 if hist.any() else 0
@@ -371,8 +414,11 @@ def analyze(
         working_set_ratio=_ratio(ws_sum.sum(), ws_cnt.sum()),
         working_set_ratio_p95=_p95(ws_parts),
         page_utilization=_ratio(f[F_PAGE], c[I_PAGE_PAIRS]),
+        consecutive_overlap=_ratio(c[I_NEW_PAIRS] - f[F_NEW], c[I_NEW_PAIRS]),
+        shifted_overlap=_ratio(f[F_SHIFT], c[I_NEW_PAIRS]),
         per_layer=per_layer,
         reuse_distance_steps=reuse,
         engine_seconds=engine,
         new_lookup_by_step=newfrac_by_request,
+        predictability=None if pred is None else pred.result(),
     )

@@ -19,3 +19,13 @@ PAPER: dict[str, float] = {
 
 # The window the paper's working-set ratio was measured with.
 PAPER_WINDOW = 50
+
+# Real DeepSeek-V3.2 decode selections (NVIDIA TensorRT-LLM tech blog "Temporal Correlation
+# Meets Sparse Attention", arXiv 2604.22312: SWE-bench, ~64 K context, top-2048): mean overlap
+# of consecutive steps' top-k sets per layer range, and with the previous step's positions
+# shifted by one. Ranges are (low, high) of the quoted span.
+PUBLIC_DSV32: dict[str, tuple[float, float]] = {
+    "consecutive_overlap layers 0-1": (0.01, 0.02),
+    "consecutive_overlap layers 20-60": (0.35, 0.50),
+    "shifted_overlap": (0.60, 0.60),  # "keeps ~60 %"
+}

@@ -24,6 +24,12 @@ export_app = typer.Typer(
     rich_markup_mode="markdown",
 )
 app.add_typer(export_app, name="export")
+import_app = typer.Typer(
+    help="Read another tool's capture into a trace store.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(import_app, name="import")
 
 
 def _version(value: bool) -> None:
@@ -42,13 +48,14 @@ def _root(
 
 
 def _register_commands() -> None:
-    # Each module adds its commands to `app` / `export_app` when imported.
+    # Each module adds its commands to `app` / `export_app` / `import_app` when imported.
     from dsacache.cli import (  # noqa: F401
         analyze_cmd,
         calibrate_cmd,
         demo_cmd,
         distill_cmd,
         export_cmd,
+        import_cmd,
         info_cmd,
         llc_cmd,
         mrc_cmd,

@@ -10,6 +10,7 @@ from dsacache.cli.app import export_app
 from dsacache.cli.options import BLOCK_TOKENS, INDEX_BYTES, KV_BYTES, TRACE_ARG, load_trace_arg
 from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
+from dsacache.trace.dsa_jsonl import check_exportable, export_dsa_jsonl
 from dsacache.trace.export_libcachesim import RECORD_DTYPE, export_libcachesim
 
 # Typer keeps the line breaks of a help text, so each paragraph is one string.
@@ -60,3 +61,38 @@ def libcachesim_cmd(
         n = export_libcachesim(t, out, object_size=object_size, progress=advance, force=force)
     nbytes = n * RECORD_DTYPE.itemsize
     typer.echo(f"wrote {n:,} records ({nbytes:,} bytes) to {out}")
+
+
+DSA_JSONL_HELP = "\n\n".join(
+    [
+        "Write TRACE as dsa-jsonl, the public capture format `dsacache import dsa-jsonl` reads "
+        "(gzip when OUT ends in .gz): one JSON object per decode step x request x layer, in "
+        "that order, with event, request_id, layer_id, step_idx (= context_len - 1), "
+        "seq_len_current (= context_len), selected_token_pos (the valid slots, in slot order) "
+        "and scores_topk when the trace stores scores.",
+        "Request ids are the ones an imported trace came with, else 0, 1, 2, ... Each "
+        "request's context_len must grow by one per step. Importing the file again gives the "
+        "same indices, context lengths and scores (pass --top-k to keep a top-k larger than "
+        "the longest row).",
+        "Example: dsacache export dsa-jsonl t.zarr --out t.jsonl.gz",
+    ]
+)
+
+
+@export_app.command("dsa-jsonl", help=DSA_JSONL_HELP)
+def dsa_jsonl_cmd(
+    trace: Path = TRACE_ARG,
+    out: Path = typer.Option(..., "--out", "-o", help="Output file (.jsonl, or .jsonl.gz)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists."),
+    kv_bytes: int | None = KV_BYTES,
+    index_bytes: int | None = INDEX_BYTES,
+    block_tokens: int | None = BLOCK_TOKENS,
+) -> None:
+    """Write TRACE as dsa-jsonl (help: DSA_JSONL_HELP above)."""
+    if out.exists() and not out.is_dir() and not force:  # before the (long) trace validation
+        raise DsacacheError(f"{out}: exists; pass --force to overwrite it")
+    t = load_trace_arg(trace, kv_bytes, index_bytes, block_tokens)
+    check_exportable(t)
+    with progress_bar("export", t.steps) as advance:
+        n = export_dsa_jsonl(t, out, force=force, progress=advance)
+    typer.echo(f"wrote {n:,} records to {out}")

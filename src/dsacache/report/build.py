@@ -11,6 +11,8 @@ from typing import Any
 
 from dsacache.errors import DsacacheError
 from dsacache.report import figures, html
+from dsacache.report.predictability_plot import PNG as PREDICTABILITY_PNG
+from dsacache.report.predictability_plot import plot_predictability
 from dsacache.report.slowdown_note import slowdown_note
 from dsacache.trace.model import Trace
 
@@ -59,8 +61,13 @@ def build_report(
     trace: Trace | None = None,
     trace_label: str | None = None,
     progress: Callable[[int], None] | None = None,
+    analyses: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> list[Path]:
-    """Write the figures and report.html into `folder`; return the files written."""
+    """Write the figures and report.html into `folder`; return the files written.
+
+    analyses: (label, `dsacache analyze --json` object) of other traces, drawn beside the
+    sweep trace's own in the predictability figure.
+    """
     from dsacache.analysis import analyze
     from dsacache.sim.mrc import mrc
 
@@ -93,7 +100,8 @@ def build_report(
     step(1)
     metrics = None
     if trace is not None:
-        result = analyze(trace)  # once: the metrics table and the heatmap's per-step values
+        # once: the metrics table, the heatmap's per-step values, the predictability figure
+        result = analyze(trace, predictability=True)
         matrix = result.new_lookup_by_step[0]
         figs.append((folder / HEATMAP_PNG, "New-lookup fraction per layer over decode steps"))
         figures.plot_heatmap(matrix, f"{label}: |S(t,l) \\ S(t-1,l)| / |S(t,l)|", figs[-1][0])
@@ -101,6 +109,12 @@ def build_report(
         figures.plot_mrc(mrc(trace, "global"), figs[-1][0])
         metrics = result.to_dict()
         metrics["source"] = label
+    compared = ([(label, metrics)] if metrics is not None else []) + list(analyses or [])
+    if compared:
+        figs.append((folder / PREDICTABILITY_PNG, "What an online policy could learn: "
+                     "P(selected at t+1 | streak) per layer group, and per-layer overlap with "
+                     "the previous step, as is and shifted by one position"))  # fmt: skip
+        plot_predictability(compared, figs[-1][0])
     step(1)
     text = html.render(f"dsacache report: {folder.name}", figs, rows, metrics, notes)
     tmp = folder / f".{REPORT}.{os.getpid()}.tmp"

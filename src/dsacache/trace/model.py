@@ -1,79 +1,38 @@
-"""The in-memory trace: per-request top-k indices plus the geometry and provenance."""
+"""The trace: per-request top-k indices plus the geometry and provenance.
+
+`Trace` sits above the modules that validate, store and import its arrays and calls them; none
+of them imports it (request <- validate <- store, npz <- model <- io).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dsacache import __version__
-from dsacache.errors import DsacacheError
+from dsacache.errors import DsacacheError, TraceError
 from dsacache.trace.geometry import Geometry
+from dsacache.trace.npz import read_npz
+from dsacache.trace.request import (
+    DEFAULT_CHUNK_STEPS,
+    Chunk,
+    RequestTrace,
+    default_context_lens,
+)
+from dsacache.trace.store import describe_error, read_store, write_store
+from dsacache.trace.validate import validate_requests
 
-DEFAULT_CHUNK_STEPS = 64
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A run of consecutive decode steps of one request, as numpy arrays."""
-
-    start: int  # absolute step of row 0
-    indices: np.ndarray  # int32 [steps, layers, k]
-    context_lens: np.ndarray  # int64 [steps]
-    near_miss: np.ndarray | None  # int32 [steps, layers, m]
-
-
-class RequestTrace:
-    """One request's recording. `indices`/`near_miss` may be numpy or lazy zarr arrays."""
-
-    def __init__(
-        self,
-        indices: Any,
-        context_lens: Any,
-        near_miss: Any | None = None,
-    ) -> None:
-        self.indices = indices
-        self.context_lens = np.asarray(context_lens)
-        self.near_miss = near_miss
-
-    @property
-    def steps(self) -> int:
-        return int(self.indices.shape[0])
-
-    @property
-    def max_context(self) -> int:
-        return int(self.context_lens.max()) if self.steps else 0
-
-    @property
-    def is_lazy(self) -> bool:
-        return not isinstance(self.indices, np.ndarray)
-
-    def default_chunk_steps(self) -> int:
-        chunks = getattr(self.indices, "chunks", None)
-        return int(chunks[0]) if chunks else DEFAULT_CHUNK_STEPS
-
-    def iter_chunks(self, chunk_steps: int | None = None) -> Iterator[Chunk]:
-        """Yield the request in step order, `chunk_steps` steps at a time (numpy arrays)."""
-        n = chunk_steps or self.default_chunk_steps()
-        if n < 1:
-            raise DsacacheError(f"chunk_steps must be a positive integer, got {n}")
-        for start in range(0, self.steps, n):
-            stop = min(start + n, self.steps)
-            near = None if self.near_miss is None else np.asarray(self.near_miss[start:stop])
-            yield Chunk(
-                start,
-                np.asarray(self.indices[start:stop]),
-                self.context_lens[start:stop],
-                near,
-            )
-
-    def materialize(self) -> RequestTrace:
-        """This request with every array in memory."""
-        near = None if self.near_miss is None else np.asarray(self.near_miss[:])
-        return RequestTrace(np.asarray(self.indices[:]), self.context_lens.copy(), near)
+__all__ = [
+    "DEFAULT_CHUNK_STEPS",
+    "Chunk",
+    "RequestTrace",
+    "Trace",
+    "default_context_lens",
+]
 
 
 class Trace:
@@ -110,12 +69,14 @@ class Trace:
         meta: dict[str, Any] | None = None,
         near_miss: np.ndarray | None = None,
         *,
+        scores: np.ndarray | None = None,
         source: str = "<memory>",
     ) -> Trace:
         """A single-request trace from arrays (context_lens None: max index + 1 per step)."""
         if context_lens is None:
             context_lens = default_context_lens(np.asarray(indices))
-        return cls([RequestTrace(indices, context_lens, near_miss)], geometry, meta, source=source)
+        request = RequestTrace(indices, context_lens, near_miss, scores)
+        return cls([request], geometry, meta, source=source)
 
     # Single-request conveniences; a batch is read through `requests`.
     def _only(self) -> RequestTrace:
@@ -138,6 +99,15 @@ class Trace:
         return self._only().near_miss
 
     @property
+    def scores(self) -> Any | None:
+        return self._only().scores
+
+    @property
+    def has_scores(self) -> bool:
+        """Every request carries the indexer's scores of its selections."""
+        return all(r.scores is not None for r in self.requests)
+
+    @property
     def steps(self) -> int:
         """Decode steps of the longest request."""
         return max(r.steps for r in self.requests)
@@ -149,9 +119,7 @@ class Trace:
         )
 
     def validate(self) -> None:
-        from dsacache.trace.validate import validate_trace
-
-        validate_trace(self)
+        validate_requests(self.requests, self.geometry, self.source)
 
     def materialize(self) -> Trace:
         return Trace(
@@ -163,16 +131,38 @@ class Trace:
         )
 
     def save(self, path: str | Path, chunk_steps: int = DEFAULT_CHUNK_STEPS) -> None:
-        from dsacache.trace.store import save_trace
-
-        save_trace(self, path, chunk_steps=chunk_steps)
+        write_store(path, self.requests, self.geometry, self.meta, chunk_steps)
 
     @classmethod
-    def load(cls, path: str | Path, *, lazy: bool = False, validate: bool = True) -> Trace:
-        """Read a trace store (or a plain .npz of indices); lazy keeps arrays on disk."""
-        from dsacache.trace.io import open_trace
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        lazy: bool = False,
+        validate: bool = True,
+        **geometry_overrides: int | None,
+    ) -> Trace:
+        """Read a trace store or a plain .npz of indices; lazy keeps a store's arrays on disk.
 
-        return open_trace(path, lazy=lazy, validate=validate)
+        geometry_overrides (kv_bytes_per_token, index_bytes_per_token, block_tokens) set the
+        geometry of an .npz import and override a store's recorded values (None: keep). An
+        .npz is always in memory and always validated.
+        """
+        p = Path(path)
+        src = str(p)
+        if not p.exists():
+            raise TraceError(src, "file", "does not exist")
+        if p.is_file() and (p.suffix == ".npz" or zipfile.is_zipfile(p)):
+            parts, lazy, validate = read_npz(p), False, True
+        else:
+            parts = read_store(p, lazy=lazy)
+        geometry = parts.geometry.with_overrides(**geometry_overrides)
+        try:
+            return cls(parts.requests, geometry, parts.meta, source=src, validate=validate)
+        except DsacacheError:
+            raise
+        except Exception as e:  # noqa: BLE001 - last resort: never a traceback for a bad file
+            raise TraceError(src, "data", f"unreadable ({describe_error(e)})") from None
 
     def __repr__(self) -> str:
         g = self.geometry
@@ -180,13 +170,3 @@ class Trace:
             f"Trace({len(self.requests)} request(s), {self.steps} steps, {g.layers} layers, "
             f"k={g.top_k}, source={self.source!r})"
         )
-
-
-def default_context_lens(indices: np.ndarray) -> np.ndarray:
-    """Context length implied by the indices alone: max index + 1 per step."""
-    if indices.ndim < 2 or indices.shape[0] == 0:
-        return np.zeros(indices.shape[:1], dtype=np.int64)
-    flat = indices.reshape(indices.shape[0], -1)
-    if flat.shape[1] == 0:
-        return np.zeros(indices.shape[0], dtype=np.int64)
-    return (flat.max(axis=1).astype(np.int64) + 1).clip(min=0)

@@ -2,7 +2,8 @@
 
 Arrays: `indices` [steps, layers, k] (or [requests, steps, layers, k]), any integer dtype,
 -1 = empty slot; optional `context_lens` [steps] (or [requests, steps]), default max index + 1
-per step; optional `near_miss` shaped like `indices` with m slots. The file carries no
+per step; optional `near_miss` shaped like `indices` with m slots; optional `scores` shaped like
+`indices`, any float dtype (stored float32, NaN where a slot is empty). The file carries no
 geometry: bytes per token and page size come from the caller (defaults: DeepSeek-V3.2).
 """
 
@@ -15,18 +16,14 @@ import numpy as np
 
 from dsacache.errors import TraceError
 from dsacache.trace.geometry import PRESETS
-from dsacache.trace.model import RequestTrace, Trace, default_context_lens
+from dsacache.trace.request import RequestTrace, TraceParts, default_context_lens
 
 _DEFAULT = PRESETS["deepseek-v3.2"]
 
 
-def load_npz(
-    path: str | Path,
-    *,
-    kv_bytes_per_token: int | None = None,
-    index_bytes_per_token: int | None = None,
-    block_tokens: int | None = None,
-) -> Trace:
+def read_npz(path: str | Path) -> TraceParts:
+    """The file's arrays as requests, with DeepSeek-V3.2's bytes per token and page size
+    (Trace.load applies the caller's overrides, then validates)."""
     src = str(path)
     if not Path(path).exists():
         raise TraceError(src, "file", "does not exist")
@@ -74,11 +71,20 @@ def load_npz(
                 "near_miss",
                 f"shape {near.shape} does not match indices' {indices.shape[:3]}",
             )
+    scores = arrays.get("scores")
+    if scores is not None:
+        if scores.dtype.kind != "f":
+            raise TraceError(src, "scores", f"dtype must be floating, got {scores.dtype}")
+        want = indices.shape if batch else indices.shape[1:]
+        if scores.shape != want:
+            raise TraceError(src, "scores", f"shape {scores.shape} does not match indices' {want}")
+        scores = scores.astype(np.float32, copy=False).reshape(indices.shape)
     requests = [
         RequestTrace(
             indices[r],
             default_context_lens(indices[r]) if ctx is None else ctx[r],
             None if near is None else near[r],
+            None if scores is None else scores[r],
         )
         for r in range(indices.shape[0])
     ]
@@ -88,14 +94,8 @@ def load_npz(
             "indices",
             f"shape {indices.shape[1:] if not batch else indices.shape} has no layers or no slots",
         )
-    geometry = _DEFAULT.with_overrides(
-        layers=int(indices.shape[2]),
-        top_k=int(indices.shape[3]),
-        kv_bytes_per_token=kv_bytes_per_token,  # None keeps the default; 0 is an error
-        index_bytes_per_token=index_bytes_per_token,
-        block_tokens=block_tokens,
-    )
-    return Trace(requests, geometry, {"source_model": "imported", "imported_from": src}, source=src)
+    geometry = _DEFAULT.with_overrides(layers=int(indices.shape[2]), top_k=int(indices.shape[3]))
+    return TraceParts(requests, geometry, {"source_model": "imported", "imported_from": src})
 
 
 def _as_int32(arr: np.ndarray, src: str, field: str) -> np.ndarray:

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from dsacache import __version__
 from dsacache.errors import DsacacheError, TraceError
 from dsacache.trace.geometry import Geometry
-from dsacache.trace.model import DEFAULT_CHUNK_STEPS, RequestTrace, Trace
+from dsacache.trace.request import DEFAULT_CHUNK_STEPS, RequestTrace, TraceParts
 from dsacache.trace.validate import MISSING, check_chunk_values
 
 FORMAT_NAME = "dsacache-trace"
@@ -38,6 +40,7 @@ class RequestWriter:
         near_miss: int,
         chunk_steps: int,
         *,
+        scores: bool = False,
         source: str = "<writer>",
         prefix: str = "",
         validate: bool = True,
@@ -72,6 +75,17 @@ class RequestWriter:
                 fill_value=MISSING,
                 compressors=_CODEC,
             )
+        self.scores = None
+        if scores:
+            # NaN fill: a lost chunk reads as NaN at selected slots, which validation rejects.
+            self.scores = group.create_array(
+                "scores",
+                shape=shape,
+                chunks=chunks,
+                dtype="float32",
+                fill_value=np.nan,
+                compressors=_CODEC,
+            )
         self._ctx = np.full(steps, -1, dtype=np.int64)
 
     def write(
@@ -80,6 +94,7 @@ class RequestWriter:
         indices: np.ndarray,
         context_lens: np.ndarray,
         near_miss: np.ndarray | None = None,
+        scores: np.ndarray | None = None,
     ) -> None:
         """Write rows start..start+len(indices); each chunk is validated before it is stored."""
         indices = self._rows(indices, "indices", self.geometry.top_k, start)
@@ -108,12 +123,34 @@ class RequestWriter:
                     self.prefix + "near_miss",
                     f"{near.shape[0]} rows do not match {indices.shape[0]} rows of indices",
                 )
+        sc = self._score_rows(scores, indices.shape)
         if self.validate:
-            check_chunk_values(indices, ctx, near, start, self.source, self.prefix)
+            check_chunk_values(indices, ctx, near, start, self.source, self.prefix, scores=sc)
         self.indices[start:stop] = indices
         self._ctx[start:stop] = ctx
         if near is not None:
             self.near_miss[start:stop] = near
+        if sc is not None:
+            self.scores[start:stop] = sc
+
+    def _score_rows(self, scores: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+        field = self.prefix + "scores"
+        if self.scores is None:
+            if scores is not None:
+                raise TraceError(
+                    self.source, field, "given for a request added without scores=True"
+                )
+            return None
+        if scores is None:
+            raise TraceError(self.source, field, "rows are required for this request")
+        arr = np.asarray(scores)
+        if arr.dtype.kind != "f":
+            raise TraceError(self.source, field, f"dtype must be floating, got {arr.dtype}")
+        if arr.shape != shape:
+            raise TraceError(
+                self.source, field, f"chunk shape {arr.shape} does not match indices' {shape}"
+            )
+        return arr.astype(np.float32, copy=False)
 
     def _rows(self, arr: np.ndarray, name: str, width: int, start: int) -> np.ndarray:
         arr = np.asarray(arr)
@@ -194,10 +231,12 @@ class TraceWriter:
             self._reqs_group = self._root.create_group("requests")
         except OSError as e:
             shutil.rmtree(self._tmp, ignore_errors=True)
-            raise DsacacheError(f"{self.path}: cannot write ({_describe(e)})") from None
+            raise DsacacheError(f"{self.path}: cannot write ({describe_error(e)})") from None
         return self
 
-    def add_request(self, steps: int, near_miss: int = 0) -> RequestWriter:
+    def add_request(self, steps: int, near_miss: int = 0, scores: bool = False) -> RequestWriter:
+        """A new request of `steps` steps, with `near_miss` near-miss slots and, if `scores`,
+        the indexer's score of every selection."""
         r = len(self._requests)
         group = self._reqs_group.create_group(str(r))
         writer = RequestWriter(
@@ -206,6 +245,7 @@ class TraceWriter:
             self.geometry,
             near_miss,
             self.chunk_steps,
+            scores=scores,
             source=str(self.path),
             prefix=f"requests/{r}/",
             validate=self.validate,
@@ -222,8 +262,6 @@ class TraceWriter:
                 raise TraceError(str(self.path), "n_requests", "a trace needs at least one request")
             for r in self._requests:
                 r.close()
-            from dsacache import __version__
-
             self._root.attrs.update(
                 {
                     "format": FORMAT_NAME,
@@ -283,7 +321,7 @@ def _check_destination(path: Path) -> None:
         )
 
 
-def _describe(e: BaseException) -> str:
+def describe_error(e: BaseException) -> str:
     """An exception as one short line (library messages can span lines)."""
     text = " ".join(str(e).split())
     if len(text) > 160:
@@ -291,16 +329,25 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def save_trace(trace: Trace, path: str | Path, chunk_steps: int = DEFAULT_CHUNK_STEPS) -> None:
-    with TraceWriter(path, trace.geometry, trace.meta, chunk_steps) as w:
-        for req in trace.requests:
+def write_store(
+    path: str | Path,
+    requests: Sequence[RequestTrace],
+    geometry: Geometry,
+    meta: dict[str, Any],
+    chunk_steps: int = DEFAULT_CHUNK_STEPS,
+) -> None:
+    """Write requests as a new store, chunk by chunk (what Trace.save does)."""
+    with TraceWriter(path, geometry, meta, chunk_steps) as w:
+        for req in requests:
             m = 0 if req.near_miss is None else int(req.near_miss.shape[2])
-            rw = w.add_request(req.steps, near_miss=m)
+            rw = w.add_request(req.steps, near_miss=m, scores=req.scores is not None)
             for c in req.iter_chunks(chunk_steps):
-                rw.write(c.start, c.indices, c.context_lens, c.near_miss)
+                rw.write(c.start, c.indices, c.context_lens, c.near_miss, c.scores)
 
 
-def load_store(path: str | Path, *, lazy: bool = False, validate: bool = True) -> Trace:
+def read_store(path: str | Path, *, lazy: bool = False) -> TraceParts:
+    """The store's attributes and arrays, with the store's own rules checked
+    (docs/trace-format.md); the array rules are left to the caller (Trace.load validates)."""
     src = str(path)
     p = Path(path)
     if not p.exists():
@@ -311,7 +358,7 @@ def load_store(path: str | Path, *, lazy: bool = False, validate: bool = True) -
         root = zarr.open_group(src, mode="r", zarr_format=3)
         attrs = dict(root.attrs)
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
-        raise TraceError(src, "zarr.json", f"unreadable ({_describe(e)})") from None
+        raise TraceError(src, "zarr.json", f"unreadable ({describe_error(e)})") from None
     if attrs.get("format") != FORMAT_NAME:
         raise TraceError(src, "format", f"expected {FORMAT_NAME!r}, got {attrs.get('format')!r}")
     version = attrs.get("format_version")
@@ -335,19 +382,13 @@ def load_store(path: str | Path, *, lazy: bool = False, validate: bool = True) -
     try:
         stored = sorted(root["requests"].group_keys()) if "requests" in root else []
     except Exception as e:  # noqa: BLE001
-        raise TraceError(src, "requests", f"unreadable ({_describe(e)})") from None
+        raise TraceError(src, "requests", f"unreadable ({describe_error(e)})") from None
     extra = sorted(set(stored) - {str(r) for r in range(n)})
     if extra:
         raise TraceError(
             src, "n_requests", f"is {n} but the store also holds requests/{', '.join(extra)}"
         )
-    requests = [_open_request(root, r, src, lazy) for r in range(n)]
-    try:
-        return Trace(requests, geometry, meta, source=src, validate=validate)
-    except DsacacheError:
-        raise
-    except Exception as e:  # noqa: BLE001 - last resort: never a traceback for a bad file
-        raise TraceError(src, "data", f"unreadable ({_describe(e)})") from None
+    return TraceParts([_open_request(root, r, src, lazy) for r in range(n)], geometry, meta)
 
 
 class StoredArray:
@@ -384,7 +425,7 @@ class StoredArray:
             return np.asarray(self.array[key])
         except Exception as e:  # noqa: BLE001 - a corrupt chunk fails inside the codec
             raise TraceError(
-                self.source, self.name, f"corrupt chunk in {_steps(key)} ({_describe(e)})"
+                self.source, self.name, f"corrupt chunk in {_steps(key)} ({describe_error(e)})"
             ) from None
 
     def read(self) -> np.ndarray:
@@ -417,23 +458,23 @@ def _steps(key: Any) -> str:
 
 def _open_request(root: zarr.Group, r: int, src: str, lazy: bool) -> RequestTrace:
     arrays: dict[str, Any] = {}
-    for name in ("indices", "context_lens", "near_miss"):
+    for name in ("indices", "context_lens", "near_miss", "scores"):
         key = f"requests/{r}/{name}"
         try:
             node = root[key]
         except KeyError:
-            if name == "near_miss":
+            if name in ("near_miss", "scores"):  # optional arrays
                 arrays[name] = None
                 continue
             raise TraceError(src, key, "missing array") from None
         except Exception as e:  # noqa: BLE001 - broken array metadata (zarr.json)
-            raise TraceError(src, key, f"unreadable metadata ({_describe(e)})") from None
+            raise TraceError(src, key, f"unreadable metadata ({describe_error(e)})") from None
         if not isinstance(node, zarr.Array):
             raise TraceError(src, key, "is not an array")
         arrays[name] = StoredArray(node, src, key)
     ctx = arrays["context_lens"].read()
     if not lazy:
-        arrays["indices"] = arrays["indices"].read()
-        if arrays["near_miss"] is not None:
-            arrays["near_miss"] = arrays["near_miss"].read()
-    return RequestTrace(arrays["indices"], ctx, arrays["near_miss"])
+        for name in ("indices", "near_miss", "scores"):
+            if arrays[name] is not None:
+                arrays[name] = arrays[name].read()
+    return RequestTrace(arrays["indices"], ctx, arrays["near_miss"], arrays["scores"])

@@ -3,36 +3,39 @@ traces stream."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from dsacache.errors import TraceError
-
-if TYPE_CHECKING:
-    from dsacache.trace.model import RequestTrace, Trace
+from dsacache.trace.geometry import Geometry
+from dsacache.trace.request import RequestTrace
 
 # Fill value of stored index arrays: a chunk missing on disk reads as this (never valid).
 MISSING = -2
 
 
-def validate_trace(trace: Trace) -> None:
-    for r, req in enumerate(trace.requests):
-        prefix = f"requests/{r}/" if len(trace.requests) > 1 else ""
-        validate_request(req, trace, prefix)
+def validate_requests(requests: Sequence[RequestTrace], geometry: Geometry, source: str) -> None:
+    """Every rule on the arrays of every request (a trace's own arrays, or a reader's)."""
+    for r, req in enumerate(requests):
+        prefix = f"requests/{r}/" if len(requests) > 1 else ""
+        validate_request(req, geometry, source, prefix)
 
 
-def _check_array(arr: Any, source: str, field: str, rank: int) -> None:
+def _check_array(
+    arr: Any, source: str, field: str, rank: int, want: np.dtype = np.dtype(np.int32)
+) -> None:
     # Never np.asarray() an array that has a dtype: a lazy on-disk array would be read whole.
     dtype = np.dtype(arr.dtype if hasattr(arr, "dtype") else np.asarray(arr).dtype)
-    if dtype != np.int32:
-        raise TraceError(source, field, f"dtype must be int32, got {dtype}")
+    if dtype != want:
+        raise TraceError(source, field, f"dtype must be {want}, got {dtype}")
     if len(arr.shape) != rank:
         raise TraceError(source, field, f"must have rank {rank}, got shape {tuple(arr.shape)}")
 
 
-def validate_request(req: RequestTrace, trace: Trace, prefix: str = "") -> None:
-    src, g = trace.source, trace.geometry
+def validate_request(req: RequestTrace, geometry: Geometry, source: str, prefix: str = "") -> None:
+    src, g = source, geometry
     _check_array(req.indices, src, prefix + "indices", 3)
     steps, layers, k = (int(x) for x in req.indices.shape)
     if layers != g.layers:
@@ -63,9 +66,23 @@ def validate_request(req: RequestTrace, trace: Trace, prefix: str = "") -> None:
                 prefix + "near_miss",
                 f"shape {nshape} does not match indices' [{steps}, {layers}, ...]",
             )
+    if req.scores is not None:
+        _check_array(req.scores, src, prefix + "scores", 3, np.dtype(np.float32))
+        sshape = tuple(int(x) for x in req.scores.shape)
+        want = (steps, layers, k)
+        if sshape != want:
+            raise TraceError(
+                src, prefix + "scores", f"shape {sshape} does not match indices' {want}"
+            )
     for chunk in req.iter_chunks():
         check_chunk_values(
-            chunk.indices, chunk.context_lens, chunk.near_miss, chunk.start, src, prefix
+            chunk.indices,
+            chunk.context_lens,
+            chunk.near_miss,
+            chunk.start,
+            src,
+            prefix,
+            scores=chunk.scores,
         )
 
 
@@ -76,6 +93,8 @@ def check_chunk_values(
     start: int,
     source: str,
     prefix: str = "",
+    *,
+    scores: np.ndarray | None = None,
 ) -> None:
     """The value rules for rows start.. of one request (shapes already checked)."""
     _check_values(indices, context_lens, start, source, prefix + "indices")
@@ -83,6 +102,26 @@ def check_chunk_values(
         _check_values(near_miss, context_lens, start, source, prefix + "near_miss")
         both = np.concatenate([indices, near_miss], axis=2)
         _check_duplicates(both, start, source, prefix + "near_miss", "also in the top-k")
+    if scores is not None:
+        check_scores(indices, scores, start, source, prefix + "scores")
+
+
+def check_scores(
+    indices: np.ndarray, scores: np.ndarray, start: int, source: str, field: str
+) -> None:
+    """A score is finite exactly where the slot holds a token, NaN where it is empty."""
+    if scores.size == 0:
+        return
+    valid = indices >= 0
+    bad = np.where(valid, ~np.isfinite(scores), ~np.isnan(scores))
+    if bad.any():
+        s, layer, slot = _where(bad)
+        value = scores[s, layer, slot]
+        where = f"at step {start + s}, layer {layer}, slot {slot}"
+        if valid[s, layer, slot]:
+            what = " (a missing chunk reads as NaN)" if np.isnan(value) else ""
+            raise TraceError(source, field, f"score {value} of a selected token {where}{what}")
+        raise TraceError(source, field, f"score {value} at an empty slot {where} (must be NaN)")
 
 
 def _where(mask: np.ndarray) -> tuple[int, int, int]:
