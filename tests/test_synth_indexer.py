@@ -102,7 +102,8 @@ def test_scores_and_selection_match_an_independent_recomputation() -> None:
     the exact top-k of them."""
     model = _model()
     steps, context, seed = 10, 700, 5
-    idx, sc = _generate(model, steps, context, seed)
+    trace = synthesize_indexer(SMALL, SPEC, steps, context, model, seed=seed, scores=True)
+    idx, sc = trace.indices, np.asarray(trace.requests[0].scores)
     n = context + steps - 1
     structure = _Structure(model, n, SMALL.top_k, seed, 0)
     jumps = _stream(seed, 0, 4).random(steps) < model.jump_rate
@@ -144,9 +145,11 @@ def test_store_streams_chunks_and_matches_memory(tmp_path) -> None:
     model = _model()
     mem = synthesize_indexer(SMALL, SPEC, 11, 500, model, seed=4)
     disk = synthesize_indexer(SMALL, SPEC, 11, 500, model, seed=4, out=tmp_path / "t.zarr",
-                              chunk_steps=4, window_steps=5)  # fmt: skip
+                              chunk_steps=4, window_steps=5, scores=True)  # fmt: skip
     assert disk.requests[0].is_lazy
     assert np.array_equal(np.asarray(disk.indices[:]), mem.indices)
+    _, sc = _generate(model, steps=11, context=500, seed=4)
+    assert np.array_equal(np.asarray(disk.requests[0].scores[:]), sc, equal_nan=True)
     assert np.array_equal(disk.context_lens, np.arange(500, 511))
     Trace.load(tmp_path / "t.zarr")  # validates
     assert disk.meta["generator"] == "indexer"
@@ -193,12 +196,12 @@ def test_bad_parameters_are_one_clear_error() -> None:
 def test_cli_indexer_writes_a_trace(tmp_path, capsys) -> None:
     out = tmp_path / "t.zarr"
     rc = run(["synth", "--out", str(out), "--layers", "4", "--top-k", "64", "--steps", "6",
-              "--context", "512", "--check"])  # fmt: skip
+              "--context", "512", "--check", "--scores"])  # fmt: skip
     assert rc == 0
     text = capsys.readouterr().out
     assert "4 layers x k=64" in text and "paper (Table 3)" in text and "early (layers 0-1)" in text
     trace = Trace.load(out)
-    assert trace.meta["generator"] == "indexer" and trace.steps == 6
+    assert trace.meta["generator"] == "indexer" and trace.steps == 6 and trace.has_scores
 
 
 def test_cli_hf_config_and_params(tmp_path) -> None:
@@ -226,6 +229,7 @@ def test_cli_hf_config_and_params(tmp_path) -> None:
         (["--generator", "magic"], "--generator must be one of"),
         (["--new-lookup", "0.3"], "--new-lookup: only with --generator stats"),
         (["--generator", "stats", "--hf-config", "x.json"], "--hf-config: only with"),
+        (["--generator", "stats", "--scores"], "--scores: only with"),
         (["--hf-config", "missing.json"], "cannot read"),
     ],
 )

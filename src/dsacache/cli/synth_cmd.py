@@ -89,6 +89,9 @@ def synth(
     ),
     window: int = typer.Option(_DEFAULTS.window, "--window", help="Working-set window, steps."),
     chunk_steps: int = typer.Option(64, "--chunk-steps", help="Steps per stored chunk."),
+    scores: bool = typer.Option(
+        False, "--scores", help="indexer: store each selection's index score beside it."
+    ),
     check: bool = typer.Option(
         False, "--check", help="Analyze the written trace and print targets beside results."
     ),
@@ -123,12 +126,14 @@ def synth(
             raise DsacacheError(f"{', '.join(given)}: only with --generator stats")
         _synth_indexer(
             out, preset_name, steps, context, requests, seed, layers, top_k, hf_config,
-            indexer_params, chunk_steps, check, window,
+            indexer_params, chunk_steps, check, window, scores,
         )  # fmt: skip
         return
     for name, v in (("--hf-config", hf_config), ("--indexer-params", indexer_params)):
         if v is not None:
             raise DsacacheError(f"{name}: only with --generator indexer")
+    if scores:
+        raise DsacacheError("--scores: only with --generator indexer")
     targets = _stats_targets(
         new_lookup, persistence, new_lookup_p95, overlap, working_set, lookback, window
     )
@@ -237,12 +242,13 @@ def _synth_indexer(
     chunk_steps: int,
     check: bool,
     window: int,
+    scores: bool,
 ) -> None:
     geometry, spec, model = _indexer_setup(preset_name, layers, top_k, hf_config, indexer_params)
     with progress_bar("synth", steps * requests * geometry.layers) as advance:
         trace = synthesize_indexer(
             geometry, spec, steps, context, model, seed=seed, requests=requests, out=out,
-            chunk_steps=chunk_steps, progress=advance,
+            chunk_steps=chunk_steps, scores=scores, progress=advance,
         )  # fmt: skip
     _wrote(out, trace, requests, steps, context)
     if check:

@@ -281,13 +281,15 @@ def synthesize_indexer(
     out: str | Path | None = None,
     chunk_steps: int = DEFAULT_CHUNK_STEPS,
     window_steps: int = WINDOW_STEPS,
+    scores: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Trace:
     """An indexer-model trace: context starts at `context` tokens and grows by one per step.
 
     With `out`, windows stream to a trace store (memory stays bounded) and the returned trace
     reads it lazily; without, the trace is built in memory. model: the calibrated parameters
-    unless given. progress(n): called with (step, layer) pairs done (they add up to
+    unless given. scores: store each selection's index score beside it (float32, NaN at empty
+    slots). progress(n): called with (step, layer) pairs done (they add up to
     requests x steps x layers).
     """
     model = model or calibrated()
@@ -318,19 +320,26 @@ def synthesize_indexer(
     if out is None:
         reqs = []
         for r in range(requests):
-            idx = np.empty((steps, geometry.layers, geometry.top_k), np.int32)
+            shape = (steps, geometry.layers, geometry.top_k)
+            idx = np.empty(shape, np.int32)
+            sc = np.empty(shape, np.float32) if scores else None
             for sel in windows(r):
                 idx[sel.start : sel.start + len(sel.indices)] = sel.indices
-            reqs.append(RequestTrace(idx, ctx_lens.copy()))
+                if sc is not None:
+                    sc[sel.start : sel.start + len(sel.indices)] = sel.scores
+            reqs.append(RequestTrace(idx, ctx_lens.copy(), scores=sc))
         return Trace(reqs, geometry, meta, source="<synthetic>", validate=False)
     with TraceWriter(out, geometry, meta, chunk_steps) as writer:
         for r in range(requests):
-            rw = writer.add_request(steps)
+            rw = writer.add_request(steps, scores=scores)
             for sel in windows(r):
                 for c0 in range(0, len(sel.indices), chunk_steps):
                     c1 = min(len(sel.indices), c0 + chunk_steps)
                     s0 = sel.start + c0
-                    rw.write(s0, sel.indices[c0:c1], ctx_lens[s0 : s0 + c1 - c0])
+                    rw.write(
+                        s0, sel.indices[c0:c1], ctx_lens[s0 : s0 + c1 - c0],
+                        scores=sel.scores[c0:c1] if scores else None,
+                    )  # fmt: skip
     return Trace.load(out, lazy=True, validate=False)
 
 
