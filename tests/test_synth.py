@@ -124,7 +124,8 @@ def test_bad_targets_rejected(kwargs: dict) -> None:
 def test_cli_synth_check(tmp_path, capsys) -> None:
     out = tmp_path / "s.zarr"
     rc = run(["synth", "--generator", "stats", "--out", str(out), "--steps", "60", "--layers",
-              "3", "--top-k", "64", "--context", "2048", "--new-lookup", "0.4", "--check"])  # fmt: skip
+              "3", "--top-k", "64", "--context", "2048", "--new-lookup", "0.4",
+              "--check"])  # fmt: skip
     assert rc == 0
     text = capsys.readouterr().out
     assert "wrote" in text and "target" in text
