@@ -16,7 +16,7 @@ from dsacache.cli.app import run
 from dsacache.errors import DsacacheError
 from dsacache.trace import Geometry, Trace
 from dsacache.trace.geometry import INDEXERS, IndexerSpec
-from dsacache.trace.indexer_model import IndexerModel, calibrated
+from dsacache.trace.indexer_model import GROUPS, IndexerModel, calibrated, calibration_record
 from dsacache.trace.rope import Rope
 from dsacache.trace.synth_indexer import (
     _LayerKeys,
@@ -24,6 +24,7 @@ from dsacache.trace.synth_indexer import (
     _stream,
     _Structure,
     generate_request,
+    jump_steps,
     synthesize_indexer,
 )
 from dsacache.trace.synth_indexer_kernel import select_block, topk_row
@@ -43,7 +44,7 @@ def reference_topk(score: np.ndarray, ctx: int, k: int) -> tuple[np.ndarray, np.
     return idx, sc
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     ctx=st.integers(1, 120),
     k=st.integers(1, 40),
@@ -61,7 +62,7 @@ def test_topk_row_is_exact_with_ties(ctx: int, k: int, levels: int, seed: int) -
     assert np.array_equal(sc, ref_sc, equal_nan=True)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(steps=st.integers(1, 5), heads=st.integers(1, 4), n=st.integers(1, 90),
        k=st.integers(1, 30), seed=st.integers(0, 2**31))  # fmt: skip
 def test_select_block_matches_plain_numpy(steps: int, heads: int, n: int, k: int, seed: int):
@@ -106,7 +107,7 @@ def test_scores_and_selection_match_an_independent_recomputation() -> None:
     idx, sc = trace.indices, np.asarray(trace.requests[0].scores)
     n = context + steps - 1
     structure = _Structure(model, n, SMALL.top_k, seed, 0)
-    jumps = _stream(seed, 0, 4).random(steps) < model.jump_rate
+    jumps = jump_steps(steps, model.jump_rate, _stream(seed, 0, 4))
     keys = _LayerKeys(model, SPEC, structure, n)
     queries = _LayerQueries(model, SPEC, SMALL.layers, structure.topics, jumps)
     ctx = np.arange(context, context + steps)
@@ -156,6 +157,15 @@ def test_store_streams_chunks_and_matches_memory(tmp_path) -> None:
     assert disk.meta["indexer"]["rope"]["scaling"] == "yarn"
 
 
+def test_subject_changes_come_at_about_their_rate() -> None:
+    for seed in range(20):
+        j = jump_steps(200, 0.025, np.random.default_rng(seed))
+        assert 3 <= j.sum() <= 6  # 5 expected; a memoryless process would stray far wider
+        gaps = np.diff(np.flatnonzero(j))
+        assert gaps.min() >= 19 and gaps.max() <= 61
+    assert not jump_steps(50, 0.0, np.random.default_rng(0)).any()
+
+
 def test_short_context_fills_what_exists() -> None:
     idx, sc = _generate(_model(), steps=3, context=40)  # k = 64 > context
     for t in range(3):
@@ -180,6 +190,18 @@ def test_early_layers_are_memoryless_and_deep_layers_persist() -> None:
     nl = analyze(trace).per_layer["new_lookup_fraction"]
     assert min(nl[0], nl[1]) > 0.9
     assert max(nl[3:]) < 0.8
+
+
+def test_calibration_record_is_consistent() -> None:
+    """The shipped calibration loads, names parameters the model has, and records for every
+    fitted target what the fit reached."""
+    rec = calibration_record()
+    model = calibrated()
+    fields = set(model.to_dict()) | {f"{g}.{k}" for g in GROUPS for k in model.to_dict()[g]}
+    for f in rec["fitted"]:
+        assert f["parameter"] in fields or f["parameter"] in model.to_dict()["deep"]
+        assert f["target"] in rec["achieved_pilot"]
+    assert rec["model"] == model.to_dict()
 
 
 def test_bad_parameters_are_one_clear_error() -> None:

@@ -29,7 +29,7 @@ from dsacache.trace.model import DEFAULT_CHUNK_STEPS, RequestTrace, Trace
 from dsacache.trace.store import TraceWriter
 from dsacache.trace.synth_indexer_kernel import select_block
 
-WINDOW_STEPS = 128  # steps per window: bounds the selection buffer to window x layers x k
+WINDOW_STEPS = 256  # steps per window: bounds the selection buffer to window x layers x k
 BLOCK_STEPS = 8  # steps per matrix product: bounds the dot-product buffer to block x heads x ctx
 
 # Stream tags: which random input a stream feeds.
@@ -50,10 +50,33 @@ def _stream(seed: int, *path: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, *path])))
 
 
-def _runs(n: int, mean: float, rng: np.random.Generator) -> np.ndarray:
-    """Run id of each of n positions, run lengths geometric with the given mean."""
-    lens = rng.geometric(min(1.0, 1.0 / mean), size=n)
+def _runs(n: int, mean: float, rng: np.random.Generator, floor: float = 1.0) -> np.ndarray:
+    """Run id of each of n positions; run lengths floor + geometric, with the given mean."""
+    floor = min(max(1.0, floor), mean)
+    lens = (
+        np.floor(floor).astype(np.int64)
+        + rng.geometric(min(1.0, 1.0 / (mean - np.floor(floor) + 1.0)), size=n)
+        - 1
+    )
+    lens = np.maximum(lens, 1)
     return np.searchsorted(np.cumsum(lens), np.arange(n), side="right")
+
+
+def jump_steps(steps: int, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """bool [steps]: the steps where the subject changes, about `rate` of them.
+
+    Gaps between changes are uniform in [0.5, 1.5] / rate (a first one at uniform [0, 1) /
+    rate), not memoryless: a 200-step trace sees close to its share of changes, so statistics
+    that hinge on them (the new-lookup P95) do not swing with the seed.
+    """
+    out = np.zeros(steps, dtype=bool)
+    if rate <= 0:
+        return out
+    t = rng.random() / rate
+    while t < steps:
+        out[int(t)] = True
+        t += (0.5 + rng.random()) / rate
+    return out
 
 
 def _couple(prev: np.ndarray | None, fresh: np.ndarray, eta: float) -> np.ndarray:
@@ -72,7 +95,9 @@ class _Structure:
 
     def __init__(self, model: IndexerModel, n: int, k: int, seed: int, request: int) -> None:
         rng = _stream(seed, request, _STRUCTURE)
-        section = _runs(n, max(1.0, model.section_k * k), rng)
+        # Sections: half their mean length at least, so topics come in similar sizes.
+        mean = max(1.0, model.section_k * k)
+        section = _runs(n, mean, rng, floor=mean / 2)
         sections = int(section[-1]) + 1
         # Every topic gets topic_sections sections, scattered over the context.
         self.topics = -(-sections // model.topic_sections)
@@ -242,7 +267,7 @@ def generate_request(
         raise DsacacheError("indexer: the index key needs at least one content (non-rope) dim")
     n = context + steps - 1  # tokens of the last step's context
     st = _Structure(model, n, k, seed, request)
-    jumps = _stream(seed, request, _JUMPS).random(steps) < model.jump_rate
+    jumps = jump_steps(steps, model.jump_rate, _stream(seed, request, _JUMPS))
     queries = _LayerQueries(model, spec, layers, st.topics, jumps)
     keys = _LayerKeys(model, spec, st, n)
     for w0 in range(0, steps, window_steps):
