@@ -80,8 +80,8 @@ class IndexerModel:
     span_share: the span vector's share of the detail part (the rest is the token's own);
     rope_mean / rope_spread: the rotary dims' mean and spread (keys and queries, 1 + A·N(0,1)
     style); layer_coupling: the fresh share of every random input from one layer to the next
-    (0 = all layers alike, 1 = independent); jump_rate: chance per step that every layer's topic
-    focus and drift restart (a change of subject).
+    (0 = all layers alike, 1 = independent); jump_rate: changes of subject per step (every
+    layer's topic focus and drift restart, every 1 / jump_rate steps from a random phase).
     """
 
     heads: int = 16

@@ -63,11 +63,10 @@ def _runs(n: int, mean: float, rng: np.random.Generator, floor: float = 1.0) -> 
 
 
 def jump_steps(steps: int, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """bool [steps]: the steps where the subject changes, about `rate` of them.
-
-    Gaps between changes are uniform in [0.5, 1.5] / rate (a first one at uniform [0, 1) /
-    rate), not memoryless: a 200-step trace sees close to its share of changes, so statistics
-    that hinge on them (the new-lookup P95) do not swing with the seed.
+    """bool [steps]: the steps where the subject changes: every 1 / rate steps, from a random
+    phase. A regular beat, not a memoryless one: a 200-step trace always sees its share of
+    changes, so the statistics that hinge on them (the new-lookup P95, the working set) do not
+    swing with the seed.
     """
     out = np.zeros(steps, dtype=bool)
     if rate <= 0:
@@ -75,7 +74,7 @@ def jump_steps(steps: int, rate: float, rng: np.random.Generator) -> np.ndarray:
     t = rng.random() / rate
     while t < steps:
         out[int(t)] = True
-        t += (0.5 + rng.random()) / rate
+        t += 1.0 / rate
     return out
 
 
