@@ -14,7 +14,7 @@ from dsacache.cli.app import app
 from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
 from dsacache.trace import Trace
-from dsacache.trace.geometry import INDEXERS, PRESETS, IndexerSpec, indexer_preset, preset
+from dsacache.trace.geometry import PRESETS, IndexerSpec, indexer_preset, preset
 from dsacache.trace.indexer_model import IndexerModel, calibrated
 from dsacache.trace.rope import rope_from_hf_config
 from dsacache.trace.synth import PAPER_TARGETS, SynthTargets, synthesize
@@ -197,7 +197,7 @@ def _indexer_setup(
 ) -> tuple:
     """Geometry, indexer shape and score-model parameters of an indexer-model run."""
     geometry = preset(preset_name)
-    spec = INDEXERS[preset_name] if preset_name in INDEXERS else indexer_preset(preset_name)
+    spec = indexer_preset(preset_name)
     if hf_config is not None:
         cfg = _read_json(hf_config, "--hf-config")
         try:

@@ -90,17 +90,15 @@ INDEXERS: dict[str, IndexerSpec] = {
 }
 
 
+def _lookup(table: dict, name: str, what: str):  # noqa: ANN202
+    if name not in table:
+        raise DsacacheError(f"unknown {what} {name!r} (known: {', '.join(sorted(table))})")
+    return table[name]
+
+
 def preset(name: str) -> Geometry:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        known = ", ".join(sorted(PRESETS))
-        raise DsacacheError(f"unknown geometry preset {name!r} (known: {known})") from None
+    return _lookup(PRESETS, name, "geometry preset")
 
 
 def indexer_preset(name: str) -> IndexerSpec:
-    try:
-        return INDEXERS[name]
-    except KeyError:
-        known = ", ".join(sorted(INDEXERS))
-        raise DsacacheError(f"no indexer preset {name!r} (known: {known})") from None
+    return _lookup(INDEXERS, name, "indexer preset")

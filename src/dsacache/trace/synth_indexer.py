@@ -121,9 +121,7 @@ class _LayerKeys:
     def __init__(self, model: IndexerModel, spec: IndexerSpec, st: _Structure, n: int) -> None:
         self.m, self.st, self.n = model, st, n
         self.content = spec.head_dim - spec.rope.dims
-        self.rope_dims = spec.rope.dims
-        ang = np.arange(n, dtype=np.float64)[:, None] * spec.rope.inv_freq()[None, :]
-        self.cos, self.sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+        self.rope, self.rope_dims = spec.rope, spec.rope.dims
         self.banks: dict[str, np.ndarray] | None = None
 
     def next_layer(self, seed: int, request: int, layer: int) -> np.ndarray:
@@ -149,8 +147,7 @@ class _LayerKeys:
         detail += np.sqrt(1.0 - m.span_share) * b["token"]
         keys[:, ct:c] = _unit_rows(detail) * np.float32(np.sqrt(1.0 - m.topic_share))
         raw = (m.rope_mean + m.rope_spread * b["rope"]) / np.float32(np.sqrt(max(r, 1)))
-        keys[:, c::2] = raw[:, 0::2] * self.cos - raw[:, 1::2] * self.sin
-        keys[:, c + 1 :: 2] = raw[:, 0::2] * self.sin + raw[:, 1::2] * self.cos
+        keys[:, c:] = self.rope.rotate(raw, np.arange(self.n))
         return keys
 
     def topic_units(self) -> np.ndarray:
@@ -168,7 +165,6 @@ class _LayerQueries:
     ) -> None:
         self.m, self.spec, self.layers, self.topics, self.jumps = model, spec, layers, topics, jumps
         self.content = spec.head_dim - spec.rope.dims
-        self.inv_freq = spec.rope.inv_freq()
         self.fixed: dict[str, np.ndarray] | None = None  # the layer below's constant parts
         self.innov: dict[str, np.ndarray] | None = None  # the layer below's, this window
         self.state: list[dict[str, np.ndarray] | None] = [None] * layers
@@ -236,11 +232,7 @@ class _LayerQueries:
         q[:, :, ct:c] = detail
         raw = (m.rope_mean + m.rope_spread * self.fixed["rope"]) * np.float32(g.rope_gain)
         raw /= np.float32(np.sqrt(max(r, 1)))
-        ang = positions[:, None].astype(np.float64) * self.inv_freq[None, :]
-        cos = np.cos(ang).astype(np.float32)[:, None, :]
-        sin = np.sin(ang).astype(np.float32)[:, None, :]
-        q[:, :, c::2] = raw[None, :, 0::2] * cos - raw[None, :, 1::2] * sin
-        q[:, :, c + 1 :: 2] = raw[None, :, 0::2] * sin + raw[None, :, 1::2] * cos
+        q[:, :, c:] = self.spec.rope.rotate(raw, positions[:, None])  # [steps, heads, r]
         weights = np.exp(g.head_spread * innov["weight"]).astype(np.float32)
         return q, weights
 
