@@ -2,9 +2,12 @@
 
 Recorded (the bundled `tiny` backbone, greedy, 256 steps, prompts of 1024 tokens cut from
 different passages of the packaged held-out text `assets/tiny/heldout.txt`, which the backbone
-was never trained on) and synthetic (DeepSeek-V3.2 and Llama-3.1-70B geometry, at the paper's
-statistics and at new-lookup 0.3 / 0.7). Each trace is built by the real CLI as a subprocess
-(`dsacache record` / `dsacache synth`) and kept in DIR/<name>; an existing one is reused.
+was never trained on), synthetic from the statistics generator (DeepSeek-V3.2 and Llama-3.1-70B
+geometry, at the paper's statistics and at new-lookup 0.3 / 0.7) and from the indexer-model
+generator (`-indexer` traces: DeepSeek-V3.2 at 64K and 128K context, Llama-3.1-70B-like
+geometry with k = 256 at 64K and with k = 2048 at 128K; docs/indexer-model.md). Each trace is
+built by the real CLI as a subprocess (`dsacache record` / `dsacache synth`) and kept in
+DIR/<name>; an existing one is reused.
 
 Split: the "tune" traces are the ones the policies' constants were chosen on; every other trace
 is "eval" (reported, never tuned on).
@@ -35,14 +38,27 @@ class Spec:
 
 
 def ds(*extra: str) -> tuple[str, ...]:
-    """DeepSeek-V3.2 geometry (61 layers, k=2048), 40 steps from a 32K context."""
-    return ("--preset", "deepseek-v3.2", "--steps", "40", *extra)
+    """DeepSeek-V3.2 geometry (61 layers, k=2048), 40 steps from a 32K context (statistics)."""
+    return ("--generator", "stats", "--preset", "deepseek-v3.2", "--steps", "40", *extra)
 
 
 def llama(*extra: str) -> tuple[str, ...]:
-    """Llama-3.1-70B geometry as the paper's roofline (20 layers per GPU), k=256, 200 steps."""
-    return ("--preset", "llama-3.1-70b", "--steps", "200", "--layers", "20", "--top-k", "256",
-            *extra)  # fmt: skip
+    """Llama-3.1-70B geometry as the paper's roofline (20 layers per GPU), k=256, 200 steps
+    (statistics)."""
+    return ("--generator", "stats", "--preset", "llama-3.1-70b", "--steps", "200", "--layers",
+            "20", "--top-k", "256", *extra)  # fmt: skip
+
+
+def ds_ix(context: int) -> tuple[str, ...]:
+    """DeepSeek-V3.2 geometry, indexer model, 48 steps from a long context."""
+    return ("--preset", "deepseek-v3.2", "--steps", "48", "--context", str(context))
+
+
+def llama_ix(k: int, steps: int, context: int) -> tuple[str, ...]:
+    """Llama-3.1-70B-like geometry (20 layers, DeepSeek-style indexer on Llama's rope),
+    indexer model."""
+    return ("--preset", "llama-3.1-70b", "--layers", "20", "--top-k", str(k), "--steps",
+            str(steps), "--context", str(context))  # fmt: skip
 
 
 SPECS = (
@@ -60,6 +76,10 @@ SPECS = (
     Spec("llama70-nl0.3", "eval", llama("--new-lookup", "0.3")),
     Spec("llama70-nl0.5", "eval", llama("--new-lookup", "0.5", "--requests", "2")),
     Spec("llama70-nl0.7", "eval", llama("--new-lookup", "0.7")),
+    Spec("ds64-indexer", "eval", ds_ix(65536)),
+    Spec("ds128-indexer", "eval", ds_ix(131072)),
+    Spec("llama70-indexer", "eval", llama_ix(256, 200, 65536)),
+    Spec("llama70-k2048-indexer", "eval", llama_ix(2048, 64, 131072)),
 )
 
 
@@ -97,7 +117,6 @@ def shown(spec: Spec) -> str:
 def build(cache: Path, names: list[str] | None = None) -> dict[str, Path]:
     """Every trace of SPECS (or of `names`) in `cache`, recorded / generated if missing."""
     cache.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = {}
     for spec in SPECS:
         if names is not None and spec.name not in names:
@@ -107,6 +126,8 @@ def build(cache: Path, names: list[str] | None = None) -> dict[str, Path]:
             t0 = time.perf_counter()
             tmp = cache / (spec.name + ".part")
             subprocess.run(["rm", "-rf", str(tmp)], check=True)
+            # Recordings run torch on one thread; the indexer generator wants BLAS threads.
+            env = {**os.environ} if spec.args else {**os.environ, "OMP_NUM_THREADS": "1"}
             subprocess.run(command(spec, tmp), env=env, check=True, stdout=subprocess.DEVNULL)
             tmp.rename(path)
             print(f"built {spec.name} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)

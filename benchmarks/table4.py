@@ -5,9 +5,10 @@ Levy 2026 (arXiv 2603.13430), Table 4: roofline model, Llama-3.1-70B, 20 layers 
 1.15. The paper writes MB; we read it as 10**6 B (5 MB = 4.77 MiB) and print the MiB beside it.
 
 Every trace here is a synthetic trace of Llama-3.1-70B geometry (4096 B KV rows, 132 B index
-keys, 16-token pages) cut to --layers layers, with the paper's access statistics
-(PAPER_TARGETS), --steps decode steps from --context tokens, and B requests that share one
-global reserved region (the batch is simulated, never scaled). Hit rates come from
+keys, 16-token pages) cut to --layers layers, --steps decode steps from --context tokens, and B
+requests that share one global reserved region (the batch is simulated, never scaled); with
+--generator stats (default) at the paper's access statistics (PAPER_TARGETS), with
+--generator indexer from the indexer-model generator (docs/indexer-model.md). Hit rates come from
 dsacache.sim.simulate, step times from dsacache.perf with the preset's numbers (sources in
 docs/perf-model.md). Three parts:
 
@@ -24,6 +25,7 @@ docs/perf-model.md). Three parts:
    the best online policy (docs/policies.md).
 
     .venv/bin/python benchmarks/table4.py [--hardware h200] [--steps 64] [--context 8192]
+        [--generator stats|indexer]
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ from dsacache.report.figures import PAPER_TABLE4
 from dsacache.sim import SimConfig, simulate
 from dsacache.sim.config import mb_to_mib
 from dsacache.sim.llc.run import MODEL_WEIGHTS
-from dsacache.trace.geometry import preset
+from dsacache.trace.geometry import INDEXERS, preset
 from dsacache.trace.synth import PAPER_TARGETS, synthesize
+from dsacache.trace.synth_indexer import synthesize_indexer
 
 PAPER = PAPER_TABLE4  # reserved MB (10**6 B) -> slowdown
 S0 = PAPER[0]
@@ -109,6 +112,7 @@ def main() -> int:
     ap.add_argument("--skip-real", action="store_true", help="skip part 1")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mb-as-mib", action="store_true", help="read the paper's MB as MiB")
+    ap.add_argument("--generator", choices=("stats", "indexer"), default="stats")
     a = ap.parse_args()
     t_start = time.perf_counter()
     policies = [p for p in a.policies.split(",") if p]
@@ -120,12 +124,16 @@ def main() -> int:
           f"{params.llc_hit_ns:.1f} ns, HBM {params.hbm_ns:.1f} ns, MLP {params.mlp_lines:.0f}; "
           f"weights {weights / 2**20:,.0f} MiB/layer ({weights_note})")  # fmt: skip
     reading = "2^20 B (--mb-as-mib)" if a.mb_as_mib else "10^6 B"
-    print(f"{a.layers} layers, {a.steps} steps from context {a.context}; paper MB = {reading}")
+    print(f"{a.layers} layers, {a.steps} steps from context {a.context}; paper MB = {reading}; "
+          f"{a.generator} generator")  # fmt: skip
 
     def geometry(k: int):  # noqa: ANN202
         return preset("llama-3.1-70b").with_overrides(layers=a.layers, top_k=k)
 
     def trace_of(k: int, requests: int, steps: int):  # noqa: ANN202
+        if a.generator == "indexer":
+            return synthesize_indexer(geometry(k), INDEXERS["llama-3.1-70b"], steps, a.context,
+                                      seed=a.seed, requests=requests)  # fmt: skip
         return synthesize(geometry(k), steps, a.context, PAPER_TARGETS, seed=a.seed,
                           requests=requests)  # fmt: skip
 

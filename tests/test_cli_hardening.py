@@ -68,7 +68,8 @@ def test_demo_out_is_a_file(tmp_path, capsys) -> None:
 @pytest.mark.parametrize("flag", ["--lookback", "--working-set", "--interlayer-overlap"])
 def test_synth_rejects_nan_targets(tmp_path, capsys, flag: str) -> None:
     out = tmp_path / "t.zarr"
-    rc = run(["synth", "--out", str(out), "--layers", "2", "--top-k", "4", flag, "nan"])
+    rc = run(["synth", "--generator", "stats", "--out", str(out), "--layers", "2", "--top-k", "4",
+              flag, "nan"])  # fmt: skip
     _one_line_rc2(capsys, rc)
     assert not out.exists()
 

@@ -85,6 +85,9 @@ def test_reservation_keeps_gathers_across_weight_sweeps():
 def test_weights_from_model_and_errors(trace):
     assert infer_model(PRESETS["deepseek-v3.2"]) == "deepseek-v3.2"
     assert infer_model(PRESETS["llama-3.1-70b"]) == "llama-3.1-70b"
+    # GLM-5 shares DeepSeek-V3.2's bytes per token: the layer count tells them apart.
+    assert infer_model(PRESETS["glm-5"]) == "glm-5"
+    assert infer_model(PRESETS["deepseek-v3.2"].with_overrides(layers=2)) == "deepseek-v3.2"
     assert infer_model(trace.geometry) is None
     w, note = LLCConfig().weights(PRESETS["deepseek-v3.2"])
     assert w == MODEL_WEIGHTS["deepseek-v3.2"][0] == 37_000_000_000 // 61 and "ASSUMED" in note

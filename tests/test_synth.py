@@ -123,8 +123,9 @@ def test_bad_targets_rejected(kwargs: dict) -> None:
 
 def test_cli_synth_check(tmp_path, capsys) -> None:
     out = tmp_path / "s.zarr"
-    rc = run(["synth", "--out", str(out), "--steps", "60", "--layers", "3", "--top-k", "64",
-              "--context", "2048", "--new-lookup", "0.4", "--check"])  # fmt: skip
+    rc = run(["synth", "--generator", "stats", "--out", str(out), "--steps", "60", "--layers",
+              "3", "--top-k", "64", "--context", "2048", "--new-lookup", "0.4",
+              "--check"])  # fmt: skip
     assert rc == 0
     text = capsys.readouterr().out
     assert "wrote" in text and "target" in text
@@ -146,7 +147,8 @@ def test_cli_synth_check(tmp_path, capsys) -> None:
 )
 def test_cli_synth_bad_input_is_one_line_exit_2(tmp_path, capsys, args: list[str]) -> None:
     out = tmp_path / "bad.zarr"
-    rc = run(["synth", "--out", str(out), "--layers", "2", "--top-k", "8", *args])
+    rc = run(["synth", "--generator", "stats", "--out", str(out), "--layers", "2", "--top-k", "8",
+              *args])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2
     assert "Traceback" not in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from dsacache.errors import DsacacheError
+from dsacache.trace.rope import Rope
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,54 @@ PRESETS: dict[str, Geometry] = {
     # 80 layers, 8 KV heads x 128 dims x (K+V) x bf16 = 4096 B; an attached DSA indexer with
     # DeepSeek's index-key format (132 B); vLLM's default 16-token blocks.
     "llama-3.1-70b": Geometry(80, 2048, 4096, 132, 16),
+    # GLM-5: 78 layers, DSA with top-k 2048 and DeepSeek-V3.2's cache formats (MLA latent 512 +
+    # rope 64: the same 656 B FP8 row; FP8 index key of 128 dims + scale: 132 B), 64-token pages.
+    "glm-5": Geometry(78, 2048, 656, 132, 64),
 }
 
 
+@dataclass(frozen=True)
+class IndexerSpec:
+    """The lightning indexer's shape: `heads` index heads of `head_dim` dims sharing one key per
+    token, rotary position embedding on `rope.dims` of those dims."""
+
+    heads: int
+    head_dim: int
+    rope: Rope
+
+    def __post_init__(self) -> None:
+        if self.heads < 1 or self.head_dim < 1 or not 0 <= self.rope.dims <= self.head_dim:
+            raise DsacacheError(
+                f"indexer: heads, head_dim must be >= 1 and rope dims in 0..head_dim, got "
+                f"{self.heads}, {self.head_dim}, {self.rope.dims}"
+            )
+
+
+# Sources: docs/indexer-model.md "The presets".
+INDEXERS: dict[str, IndexerSpec] = {
+    # config.json: index_n_heads 64, index_head_dim 128, qk_rope_head_dim 64, rope_theta 10000,
+    # rope_scaling yarn factor 40 over original_max_position_embeddings 4096, beta 32 / 1.
+    "deepseek-v3.2": IndexerSpec(64, 128, Rope(64, 10000.0, "yarn", 40.0, 4096, 32.0, 1.0)),
+    # config.json: index_n_heads 32, index_head_dim 128, qk_rope_head_dim 64, rope_theta 1e6,
+    # no rope scaling.
+    "glm-5": IndexerSpec(32, 128, Rope(64, 1_000_000.0)),
+    # An attached DeepSeek-style indexer (64 x 128, rope on 64 dims) rotated with Llama 3.1's own
+    # rope: theta 500000, llama3 scaling factor 8 over 8192 (low / high freq factor 1 / 4).
+    "llama-3.1-70b": IndexerSpec(
+        64, 128, Rope(64, 500000.0, "llama3", 8.0, 8192, low_freq_factor=1.0, high_freq_factor=4.0)
+    ),
+}
+
+
+def _lookup(table: dict, name: str, what: str):  # noqa: ANN202
+    if name not in table:
+        raise DsacacheError(f"unknown {what} {name!r} (known: {', '.join(sorted(table))})")
+    return table[name]
+
+
 def preset(name: str) -> Geometry:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        known = ", ".join(sorted(PRESETS))
-        raise DsacacheError(f"unknown geometry preset {name!r} (known: {known})") from None
+    return _lookup(PRESETS, name, "geometry preset")
+
+
+def indexer_preset(name: str) -> IndexerSpec:
+    return _lookup(INDEXERS, name, "indexer preset")

@@ -35,18 +35,28 @@ MODEL_WEIGHTS: dict[str, tuple[int, str]] = {
         70_600_000_000 * 2 // 80,
         "ASSUMED: 70.6 B parameters (Meta model card) in bf16 (2 B/parameter) over 80 layers",
     ),
+    "glm-5": (
+        40_000_000_000 // 78,
+        "ASSUMED: 40 B activated parameters per token (GLM-5 model card: 744B-A40B) in FP8 "
+        "(1 B/parameter) over 78 layers",
+    ),
 }
 
 
 def infer_model(geometry: Geometry) -> str | None:
-    """The geometry preset whose bytes per token and page size match (None if not one)."""
+    """The geometry preset whose bytes per token and page size match (None if not one). Presets
+    that share them (DeepSeek-V3.2 and GLM-5) are told apart by the layer count; a trace cut to
+    other layers (a plain .npz gets DeepSeek-V3.2's geometry) goes to the first preset."""
     key = (geometry.kv_bytes_per_token, geometry.index_bytes_per_token, geometry.block_tokens)
     hits = [
         name
         for name, g in GEOMETRY_PRESETS.items()
         if (g.kv_bytes_per_token, g.index_bytes_per_token, g.block_tokens) == key
     ]
-    return hits[0] if len(hits) == 1 else None
+    same_layers = [n for n in hits if GEOMETRY_PRESETS[n].layers == geometry.layers]
+    if len(same_layers) == 1:
+        return same_layers[0]
+    return hits[0] if hits else None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,160 @@
+"""Parameters of the indexer-model generator (synth_indexer.py), and their calibrated values.
+
+The generator scores every cached token with the DeepSeek-V3.2 index score over synthetic index
+keys and queries; these dataclasses say how those keys and queries are built. docs/indexer-model.md
+explains each parameter and how benchmarks/fit_indexer.py fitted them.
+
+Layers fall in three groups: `early` (the first `early_layers`), `deep` (from
+round(deep_from × layers) on) and `middle` (the rest); each group has its own query dynamics
+(GroupParams), the key structure is shared.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from importlib import resources
+from typing import Any
+
+from dsacache.errors import DsacacheError
+
+GROUPS = ("early", "middle", "deep")
+
+
+@dataclass(frozen=True)
+class GroupParams:
+    """How one layer group's index queries move from step to step (score units: a key's content
+    part has unit length, see docs/indexer-model.md).
+
+    Each head's query has a topic part (length topic_weight) that points at the topics its focus
+    picks: the focus is exp(topic_peak × Y) over the topics, Y an AR(1) per head with memory
+    topic_memory; and a detail part: a persistent direction (variance `persistent`), a drifting
+    one (variance `drift`, AR(1) memory drift_memory) and a fresh one every step (variance
+    `flicker`). head_spread: log-normal spread of the per-step head weights w(t, j); rope_gain:
+    the rotary part's score at offset 0; relu_bias: subtracted from every head's dot product
+    before the ReLU (a constant key feature: what a head must beat to count at all).
+    """
+
+    topic_weight: float = 10.0
+    topic_peak: float = 10.0
+    topic_memory: float = 0.998
+    persistent: float = 0.2
+    drift: float = 0.0
+    drift_memory: float = 0.9
+    flicker: float = 2.0
+    head_spread: float = 0.5
+    rope_gain: float = 1.0
+    relu_bias: float = 7.0
+
+    def validate(self, name: str) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not (isinstance(v, int | float) and v == v and abs(v) != float("inf")):
+                raise DsacacheError(f"indexer model: {name}.{f.name} must be a finite number")
+            if v < 0:
+                raise DsacacheError(f"indexer model: {name}.{f.name} must be >= 0, got {v}")
+        for m in ("topic_memory", "drift_memory"):
+            if getattr(self, m) >= 1.0:
+                raise DsacacheError(f"indexer model: {name}.{m} must be < 1")
+        if self.persistent + self.drift + self.flicker + self.topic_weight <= 0:
+            raise DsacacheError(f"indexer model: {name}: the query has no content part")
+
+
+# A memoryless query: a fresh random direction every step (what the first layers look like).
+MEMORYLESS = GroupParams(
+    topic_weight=0.0, topic_peak=0.0, topic_memory=0.0, persistent=0.0, drift=0.0,
+    drift_memory=0.0, flicker=1.0, head_spread=0.0, rope_gain=0.0, relu_bias=0.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IndexerModel:
+    """Key structure (shared by all layers) and the three groups' query dynamics.
+
+    heads: simulated index heads; section_k: mean length (geometric) of a run of tokens on one
+    topic, as a fraction of top-k; topic_sections: sections per topic (so a topic holds about
+    section_k × topic_sections × k tokens wherever they sit, at any context length, and what the
+    heads focus on is a fixed multiple of k);
+    span_tokens: mean length of a run sharing one detail vector (a span never crosses a
+    section); topic_share: the topic subspace's share of a key's (unit) content length;
+    span_share: the span vector's share of the detail part (the rest is the token's own);
+    rope_mean / rope_spread: the rotary dims' mean and spread (keys and queries, 1 + A·N(0,1)
+    style); layer_coupling: the fresh share of every random input from one layer to the next
+    (0 = all layers alike, 1 = independent); jump_rate: changes of subject per step (every
+    layer's topic focus and drift restart, every 1 / jump_rate steps from a random phase).
+    """
+
+    heads: int = 16
+    section_k: float = 1 / 16
+    topic_sections: int = 2
+    span_tokens: float = 48.0
+    topic_share: float = 0.5
+    span_share: float = 0.98
+    rope_mean: float = 1.0
+    rope_spread: float = 0.1
+    layer_coupling: float = 0.3
+    jump_rate: float = 0.02
+    early_layers: int = 2
+    deep_from: float = 20 / 61
+    early: GroupParams = field(default_factory=lambda: MEMORYLESS)
+    middle: GroupParams = field(default_factory=GroupParams)
+    deep: GroupParams = field(default_factory=GroupParams)
+
+    def validate(self) -> None:
+        if self.heads < 1 or self.topic_sections < 1 or self.early_layers < 0:
+            raise DsacacheError(
+                "indexer model: heads and topic_sections must be >= 1, early_layers >= 0"
+            )
+        if not self.section_k > 0 or self.span_tokens < 1:
+            raise DsacacheError("indexer model: section_k must be > 0 and span_tokens >= 1")
+        for name in ("topic_share", "span_share", "layer_coupling", "jump_rate", "deep_from"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise DsacacheError(f"indexer model: {name} must be in [0, 1], got {v}")
+        if self.rope_spread < 0:
+            raise DsacacheError("indexer model: rope_spread must be >= 0")
+        for g in GROUPS:
+            getattr(self, g).validate(g)
+
+    def group_of(self, layer: int, layers: int) -> str:
+        if layer < self.early_layers:
+            return "early"
+        if layer >= round(self.deep_from * layers):
+            return "deep"
+        return "middle"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexerModel:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise DsacacheError(f"indexer model: unknown parameters {sorted(unknown)}")
+        kw = dict(data)
+        for g in GROUPS:
+            if g in kw:
+                sub = kw[g]
+                gk = {f.name for f in fields(GroupParams)}
+                if not isinstance(sub, dict) or set(sub) - gk:
+                    raise DsacacheError(f"indexer model: bad {g} group parameters")
+                kw[g] = GroupParams(**sub)
+        model = cls(**kw)
+        model.validate()
+        return model
+
+    def with_group(self, name: str, **changes: float) -> IndexerModel:
+        return replace(self, **{name: replace(getattr(self, name), **changes)})
+
+
+def calibrated() -> IndexerModel:
+    """The parameters benchmarks/fit_indexer.py fitted (data/indexer_calibration.json)."""
+    text = resources.files("dsacache.trace").joinpath("data/indexer_calibration.json").read_text()
+    return IndexerModel.from_dict(json.loads(text)["model"])
+
+
+def calibration_record() -> dict[str, Any]:
+    """The whole calibration file: the model plus the fit's targets and achieved values."""
+    text = resources.files("dsacache.trace").joinpath("data/indexer_calibration.json").read_text()
+    return json.loads(text)
