@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dsacache.cli.app import run
-from dsacache.perf.buffer_stats import buffer_stats, generated_trace
+from dsacache.perf.buffer_stats import GENERATED_LAYERS, buffer_stats, generated_trace
 from dsacache.perf.serving import ServingWorkload
 from dsacache.perf.serving_models import serving_model
 from dsacache.sim.hierarchy import HierarchyConfig, simulate_hierarchy
@@ -53,7 +53,12 @@ def test_generated_trace_of_the_model(capsys) -> None:
     model = serving_model("deepseek-v3.2")
     w = ServingWorkload(8, 4096, 48, 2048)
     trace = generated_trace(model, 1152, w)  # bf16 KV on an H200 (compute capability 9.0)
-    assert (trace.geometry.top_k, trace.geometry.layers, trace.steps) == (2048, 2, 48)
+    assert (trace.geometry.top_k, trace.geometry.layers, trace.steps) == (
+        2048,
+        GENERATED_LAYERS,
+        48,
+    )
+    assert trace.meta["generator"] == "indexer" and trace.meta["indexer"]["model_layers"] == 61
     sim = simulate_hierarchy(trace, HierarchyConfig(2048))
     assert out["buffer_stats"]["hit_rate"] == sim.hit_rate
     assert "generated trace" in out["buffer_stats"]["source"]

@@ -10,13 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from dsacache.cli.app import run as cli_run
 from dsacache.errors import DsacacheError
 from dsacache.sweep import parse_config, run_sweep
+from dsacache.sweep.config import trace_label
+from dsacache.sweep.runner import build_trace
 from dsacache.sweep.store import TIMING_COLUMNS
+from dsacache.trace.generate import DEFAULT_GENERATOR
 
 GRID = """
 traces = [{synth = "deepseek-v3.2", steps = 12, context = 1024, layers = 2, top_k = 64}]
@@ -53,8 +57,8 @@ def test_grid_expands_to_the_cartesian_product() -> None:
     caps = {(r.config["capacity_mib"], r.config["capacity_tokens"]) for r in sweep.runs}
     assert caps == {(0.02, None), (0.05, None), (None, 100), (None, 300)}
     t = sweep.runs[0].trace
-    assert t == {"synth": "deepseek-v3.2", "steps": 12, "context": 1024, "layers": 2,
-                 "top_k": 64, "seed": 0, "requests": 1}  # fmt: skip
+    assert t == {"synth": "deepseek-v3.2", "generator": "indexer", "steps": 12, "context": 1024,
+                 "layers": 2, "top_k": 64, "seed": 0, "requests": 1}  # fmt: skip
     # Defaults filled in: an explicit seed = 0 hashes the same as none.
     explicit = parse_config(GRID.replace("top_k = 64}", "top_k = 64, seed = 0}"))
     assert [r.config_hash for r in explicit.runs] == [r.config_hash for r in sweep.runs]
@@ -136,6 +140,8 @@ def test_file_trace_identity_tracks_content(tmp_path: Path) -> None:
         ('policies = ["min"]\ncapacities = [1]', "missing key 'traces'"),
         ('traces = [{synth = "deepseek-v3.2", steps = 5}]\npolicies = ["min"]\n'
          'capacities = [1]', "missing key 'context'"),
+        ('traces = [{synth = "deepseek-v3.2", generator = "dice", steps = 5, context = 64}]\n'
+         'policies = ["min"]\ncapacities = [1]', "generator must be one of indexer, stats"),
         ('traces = [{synth = "deepseek-v3.2", steps = 5, context = 64}]\n'
          'policies = ["min"]\ncapacities = [1]\nhardware = ["z80"]', "z80"),
         ('traces = ["missing.zarr"]\npolicies = ["min"]\ncapacities = [1]', "does not exist"),
@@ -190,6 +196,23 @@ def test_bad_config_is_one_line_rc2(
     assert err.count("\n") == 1 and err.startswith("dsacache: error:")
     assert needle in err
     assert not (tmp_path / "out").exists()  # nothing written before the config is checked
+
+
+def test_synth_traces_name_their_generator(tmp_path: Path) -> None:
+    """The default is `dsacache synth`'s; each generator builds its own trace; a stored identity
+    from before the generator key (a store of older runs) rebuilds the statistics generator's."""
+    base = '{synth = "deepseek-v3.2", steps = 4, context = 300, layers = 2, top_k = 16'
+    grid = (f"traces = [{base}}}, {base}, generator = \"stats\"}}]\n"
+            'policies = ["token-lru"]\ncapacities = ["100 tokens"]\n')  # fmt: skip
+    runs = parse_config(grid, base_dir=tmp_path).runs
+    assert [r.trace["generator"] for r in runs] == [DEFAULT_GENERATOR, "stats"]
+    assert runs[0].config_hash != runs[1].config_hash
+    assert "generator=stats" in trace_label(runs[1].trace)
+    ix, stats = (build_trace(r.trace, str(tmp_path)) for r in runs)
+    assert ix.meta["generator"] == "indexer" and stats.meta["generator"] == "stats"
+    assert ix.meta["indexer"]["model_layers"] == 61  # 2 layers sample DeepSeek-V3.2's depth
+    old = {k: v for k, v in runs[1].trace.items() if k != "generator"}
+    assert np.array_equal(build_trace(old, str(tmp_path)).indices, stats.indices)
 
 
 def test_out_with_results_needs_resume(baseline: Path, grid_file: Path) -> None:

@@ -97,24 +97,29 @@ def _generate(model: IndexerModel, steps: int = 12, context: int = 700, seed: in
     return np.concatenate([s.indices for s in sels]), np.concatenate([s.scores for s in sels])
 
 
-def test_scores_and_selection_match_an_independent_recomputation() -> None:
+@pytest.mark.parametrize("model_layers", [None, 61])
+def test_scores_and_selection_match_an_independent_recomputation(model_layers) -> None:
     """Rebuild keys and queries with the generator's own parts, then score every token in
     float64 with plain numpy: the stored scores equal the recomputed ones and the selection is
-    the exact top-k of them."""
+    the exact top-k of them (also for a reduced model, whose layers take sampled groups)."""
     model = _model()
     steps, context, seed = 10, 700, 5
-    trace = synthesize_indexer(SMALL, SPEC, steps, context, model, seed=seed, scores=True)
+    trace = synthesize_indexer(
+        SMALL, SPEC, steps, context, model, seed=seed, scores=True, model_layers=model_layers
+    )
+    groups = model.layer_groups(SMALL.layers, model_layers)
+    assert trace.meta["indexer"]["model_layers"] == model_layers
     idx, sc = trace.indices, np.asarray(trace.requests[0].scores)
     n = context + steps - 1
     structure = _Structure(model, n, SMALL.top_k, seed, 0)
     jumps = jump_steps(steps, model.jump_rate, _stream(seed, 0, 4))
     keys = _LayerKeys(model, SPEC, structure, n)
-    queries = _LayerQueries(model, SPEC, SMALL.layers, structure.topics, jumps)
+    queries = _LayerQueries(model, SPEC, groups, structure.topics, jumps)
     ctx = np.arange(context, context + steps)
     for layer in range(SMALL.layers):
         k = keys.next_layer(seed, 0, layer).astype(np.float64)
         q, w = queries.window(seed, 0, layer, range(steps), ctx - 1, keys.topic_units())
-        bias = getattr(model, model.group_of(layer, SMALL.layers)).relu_bias
+        bias = getattr(model, groups[layer]).relu_bias
         for t in range(steps):
             full = w[t][:, None] * np.maximum(q[t].astype(np.float64) @ k[: ctx[t]].T - bias, 0)
             full = full.sum(axis=0)
@@ -214,13 +219,26 @@ def test_bad_parameters_are_one_clear_error() -> None:
         synthesize_indexer(SMALL, SPEC, 0, 100)
 
 
+def test_layer_groups_of_a_reduced_model() -> None:
+    m = calibrated()  # early: layers 0-1; deep from round(20 / 61 x layers)
+    assert m.layer_groups(4) == ["early", "early", "deep", "deep"]
+    assert m.layer_groups(4, 4) == m.layer_groups(4)  # not reduced
+    assert m.layer_groups(2, 61) == ["middle", "deep"]  # model layers 15, 45
+    # model layers 3, 11, 19, 26, 34, 41, 49, 57
+    assert m.layer_groups(8, 61) == ["middle"] * 3 + ["deep"] * 5
+    assert m.layer_groups(61, 61).count("early") == 2
+
+
 def test_cli_indexer_writes_a_trace(tmp_path, capsys) -> None:
     out = tmp_path / "t.zarr"
     rc = run(["synth", "--out", str(out), "--layers", "4", "--top-k", "64", "--steps", "6",
               "--context", "512", "--check", "--scores"])  # fmt: skip
     assert rc == 0
     text = capsys.readouterr().out
-    assert "4 layers x k=64" in text and "0.550 (paper)" in text and "early (layers 0-1)" in text
+    assert "4 layers x k=64" in text and "0.550 (paper)" in text
+    # 4 of DeepSeek-V3.2's 61 layers: model layers 7, 22, 38, 53 (one middle, three deep)
+    assert "sample the model's 61" in text and "middle (trace layers 0-0)" in text
+    assert "deep (trace layers 1-3)" in text
     trace = Trace.load(out)
     assert trace.meta["generator"] == "indexer" and trace.steps == 6 and trace.has_scores
 

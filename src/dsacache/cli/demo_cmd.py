@@ -23,7 +23,8 @@ from dsacache.perf.serving_models import serving_model
 from dsacache.report import build_report
 from dsacache.report.build import HIERARCHY_DIR, SERVING_JSON, STAGES, load_rows
 from dsacache.sweep import parse_config, run_sweep
-from dsacache.sweep.runner import build_trace
+from dsacache.sweep.runner import build_trace, trace_geometry
+from dsacache.trace.generate import DEFAULT_GENERATOR, progress_total
 
 DEMO_PRESET = "deepseek-v3.2"
 DEMO_STEPS = 200
@@ -53,6 +54,13 @@ DEMO_RECORD_TOP_K = 32
 DEMO_TEMPERATURE, DEMO_TOP_P, DEMO_SEED = 0.8, 0.95, 0
 
 
+def _demo_trace(steps: int) -> str:
+    return (
+        f'{{synth = "{DEMO_PRESET}", generator = "{DEFAULT_GENERATOR}", steps = {steps}, '
+        f"context = {DEMO_CONTEXT}, layers = {DEMO_LAYERS}, seed = 0}}"
+    )
+
+
 def demo_hierarchy_toml(steps: int) -> str:
     """The demo's hierarchy grid: the synthetic trace x HBM buffer rows x buffer policies (no
     LLC reservation; H200 and its PCIe Gen5 host link)."""
@@ -60,8 +68,7 @@ def demo_hierarchy_toml(steps: int) -> str:
     return (
         "# dsacache demo: HBM buffers per (request, layer) over host memory (HiSparse), on the\n"
         f"# SYNTHETIC trace of the LLC sweep ({DEMO_PRESET} geometry, {DEMO_LAYERS} layers).\n"
-        f'traces = [{{synth = "{DEMO_PRESET}", steps = {steps}, context = {DEMO_CONTEXT}, '
-        f"layers = {DEMO_LAYERS}, seed = 0}}]\n"
+        f"traces = [{_demo_trace(steps)}]\n"
         f"buffer_tokens = [{', '.join(map(str, DEMO_BUFFER_TOKENS))}]\n"
         f"buffer_policies = [{pols}]\n"
         'hardware = ["h200"]\n'
@@ -74,10 +81,10 @@ def demo_sweep_toml(steps: int) -> str:
     caps = ", ".join(str(c) for c in DEMO_CAPACITIES_MIB)
     weights = ", ".join(f'"{w}"' if isinstance(w, str) else str(w) for w in DEMO_WEIGHTS_MIB)
     return (
-        "# dsacache demo: a SYNTHETIC trace calibrated to the paper's statistics (not a model\n"
-        f"# recording): {DEMO_PRESET} geometry reduced to {DEMO_LAYERS} layers.\n"
-        f'traces = [{{synth = "{DEMO_PRESET}", steps = {steps}, context = {DEMO_CONTEXT}, '
-        f"layers = {DEMO_LAYERS}, seed = 0}}]\n"
+        "# dsacache demo: a SYNTHETIC trace (not a model recording) of the indexer-model\n"
+        f"# generator: {DEMO_PRESET} geometry reduced to {DEMO_LAYERS} layers that sample its "
+        "depth.\n"
+        f"traces = [{_demo_trace(steps)}]\n"
         f"policies = [{pols}]\n"
         f"capacities = [{caps}]\n"
         'partitions = ["global"]\n'
@@ -104,9 +111,10 @@ def demo(
 
     First the bundled backbone (`tiny`, with its distilled indexer) decodes two prompts with
     top-k 32 sparse attention and its recorded trace is analysed (OUT/recorded, a trace store,
-    and OUT/recorded-analysis.json). Then a SYNTHETIC trace at DeepSeek-V3.2 scale, calibrated
-    to the paper's statistics (top-k 2048, 32K context, reduced to 8 layers), goes through the
-    cache study, since no CPU can decode a 61-layer model. Writes OUT/analysis.json,
+    and OUT/recorded-analysis.json). Then a SYNTHETIC trace at DeepSeek-V3.2 scale from the
+    indexer-model generator (`dsacache synth`'s default, calibrated to DeepSeek-V3.2's public
+    measurements; top-k 2048, 32K context, a reduced model of 8 layers sampling the 61) goes
+    through the cache study, since no CPU can decode a 61-layer model. Writes OUT/analysis.json,
     OUT/sweep.toml (the grid: policies min, token-lru, fifo, keep-previous, hazard-plus x
     0-40 MiB reserved x weights per layer: the model's, and 0 -- the attention part of the step
     alone, where the reservation decides the step time -- on H100), OUT/results.parquet; then
@@ -136,11 +144,13 @@ def demo(
     sweep = parse_config(demo_sweep_toml(steps), base_dir=out, source="demo sweep")
     identity = sweep.runs[0].trace
     typer.echo(
-        f"[1/5] SYNTHETIC trace (calibrated to the paper's statistics, not a model recording): "
-        f"{DEMO_PRESET} geometry, {DEMO_LAYERS} layers, {steps} steps from a "
-        f"{DEMO_CONTEXT}-token context"
+        f"[1/5] SYNTHETIC trace (the indexer model calibrated to DeepSeek-V3.2's public "
+        f"measurements, not a model recording): {DEMO_PRESET} geometry, {DEMO_LAYERS} layers "
+        f"sampling its depth, {steps} steps from a {DEMO_CONTEXT}-token context"
     )
-    trace = build_trace(identity, str(out))
+    total = progress_total(identity["generator"], trace_geometry(identity), steps, 1)
+    with progress_bar("synth", total) as advance:
+        trace = build_trace(identity, str(out), advance)
     typer.echo("[2/5] access-pattern analysis")
     with progress_bar("analyze", steps) as advance:
         result = analyze(trace, progress=advance)

@@ -18,7 +18,7 @@ from dsacache.perf.buffer_stats import (
     GENERATED_LAYERS,
     GENERATED_STEPS,
     buffer_stats,
-    generated_steps,
+    progress_units,
 )
 from dsacache.perf.serving import (
     ATTENTION_MODES,
@@ -49,10 +49,10 @@ HELP = "\n\n".join(
         "The buffer's hit rate (the fraction of selected rows it holds) is measured by "
         "simulating the buffers as `dsacache hierarchy` does, under --buffer-policy: on "
         "--trace PATH (its top-k must be the model's), or, without --trace and --hit-rate, on "
-        f"a generated trace of the model's geometry (`dsacache synth`'s generator, "
-        f"{GENERATED_LAYERS} layers, min(output tokens, {GENERATED_STEPS}) steps from the input "
-        "tokens). --hit-rate H is a what-if instead. A request whose input + output fits the "
-        "buffer never misses.",
+        f"a generated trace of the model's geometry (`dsacache synth`'s indexer generator, "
+        f"{GENERATED_LAYERS} layers sampling the model's depth, min(output tokens, "
+        f"{GENERATED_STEPS}) steps from the input tokens: tens of seconds). --hit-rate H is a "
+        "what-if instead. A request whose input + output fits the buffer never misses.",
         "--json prints one object: baseline_max_concurrency, offload_max_concurrency and "
         "rows [{concurrency, baseline_tokens_per_s, offload_tokens_per_s, ratio, "
         "buffer_hit_rate, baseline_step, offload_step (and, from a simulation, "
@@ -177,8 +177,7 @@ def serving_command(
         stats = BufferStats(hit_rate)
     else:
         trace = None if trace_path is None else open_trace(trace_path, lazy=True)
-        steps = generated_steps(work) if trace is None else trace.steps
-        with progress_bar("buffer simulation", steps) as advance:
+        with progress_bar("buffer simulation", progress_units(work, trace)) as advance:
             stats = buffer_stats(model, dep.kv_bytes, work, buffer_policy, trace, advance)
     result = serving_rows(model, hw, work, levels, stats, params)
     if plot is not None:

@@ -14,21 +14,26 @@ from dsacache.cli.app import app
 from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
 from dsacache.trace import Trace
-from dsacache.trace.geometry import PRESETS, IndexerSpec, indexer_preset, preset
-from dsacache.trace.indexer_model import IndexerModel, calibrated
-from dsacache.trace.rope import rope_from_hf_config
-from dsacache.trace.synth import PAPER_TARGETS, SynthTargets, synthesize
-from dsacache.trace.synth_indexer import synthesize_indexer
+from dsacache.trace.generate import (
+    DEFAULT_GENERATOR,
+    Indexer,
+    check_generator,
+    generate,
+    indexer_setup,
+    progress_total,
+)
+from dsacache.trace.geometry import PRESETS, preset
+from dsacache.trace.indexer_model import GROUPS
+from dsacache.trace.synth import PAPER_TARGETS, SynthTargets
 
 _DEFAULTS = SynthTargets()
-GENERATORS = ("indexer", "stats")
 
 
 @app.command("synth")
 def synth(
     out: Path = typer.Option(..., "--out", "-o", help="Trace store to write (a directory)."),
     generator: str = typer.Option(
-        "indexer",
+        DEFAULT_GENERATOR,
         "--generator",
         help="indexer: score every token with a simulated lightning indexer and keep the exact "
         "top-k (calibrated to public DeepSeek-V3.2 measurements; docs/indexer-model.md). "
@@ -37,11 +42,21 @@ def synth(
     preset_name: str = typer.Option(
         "deepseek-v3.2", "--preset", help=f"Model geometry: {', '.join(PRESETS)}."
     ),
-    steps: int = typer.Option(1000, "--steps", help="Decode steps."),
+    steps: int = typer.Option(
+        200,
+        "--steps",
+        help="Decode steps (the indexer generator: about a minute for DeepSeek-V3.2's 61 layers "
+        "at 200 steps from 32K tokens).",
+    ),
     context: int = typer.Option(32768, "--context", help="Context length at the first step."),
     requests: int = typer.Option(1, "--requests", help="Requests in the batch."),
     seed: int = typer.Option(0, "--seed", help="Random seed (request r uses seed + r)."),
-    layers: int | None = typer.Option(None, "--layers", help="Override the preset's layers."),
+    layers: int | None = typer.Option(
+        None,
+        "--layers",
+        help="Override the preset's layers. indexer: fewer layers make a reduced model whose "
+        "layers sample the full depth evenly (each keeps its layer group's behaviour).",
+    ),
     top_k: int | None = typer.Option(None, "--top-k", help="Override the preset's top-k."),
     hf_config: Path | None = typer.Option(
         None,
@@ -109,10 +124,7 @@ def synth(
 
     Example: dsacache synth --preset deepseek-v3.2 --steps 200 --context 65536 --out t.zarr
     """
-    if generator not in GENERATORS:
-        raise DsacacheError(
-            f"--generator must be one of {', '.join(GENERATORS)}, got {generator!r}"
-        )
+    check_generator(generator, "--generator")
     if chunk_steps < 1:
         raise DsacacheError(f"--chunk-steps must be >= 1, got {chunk_steps}")
     stats_only = {
@@ -120,32 +132,38 @@ def synth(
         "--new-lookup-p95": new_lookup_p95, "--interlayer-overlap": overlap,
         "--working-set": working_set, "--lookback": lookback,
     }  # fmt: skip
+    indexer_only = {"--hf-config": hf_config, "--indexer-params": indexer_params}
+    wrong = stats_only if generator == "indexer" else {**indexer_only, "--scores": scores or None}
+    given = [name for name, v in wrong.items() if v is not None]
+    if given:
+        raise DsacacheError(f"{', '.join(given)}: only with --generator {_other(generator)}")
+    indexer, targets = None, None
     if generator == "indexer":
-        given = [name for name, v in stats_only.items() if v is not None]
-        if given:
-            raise DsacacheError(f"{', '.join(given)}: only with --generator stats")
-        _synth_indexer(
-            out, preset_name, steps, context, requests, seed, layers, top_k, hf_config,
-            indexer_params, chunk_steps, check, window, scores,
+        cfg = None if hf_config is None else _read_json(hf_config, "--hf-config")
+        params = None if indexer_params is None else _read_json(indexer_params, "--indexer-params")
+        geometry, indexer = indexer_setup(
+            preset_name, layers=layers, top_k=top_k, hf_config=cfg, params=params,
+            source=f"--hf-config {hf_config}",
         )  # fmt: skip
-        return
-    for name, v in (("--hf-config", hf_config), ("--indexer-params", indexer_params)):
-        if v is not None:
-            raise DsacacheError(f"{name}: only with --generator indexer")
-    if scores:
-        raise DsacacheError("--scores: only with --generator indexer")
-    targets = _stats_targets(
-        new_lookup, persistence, new_lookup_p95, overlap, working_set, lookback, window
-    )
-    geometry = preset(preset_name).with_overrides(layers=layers, top_k=top_k)
-    with progress_bar("synth", steps * requests) as advance:
-        trace = synthesize(
-            geometry, steps, context, targets, seed=seed, requests=requests, out=out,
-            chunk_steps=chunk_steps, progress=advance,
+    else:
+        targets = _stats_targets(
+            new_lookup, persistence, new_lookup_p95, overlap, working_set, lookback, window
+        )
+        geometry = preset(preset_name).with_overrides(layers=layers, top_k=top_k)
+    with progress_bar("synth", progress_total(generator, geometry, steps, requests)) as advance:
+        trace = generate(
+            generator, geometry, steps, context, indexer=indexer, targets=targets, seed=seed,
+            requests=requests, out=out, chunk_steps=chunk_steps, scores=scores, progress=advance,
         )  # fmt: skip
-    _wrote(out, trace, requests, steps, context)
-    if check:
+    _wrote(out, trace, requests, steps, context, indexer)
+    if check and indexer is not None:
+        _print_indexer_check(trace, indexer, window)
+    elif check:
         _print_stats_check(trace, targets)
+
+
+def _other(generator: str) -> str:
+    return "stats" if generator == "indexer" else "indexer"
 
 
 def _stats_targets(
@@ -188,78 +206,16 @@ def _read_json(path: Path, what: str) -> dict:
     return data
 
 
-def _indexer_setup(
-    preset_name: str,
-    layers: int | None,
-    top_k: int | None,
-    hf_config: Path | None,
-    indexer_params: Path | None,
-) -> tuple:
-    """Geometry, indexer shape and score-model parameters of an indexer-model run."""
-    geometry = preset(preset_name)
-    spec = indexer_preset(preset_name)
-    if hf_config is not None:
-        cfg = _read_json(hf_config, "--hf-config")
-        try:
-            heads = int(cfg.get("index_n_heads", spec.heads))
-            head_dim = int(cfg.get("index_head_dim", spec.head_dim))
-            rope_dims = int(cfg.get("qk_rope_head_dim", spec.rope.dims))
-            layers = layers if layers is not None else cfg.get("num_hidden_layers")
-            top_k = top_k if top_k is not None else cfg.get("index_topk")
-        except (TypeError, ValueError) as e:
-            raise DsacacheError(f"--hf-config {hf_config}: bad indexer settings ({e})") from None
-        spec = IndexerSpec(heads, head_dim, rope_from_hf_config(cfg, rope_dims))
-    geometry = geometry.with_overrides(
-        layers=None if layers is None else int(layers), top_k=None if top_k is None else int(top_k)
-    )
-    model = calibrated()
-    if indexer_params is not None:
-        changes = _read_json(indexer_params, "--indexer-params")
-        model = IndexerModel.from_dict({**model.to_dict(), **_merge_groups(model, changes)})
-    return geometry, spec, model
-
-
-def _merge_groups(model: IndexerModel, changes: dict) -> dict:
-    """Group entries in `changes` change only the named fields of that group."""
-    out = dict(changes)
-    for g in ("early", "middle", "deep"):
-        if isinstance(changes.get(g), dict):
-            out[g] = {**model.to_dict()[g], **changes[g]}
-    return out
-
-
-def _synth_indexer(
-    out: Path,
-    preset_name: str,
-    steps: int,
-    context: int,
-    requests: int,
-    seed: int,
-    layers: int | None,
-    top_k: int | None,
-    hf_config: Path | None,
-    indexer_params: Path | None,
-    chunk_steps: int,
-    check: bool,
-    window: int,
-    scores: bool,
+def _wrote(
+    out: Path, trace: Trace, requests: int, steps: int, context: int, indexer: Indexer | None
 ) -> None:
-    geometry, spec, model = _indexer_setup(preset_name, layers, top_k, hf_config, indexer_params)
-    with progress_bar("synth", steps * requests * geometry.layers) as advance:
-        trace = synthesize_indexer(
-            geometry, spec, steps, context, model, seed=seed, requests=requests, out=out,
-            chunk_steps=chunk_steps, scores=scores, progress=advance,
-        )  # fmt: skip
-    _wrote(out, trace, requests, steps, context)
-    if check:
-        _print_indexer_check(trace, model, window)
-
-
-def _wrote(out: Path, trace: Trace, requests: int, steps: int, context: int) -> None:
     g = trace.geometry
+    sample = ""
+    if indexer is not None and indexer.model_layers:
+        sample = f" (a reduced model: its layers sample the model's {indexer.model_layers})"
     typer.echo(
         f"wrote {out}: {requests} request(s) x {steps} steps x {g.layers} layers x k={g.top_k}, "
-        f"context {context}..{context + steps - 1}"
+        f"context {context}..{context + steps - 1}{sample}"
     )
 
 
@@ -272,7 +228,7 @@ def _cell(v: float | None) -> str:
 _GROUP_REFERENCE = {"early": ">= 0.95 (DSV3.2)", "middle": "", "deep": "0.50-0.65 (DSV3.2)"}
 
 
-def _print_indexer_check(trace: Trace, model: IndexerModel, window: int) -> None:
+def _print_indexer_check(trace: Trace, indexer: Indexer, window: int) -> None:
     """The paper's Table 3 beside this trace, then new-lookup per layer group beside the public
     DeepSeek-V3.2 profile."""
     with progress_bar("analyze", sum(r.steps for r in trace.requests)) as advance:
@@ -289,13 +245,13 @@ def _print_indexer_check(trace: Trace, model: IndexerModel, window: int) -> None
     ]
     for label, want, got in rows:
         table.add_row(label, "-" if want is None else f"{want:.3f} (paper)", _cell(got))
-    layers = trace.geometry.layers
+    groups = indexer.model.layer_groups(trace.geometry.layers, indexer.model_layers)
     nl = r.per_layer["new_lookup_fraction"]
-    for g in ("early", "middle", "deep"):
-        lys = [ly for ly in range(layers) if model.group_of(ly, layers) == g]
+    for g in GROUPS:
+        lys = [ly for ly, name in enumerate(groups) if name == g]
         vals = [nl[ly] for ly in lys if nl[ly] is not None]
         if vals:
-            label = f"new_lookup, {g} (layers {lys[0]}-{lys[-1]})"
+            label = f"new_lookup, {g} (trace layers {lys[0]}-{lys[-1]})"
             table.add_row(label, _GROUP_REFERENCE[g], _cell(sum(vals) / len(vals)))
     Console().print(table)
 

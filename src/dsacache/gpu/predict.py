@@ -1,12 +1,13 @@
 """The models' prediction of one GPU decode configuration, made before it is measured.
 
 A configuration (`DecodeConfig`): a model's geometry cut to the layers on one GPU, a batch, a
-context, a synthetic trace (dsacache.trace.synth, fixed seed: the device run gathers exactly
-these indices), the weights read per layer, and a hot-buffer reservation of `reserve_bytes` (0:
-none). The LLC model (dsacache.sim.llc, the hardware preset's L2; the reservation as the
-`token` region, token-lru split per layer, which is the GPU's slot LRU) replays the full decode
-stream and gives the KV gathers' hit rate over the timed steps (after `warmup`); the perf model
-(dsacache.perf) turns that hit rate into a step time.
+context, a synthetic trace (dsacache.trace.generate, the indexer generator by default, fixed
+seed: the device run gathers exactly these indices), the weights read per layer, and a
+hot-buffer reservation of `reserve_bytes` (0: none). The LLC model (dsacache.sim.llc, the
+hardware preset's L2; the reservation as the `token` region, token-lru split per layer, which is
+the GPU's slot LRU) replays the full decode stream and gives the KV gathers' hit rate over the
+timed steps (after `warmup`); the perf model (dsacache.perf) turns that hit rate into a step
+time.
 
 `predict` (and `l2_model`, the GPU L2 model's footprint sweep) take only small, picklable
 arguments and build their inputs themselves, so the device script can run them in parallel
@@ -36,6 +37,9 @@ class DecodeConfig:
     reserve_bytes: int  # the hot buffer's persisting set-aside (0: no buffer, no window)
     hardware: str = "h200"
     seed: int = 0
+    generator: str = (
+        "indexer"  # dsacache.trace.generate.DEFAULT_GENERATOR (a test holds them equal)
+    )
 
     def geometry(self) -> Any:  # noqa: ANN401 - dsacache.trace.geometry.Geometry
         from dsacache.trace.geometry import preset
@@ -43,11 +47,12 @@ class DecodeConfig:
         return preset(self.model).with_overrides(layers=self.layers, top_k=self.top_k)
 
     def trace(self) -> Any:  # noqa: ANN401 - dsacache.trace.model.Trace
-        from dsacache.trace.synth import synthesize
+        from dsacache.trace.generate import generate_preset
 
-        return synthesize(
-            self.geometry(), self.steps, self.context, seed=self.seed, requests=self.batch
-        )
+        return generate_preset(
+            self.generator, self.model, self.steps, self.context, layers=self.layers,
+            top_k=self.top_k, seed=self.seed, requests=self.batch,
+        )  # fmt: skip
 
     def slots(self) -> int:
         """Hot-buffer slots per layer: the set-aside over layers x row bytes."""

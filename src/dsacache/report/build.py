@@ -18,6 +18,7 @@ from dsacache.report import figures, html
 from dsacache.report.predictability_plot import PNG as PREDICTABILITY_PNG
 from dsacache.report.predictability_plot import plot_predictability
 from dsacache.report.slowdown_note import slowdown_note
+from dsacache.trace.generate import describe
 from dsacache.trace.model import Trace
 
 HIT_PNG = "hit_rate.png"
@@ -106,7 +107,7 @@ def build_report(
             notes.append(f"trace {rows[0]['trace']} not found: no heatmap, MRC or metrics")
     label = trace_label or (trace.source if trace is not None else "")
     if trace is not None and "SYNTHETIC" in label.upper():
-        notes.append("The trace is SYNTHETIC (calibrated to the paper's statistics), not a "
+        notes.append(f"The trace is SYNTHETIC ({describe(trace.meta)}), not a "
                      "model recording.")  # fmt: skip
     step(1)
     figs: list[tuple[Path, str]] = []

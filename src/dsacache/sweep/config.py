@@ -14,7 +14,8 @@ The batch is each trace's requests (they share the simulated region): a synth tr
 There is no `batch` key: scaling one request's hit rate to a bigger batch is not a simulation.
 
 The hash is the sha256 of the run's canonical JSON (sorted keys, no spaces), which holds the
-trace's identity: a synth trace's full parameters (defaults filled in), or a trace file's path
+trace's identity: a synth trace's full parameters (defaults filled in: the generator is
+`dsacache synth`'s default, the indexer model, unless `generator = "stats"`), or a trace file's path
 as written plus a fingerprint of its content (an .npz: sha256 of the file; a store: sha256 of
 every zarr.json in it, i.e. its meta and array shapes).
 """
@@ -36,6 +37,7 @@ from dsacache.perf import perf_params
 from dsacache.sim import POLICIES, SimConfig
 from dsacache.sim.config import NEAR_MISS_POLICY, NEAR_MISS_SOURCES, mb_to_mib
 from dsacache.sim.hierarchy import HierarchyConfig, level_policies
+from dsacache.trace.generate import DEFAULT_GENERATOR, GENERATORS
 from dsacache.trace.geometry import PRESETS as GEOMETRY_PRESETS
 
 SCHEMA_VERSION = 3
@@ -53,7 +55,7 @@ RENAMED = {
 }
 REQUIRED = ("traces", "policies", "capacities")  # policies, capacities: not with buffer_tokens
 HOST_LINK_OF_HARDWARE = "hardware"  # host_links value: each GPU's own link
-SYNTH_KEYS = {"synth", "steps", "context", "layers", "top_k", "seed", "requests"}
+SYNTH_KEYS = {"synth", "generator", "steps", "context", "layers", "top_k", "seed", "requests"}
 _CAP = re.compile(r"^\s*([0-9.eE+-]+)\s*(mib|mb|tokens?)\s*$", re.IGNORECASE)
 
 
@@ -378,13 +380,19 @@ def synth_identity(t: dict[str, Any], source: str) -> dict[str, Any]:
     for key in ("steps", "context"):
         if key not in t:
             raise DsacacheError(f"{source}: synth trace {name!r}: missing key {key!r}")
+    generator = t.get("generator", DEFAULT_GENERATOR)
+    if generator not in GENERATORS:
+        raise DsacacheError(
+            f"{source}: synth trace {name!r}: generator must be one of {', '.join(GENERATORS)}, "
+            f"got {generator!r}"
+        )
     out: dict[str, Any] = {
-        "synth": name, "steps": t["steps"], "context": t["context"],
+        "synth": name, "generator": generator, "steps": t["steps"], "context": t["context"],
         "layers": t.get("layers", g.layers), "top_k": t.get("top_k", g.top_k),
         "seed": t.get("seed", 0), "requests": t.get("requests", 1),
     }  # fmt: skip
     for key, value in out.items():
-        if key == "synth":
+        if key in ("synth", "generator"):
             continue
         low = 0 if key == "seed" else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -419,7 +427,8 @@ def trace_label(identity: dict[str, Any]) -> str:
     if "synth" in identity:
         s = identity
         return (
-            f"synth:{s['synth']}:steps={s['steps']}:context={s['context']}:layers={s['layers']}"
+            f"synth:{s['synth']}:generator={s['generator']}:steps={s['steps']}"
+            f":context={s['context']}:layers={s['layers']}"
             f":top_k={s['top_k']}:seed={s['seed']}:requests={s['requests']}"
         )
     return identity["path"]

@@ -35,7 +35,7 @@ from dsacache.sweep.config import (
     trace_label,
 )
 from dsacache.sweep.store import BUFFER_COLUMNS, ResultStore
-from dsacache.trace.geometry import PRESETS as GEOMETRY_PRESETS
+from dsacache.trace.geometry import Geometry, preset
 from dsacache.trace.model import Trace
 
 CONSOLIDATE_EVERY_S = 2.0
@@ -43,14 +43,28 @@ EXECUTORS = ("local", "ray")
 _TRACES: dict[str, Trace] = {}  # per worker process: trace identity JSON -> trace
 
 
-def build_trace(identity: dict[str, Any], base_dir: str) -> Trace:
-    """The trace a run's identity names (synth: generated in memory; file: opened lazily)."""
+def trace_geometry(identity: dict[str, Any]) -> Geometry:
+    """The geometry of a synth trace's identity."""
+    return preset(identity["synth"]).with_overrides(
+        layers=identity["layers"], top_k=identity["top_k"]
+    )
+
+
+def build_trace(
+    identity: dict[str, Any], base_dir: str, progress: Callable[[int], None] | None = None
+) -> Trace:
+    """The trace a run's identity names (synth: generated in memory, reporting progress in
+    trace.generate.progress_total's units; file: opened lazily)."""
     if "synth" in identity:
-        from dsacache.trace.synth import synthesize
+        from dsacache.trace.generate import generate_preset
 
         s = identity
-        g = GEOMETRY_PRESETS[s["synth"]].with_overrides(layers=s["layers"], top_k=s["top_k"])
-        return synthesize(g, s["steps"], s["context"], seed=s["seed"], requests=s["requests"])
+        # a result store written before the generator key holds the statistics generator's runs
+        return generate_preset(
+            s.get("generator", "stats"), s["synth"], s["steps"], s["context"],
+            layers=s["layers"], top_k=s["top_k"], seed=s["seed"], requests=s["requests"],
+            progress=progress,
+        )  # fmt: skip
     from dsacache.trace.io import open_trace
 
     p = Path(identity["path"])

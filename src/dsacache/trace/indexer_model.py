@@ -6,7 +6,8 @@ explains each parameter and how benchmarks/fit_indexer.py fitted them.
 
 Layers fall in three groups: `early` (the first `early_layers`), `deep` (from
 round(deep_from × layers) on) and `middle` (the rest); each group has its own query dynamics
-(GroupParams), the key structure is shared.
+(GroupParams), the key structure is shared. A reduced model (fewer layers than the model it
+stands for) samples the full depth evenly (IndexerModel.layer_groups).
 """
 
 from __future__ import annotations
@@ -122,6 +123,18 @@ class IndexerModel:
         if layer >= round(self.deep_from * layers):
             return "deep"
         return "middle"
+
+    def layer_groups(self, layers: int, model_layers: int | None = None) -> list[str]:
+        """The group of each of a trace's `layers`. With model_layers > layers the trace is a
+        reduced model whose layers stand for an even sample of model_layers' depth (trace layer
+        i for model layer floor((i + 1/2) × model_layers / layers)), so a few layers keep the
+        full model's mix of groups instead of being all early ones."""
+        if model_layers is None or model_layers <= layers:
+            return [self.group_of(ly, layers) for ly in range(layers)]
+        return [
+            self.group_of((2 * ly + 1) * model_layers // (2 * layers), model_layers)
+            for ly in range(layers)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -185,6 +185,7 @@ def synthesize(
     knobs, pilot = calibrate(geometry, context, targets, seed)
     meta = {
         "source_model": "synthetic",
+        "generator": "stats",
         "seed": seed,
         "prompt": None,
         "synth_targets": asdict(targets),

@@ -161,9 +161,15 @@ class _LayerQueries:
     """
 
     def __init__(
-        self, model: IndexerModel, spec: IndexerSpec, layers: int, topics: int, jumps: np.ndarray
+        self,
+        model: IndexerModel,
+        spec: IndexerSpec,
+        groups: list[str],
+        topics: int,
+        jumps: np.ndarray,
     ) -> None:
-        self.m, self.spec, self.layers, self.topics, self.jumps = model, spec, layers, topics, jumps
+        self.m, self.spec, self.groups, self.topics, self.jumps = model, spec, groups, topics, jumps
+        layers = len(groups)
         self.content = spec.head_dim - spec.rope.dims
         self.fixed: dict[str, np.ndarray] | None = None  # the layer below's constant parts
         self.innov: dict[str, np.ndarray] | None = None  # the layer below's, this window
@@ -181,7 +187,7 @@ class _LayerQueries:
         """Queries [steps, heads, head_dim] and head weights [steps, heads] of `layer`."""
         m, c, r = self.m, self.content, self.spec.rope.dims
         ct, h, t, w = c // 2, m.heads, self.topics, len(steps)
-        g = getattr(m, m.group_of(layer, self.layers))
+        g = getattr(m, self.groups[layer])
         rng = _stream(seed, request, _QUERY, layer)
         fixed = {
             "persistent": rng.standard_normal((h, c - ct), dtype=np.float32),
@@ -247,11 +253,13 @@ def generate_request(
     request: int = 0,
     window_steps: int = WINDOW_STEPS,
     progress: Callable[[int], None] | None = None,
+    model_layers: int | None = None,
 ) -> Iterator[Selection]:
     """One request's selections, window by window (context starts at `context`, +1 per step).
 
     progress(n) is called after each layer of a window with its n steps (the calls add up to
-    steps x layers).
+    steps x layers). model_layers: the depth of the model a reduced trace samples
+    (IndexerModel.layer_groups).
     """
     layers, k = geometry.layers, geometry.top_k
     if spec.head_dim - spec.rope.dims < 1:
@@ -259,7 +267,8 @@ def generate_request(
     n = context + steps - 1  # tokens of the last step's context
     st = _Structure(model, n, k, seed, request)
     jumps = jump_steps(steps, model.jump_rate, _stream(seed, request, _JUMPS))
-    queries = _LayerQueries(model, spec, layers, st.topics, jumps)
+    groups = model.layer_groups(layers, model_layers)
+    queries = _LayerQueries(model, spec, groups, st.topics, jumps)
     keys = _LayerKeys(model, spec, st, n)
     for w0 in range(0, steps, window_steps):
         w1 = min(steps, w0 + window_steps)
@@ -271,7 +280,7 @@ def generate_request(
             q, wts = queries.window(
                 seed, request, layer, range(w0, w1), ctx - 1, keys.topic_units()
             )
-            bias = np.float32(getattr(model, model.group_of(layer, layers)).relu_bias)
+            bias = np.float32(getattr(model, groups[layer]).relu_bias)
             for b0 in range(0, w1 - w0, BLOCK_STEPS):
                 b1 = min(w1 - w0, b0 + BLOCK_STEPS)
                 top = int(ctx[b1 - 1])
@@ -299,6 +308,7 @@ def synthesize_indexer(
     window_steps: int = WINDOW_STEPS,
     scores: bool = False,
     progress: Callable[[int], None] | None = None,
+    model_layers: int | None = None,
 ) -> Trace:
     """An indexer-model trace: context starts at `context` tokens and grows by one per step.
 
@@ -306,7 +316,8 @@ def synthesize_indexer(
     reads it lazily; without, the trace is built in memory. model: the calibrated parameters
     unless given. scores: store each selection's index score beside it (float32, NaN at empty
     slots). progress(n): called with (step, layer) pairs done (they add up to
-    requests x steps x layers).
+    requests x steps x layers). model_layers: with more layers than the geometry's, the trace
+    is a reduced model of that depth whose layers sample it evenly (IndexerModel.layer_groups).
     """
     model = model or calibrated()
     model.validate()
@@ -324,13 +335,14 @@ def synthesize_indexer(
             "head_dim": spec.head_dim,
             "rope": spec.rope.to_dict(),
             "model": model.to_dict(),
+            "model_layers": model_layers,
         },
     }
     ctx_lens = np.arange(context, context + steps, dtype=np.int64)
 
     def windows(r: int) -> Iterator[Selection]:
         return generate_request(
-            geometry, spec, model, steps, context, seed, r, window_steps, progress
+            geometry, spec, model, steps, context, seed, r, window_steps, progress, model_layers
         )
 
     if out is None:
