@@ -207,9 +207,9 @@ _H100 = GpuSpec(
     },
 )
 
-# The H200 and the GH200 are the H100's GH100 die with other memory (and, for the GH200, host
-# link): their rows change what differs and keep the H100's other numbers; each source note
-# says where its number comes from for that part.
+# The H200 and the GH200 carry the H100's GH100 die: their rows change what differs (memory,
+# the H200's reported L2, the GH200's host link) and keep the H100's other numbers; each source
+# note says where its number comes from for that part.
 GPUS: dict[str, GpuSpec] = {
     g.name: g
     for g in (
