@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsacache.analysis import PAPER, AnalysisResult, analyze
-from dsacache.analysis.metrics import METRICS, OVERLAPS
+from dsacache.analysis.metrics import METRICS, OVERLAPS, first_row_out_of_range
 from dsacache.errors import DsacacheError
 from dsacache.trace import Geometry, RequestTrace, Trace
 
@@ -243,6 +243,16 @@ def test_parameters_validated():
         with pytest.raises(DsacacheError) as e:
             analyze(tr, **kwargs)
         assert "\n" not in str(e.value)
+
+
+def test_first_row_out_of_range():
+    """The check both kernels rely on (validated traces never fail it): the first row with a
+    token >= size, padding (-1) ignored; -1 when there is none or no row at all."""
+    idx = np.array([[[0, 1]], [[1, -1]], [[-1, 8]], [[9, 2]]], dtype=np.int32)
+    assert first_row_out_of_range(idx, 8) == 2
+    assert first_row_out_of_range(idx, 9) == 3
+    assert first_row_out_of_range(idx, 10) == -1
+    assert first_row_out_of_range(idx[:0], 1) == -1
 
 
 def test_progress_reports_every_step(tmp_path):

@@ -38,6 +38,18 @@ def test_yarn_of_deepseek_v32_by_hand() -> None:
         assert math.isclose(f[i], base[i] / 40 * ramp + base[i] * (1 - ramp), rel_tol=1e-12)
 
 
+def test_yarn_ramp_bounds_clamp_at_dims_minus_one_by_hand() -> None:
+    """dims 8, theta 100, factor 4 over 4096, beta 32 / 1: the low bound is
+    floor(8·ln(4096 / (32·2π)) / (2·ln 100)) = floor(2.62) = 2, the high bound
+    ceil(8·ln(4096 / 2π) / (2·ln 100)) = ceil(5.63) = 6, past the last pair (3) but within
+    dims - 1 = 7, where DeepSeek-V3's and transformers' find_correction_range clamp it. So the
+    ramp over pairs 0..3 is clip((i - 2) / 4) = 0, 0, 0, 1/4: only pair 3 is blended, a quarter
+    divided by 4 (clamping at the last pair would divide it by 4 entirely)."""
+    f = Rope(8, 100.0, "yarn", 4.0, original_max_position=4096).inv_freq()
+    expected = [1.0, 100**-0.25, 100**-0.5, 100**-0.75 * (0.25 / 4 + 0.75)]
+    assert np.allclose(f, expected, rtol=1e-12, atol=0)
+
+
 def test_llama3_scaling_by_hand() -> None:
     """theta 5e5, factor 8 over 8192, low / high freq factor 1 / 4: wavelengths above 8192 are
     divided by 8, below 2048 kept, in between blended by (8192 / wavelength - 1) / 3."""

@@ -16,7 +16,7 @@ docs/hierarchy.md).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dsacache.errors import lookup
 from dsacache.units import GIB, MIB
@@ -168,68 +168,68 @@ _MIB = " MB read as MiB, like the H200's reported 60 MiB"
 
 _HOPPER_TC = "NVIDIA H100/H200 datasheets: FP8 3,958 and BF16 1,979 TFLOPS with sparsity"
 
+_HOPPER_CC = "CUDA programming guide: Hopper is compute capability 9.0"
+_AS_H100 = "ASSUMED: as H100 (same GH100 die), "
+
+_H100 = GpuSpec(
+    "h100",
+    "NVIDIA H100 SXM",
+    90,
+    132,
+    1.98,
+    50 * MIB,
+    2,
+    int(SET_ASIDE_FRACTION * 50 * MIB),
+    80 * GIB,
+    3.35e12,
+    1979e12,
+    989.5e12,
+    "pcie-gen5-x16",
+    450e9,
+    291,
+    700,
+    {
+        "sm_version": _HOPPER_CC,
+        "sms": "NVIDIA H100 architecture whitepaper: 132 SMs (H100 SXM5)",
+        "clock_ghz": "ASSUMED: 1.98 GHz, the max SM clock nvidia-smi reports on an H200 (same "
+        "GH100 die; benchmarks/gpu/results/h200-session-train-distill.log)",
+        "l2_bytes": "NVIDIA H100 architecture whitepaper: H100 SXM L2 50" + _MIB,
+        "l2_partitions": "public microbenchmark studies: 2 x 25 MB partitions",
+        "set_aside_max_bytes": _CUDA_75 + ": 37.5 MiB",
+        "hbm_bytes": "NVIDIA H100 datasheet: 80" + _GIB,
+        "hbm_bytes_per_s": "NVIDIA H100 datasheet: HBM3 3.35 TB/s (H100 SXM)",
+        "fp8_flops": _HOPPER_TC + _DENSE,
+        "bf16_flops": _HOPPER_TC + _DENSE,
+        "peer_bytes_per_s": "NVIDIA H100 datasheet: NVLink 900 GB/s (both directions)",
+        "host_link": "NVIDIA H100 datasheet: PCIe Gen5 128 GB/s (x16, both directions)",
+        "llc_hit_cycles": _CHASE + "L2 load latency ~291 cycles (H100)",
+        "dram_cycles": _CHASE + "DRAM load latency ~700 cycles (H100)",
+    },
+)
+
+# The H200 and the GH200 carry the H100's GH100 die: their rows change what differs (memory,
+# the H200's reported L2, the GH200's host link) and keep the H100's other numbers; each source
+# note says where its number comes from for that part.
 GPUS: dict[str, GpuSpec] = {
     g.name: g
     for g in (
-        GpuSpec(
-            "h100",
-            "NVIDIA H100 SXM",
-            90,
-            132,
-            1.98,
-            50 * MIB,
-            2,
-            int(SET_ASIDE_FRACTION * 50 * MIB),
-            80 * GIB,
-            3.35e12,
-            1979e12,
-            989.5e12,
-            "pcie-gen5-x16",
-            450e9,
-            291,
-            700,
-            {
-                "sm_version": "CUDA programming guide: Hopper is compute capability 9.0",
-                "sms": "NVIDIA H100 architecture whitepaper: 132 SMs (H100 SXM5)",
-                "clock_ghz": "ASSUMED: 1.98 GHz boost clock (NVIDIA H100 SXM spec)",
-                "l2_bytes": "NVIDIA H100 architecture whitepaper: H100 SXM L2 50" + _MIB,
-                "l2_partitions": "public microbenchmark studies: 2 x 25 MB partitions",
-                "set_aside_max_bytes": _CUDA_75 + ": 37.5 MiB",
-                "hbm_bytes": "NVIDIA H100 datasheet: 80" + _GIB,
-                "hbm_bytes_per_s": "NVIDIA H100 datasheet: HBM3 3.35 TB/s (H100 SXM)",
-                "fp8_flops": _HOPPER_TC + _DENSE,
-                "bf16_flops": _HOPPER_TC + _DENSE,
-                "peer_bytes_per_s": "NVIDIA H100 datasheet: NVLink 900 GB/s (both directions)",
-                "host_link": "NVIDIA H100 datasheet: PCIe Gen5 128 GB/s (x16, both directions)",
-                "llc_hit_cycles": _CHASE + "L2 load latency ~291 cycles (H100)",
-                "dram_cycles": _CHASE + "DRAM load latency ~700 cycles (H100)",
-            },
-        ),
-        GpuSpec(
-            "h200",
-            "NVIDIA H200",
-            90,
-            132,
-            1.98,
-            62_914_560,
-            2,
-            39_321_600,
-            143_771 * MIB,
-            4.8e12,
-            1979e12,
-            989.5e12,
-            "pcie-gen5-x16",
-            450e9,
-            291,
-            700,
-            {
-                "sm_version": "CUDA programming guide: Hopper is compute capability 9.0",
+        _H100,
+        replace(
+            _H100,
+            name="h200",
+            label="NVIDIA H200",
+            l2_bytes=62_914_560,
+            set_aside_max_bytes=39_321_600,
+            hbm_bytes=143_771 * MIB,
+            hbm_bytes_per_s=4.8e12,
+            sources={
+                "sm_version": _HOPPER_CC,
                 "sms": _H200_RUN + "132 SMs",
                 "clock_ghz": _H200_SMI + "clocks.max.sm 1980 MHz",
-                "l2_bytes": _H200_RUN + "l2CacheSize 62,914,560 B = 60 MiB",
+                "l2_bytes": _H200_RUN + "l2_bytes 62,914,560 B = 60 MiB",
                 "l2_partitions": "public microbenchmark studies: two L2 partitions (GH100)",
                 "set_aside_max_bytes": _H200_RUN
-                + "persistingL2CacheMaxSize 39,321,600 B = 37.5 MiB",
+                + "max_persisting_l2_bytes 39,321,600 B = 37.5 MiB",
                 "hbm_bytes": _H200_SMI + "memory.total 143,771 MiB (datasheet: 141 GB)",
                 "hbm_bytes_per_s": "NVIDIA H200 datasheet: HBM3e 4.8 TB/s",
                 "fp8_flops": _HOPPER_TC + _DENSE,
@@ -237,8 +237,8 @@ GPUS: dict[str, GpuSpec] = {
                 "peer_bytes_per_s": "NVIDIA H200 datasheet: NVLink 900 GB/s (both directions)",
                 "host_link": "MLCommons inference v4.1, HGX H200 system: host interconnect "
                 "PCIe Gen5 x16",
-                "llc_hit_cycles": "ASSUMED: as H100 (same GH100 die), 291 cycles",
-                "dram_cycles": "ASSUMED: as H100 (same GH100 die), 700 cycles",
+                "llc_hit_cycles": _AS_H100 + "291 cycles",
+                "dram_cycles": _AS_H100 + "700 cycles",
             },
         ),
         GpuSpec(
@@ -260,7 +260,7 @@ GPUS: dict[str, GpuSpec] = {
             860,
             {
                 "sm_version": "CUDA programming guide: B200 is compute capability 10.0",
-                "sms": "documented: 148 SMs (B200)",
+                "sms": "ASSUMED: 148 SMs (no public source recorded here)",
                 "clock_ghz": "ASSUMED: 1.965 GHz boost clock (no latency source states its clock)",
                 "l2_bytes": "public microbenchmarks: B200 L2 126.5 MiB (measured)",
                 "l2_partitions": "ASSUMED: one partition per die of the two-die package",
@@ -277,29 +277,19 @@ GPUS: dict[str, GpuSpec] = {
                 "dram_cycles": _CHASE + "DRAM load latency ~860 cycles (B200)",
             },
         ),
-        GpuSpec(
-            "gh200",
-            "NVIDIA GH200 (144 GB HBM3e)",
-            90,
-            132,
-            1.98,
-            50 * MIB,
-            2,
-            int(SET_ASIDE_FRACTION * 50 * MIB),
-            144 * GIB,
-            4.9e12,
-            1979e12,
-            989.5e12,
-            "nvlink-c2c",
-            450e9,
-            291,
-            700,
-            {
-                "sm_version": "CUDA programming guide: Hopper is compute capability 9.0",
+        replace(
+            _H100,
+            name="gh200",
+            label="NVIDIA GH200 (144 GB HBM3e)",
+            hbm_bytes=144 * GIB,
+            hbm_bytes_per_s=4.9e12,
+            host_link="nvlink-c2c",
+            sources={
+                "sm_version": _HOPPER_CC,
                 "sms": "ASSUMED: as H100 SXM (the GH200's GPU is a GH100 Hopper), 132 SMs",
                 "clock_ghz": "ASSUMED: as H100 SXM, 1.98 GHz",
                 "l2_bytes": "ASSUMED: as H100 SXM (same GH100 die), 50 MiB",
-                "l2_partitions": "ASSUMED: as H100 (same GH100 die), 2",
+                "l2_partitions": _AS_H100 + "2",
                 "set_aside_max_bytes": _CUDA_75,
                 "hbm_bytes": "NVIDIA GH200 datasheet: 144 GB HBM3e variant," + _GIB,
                 "hbm_bytes_per_s": "NVIDIA GH200 datasheet: HBM3e 4.9 TB/s",
@@ -307,8 +297,8 @@ GPUS: dict[str, GpuSpec] = {
                 "bf16_flops": "NVIDIA GH200 datasheet: BF16 1,979 TFLOPS with sparsity" + _DENSE,
                 "peer_bytes_per_s": "NVIDIA GH200 datasheet: NVLink 900 GB/s (both directions)",
                 "host_link": "NVIDIA GH200 datasheet: NVLink-C2C to the Grace CPU's LPDDR5X",
-                "llc_hit_cycles": "ASSUMED: as H100 (same GH100 die), 291 cycles",
-                "dram_cycles": "ASSUMED: as H100 (same GH100 die), 700 cycles",
+                "llc_hit_cycles": _AS_H100 + "291 cycles",
+                "dram_cycles": _AS_H100 + "700 cycles",
             },
         ),
         GpuSpec(

@@ -85,8 +85,9 @@ def chunk_kernel(
     hist: np.ndarray,  # int64 [NBINS]
     union: np.ndarray,  # int64 [windows, layers]: working-set sizes
     newfrac: np.ndarray,  # float64 [steps, layers], NaN-filled: per-pair new-lookup fractions
-) -> int:
-    """Fold one chunk into the state; returns -1, or the step of a token outside the state."""
+) -> None:
+    """Fold one chunk into the state; every token is < size (the caller checks:
+    first_row_out_of_range)."""
     steps, layers, k = idx.shape
     size = last_step.shape[1]
     for i in range(steps):
@@ -111,8 +112,6 @@ def chunk_kernel(
                 tok = idx[i, ly, j]
                 if tok < 0:
                     continue
-                if tok >= size:
-                    return t
                 n += 1
                 prev = last_step[ly, tok]
                 if prev != t - 1:
@@ -151,7 +150,14 @@ def chunk_kernel(
                 icnt[I_INTER_PAIRS, ly] += 1
             fsum[F_PAGE, ly] += n / (page_tokens * pages)
             icnt[I_PAGE_PAIRS, ly] += 1
-    return -1
+
+
+def first_row_out_of_range(idx: np.ndarray, size: int) -> int:
+    """The first row of a chunk [steps, layers, k] that selects a token >= size (outside the
+    request's state arrays), or -1: checked once, before the kernels index by token."""
+    if idx.size == 0 or idx.max() < size:
+        return -1
+    return int(np.argmax((idx >= size).any(axis=(1, 2))))
 
 
 _warm = False
@@ -344,8 +350,14 @@ def analyze(
                 )
             n = idx.shape[0]
             newfrac = req_newfrac[chunk.start : chunk.start + n]
+            bad = first_row_out_of_range(idx, size)
+            if bad >= 0:
+                raise DsacacheError(
+                    f"{trace.source}: request {r}: token index >= the request's largest context "
+                    f"length {req.max_context} at step {chunk.start + bad} (validate the trace)"
+                )
             t0 = time.perf_counter()
-            bad = chunk_kernel(
+            chunk_kernel(
                 idx,
                 chunk.start,
                 wlen,
@@ -361,14 +373,9 @@ def analyze(
                 union,
                 newfrac,
             )
-            if pred is not None and bad < 0:
-                bad = pred.fold(idx, chunk.scores, chunk.start)
+            if pred is not None:
+                pred.fold(idx, chunk.scores, chunk.start)
             engine += time.perf_counter() - t0
-            if bad >= 0:
-                raise DsacacheError(
-                    f"{trace.source}: request {r}: token index >= the request's largest context "
-                    f"length {req.max_context} at step {bad} (validate the trace)"
-                )
             if progress is not None:
                 progress(n)
         ratios = union / k

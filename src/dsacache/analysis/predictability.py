@@ -66,14 +66,14 @@ def predictability_kernel(
     pend: np.ndarray,  # int8 [layers, size]: its (streak, rank) bucket at that step
     hits: np.ndarray,  # int64 [layers, NS * NR]: selections also selected at the next step
     totals: np.ndarray,  # int64 [layers, NS * NR]: selections with a next step
-) -> int:
-    """Fold one chunk into the counts; returns -1, or the step of a token outside the state.
+) -> None:
+    """Fold one chunk into the counts; every token is < size (the caller checks:
+    metrics.first_row_out_of_range).
 
     The rank quarter of a slot is floor(NR * rank / n); by score, the rank is the slot's place
     in (score descending, slot ascending) order, found without sorting: a slot is in quarter q
     or later iff its key is >= the key at order position ceil(q * n / NR) (np.partition)."""
     steps, layers, k = idx.shape
-    size = last.shape[1]
     quarter = np.zeros(k, dtype=np.int64)
     keys = np.empty(k, dtype=np.uint64)
     cuts = np.empty(NR - 1, dtype=np.uint64)
@@ -118,8 +118,6 @@ def predictability_kernel(
                 tok = idx[i, ly, j]
                 if tok < 0:
                     continue
-                if tok >= size:
-                    return t
                 if last[ly, tok] == t - 1:
                     hits[ly, pend[ly, tok]] += 1
                     s = min(streak[ly, tok] + 1, STREAK_CAP)
@@ -131,7 +129,6 @@ def predictability_kernel(
                 pend[ly, tok] = b
                 if t + 1 < steps_total:
                     totals[ly, b] += 1
-    return -1
 
 
 def warm_up() -> None:
@@ -261,13 +258,13 @@ class PredictabilityCounter:
         self.streak = np.zeros((self.layers, size), dtype=np.int32)
         self.pend = np.zeros((self.layers, size), dtype=np.int8)
 
-    def fold(self, idx: np.ndarray, scores: np.ndarray | None, start: int) -> int:
+    def fold(self, idx: np.ndarray, scores: np.ndarray | None, start: int) -> None:
         sc = self._no_scores
         if self.by_score:
             if scores is None:
                 raise DsacacheError("predictability: ranking by score needs stored scores")
             sc = np.ascontiguousarray(scores, dtype=np.float32).view(np.int32)
-        return predictability_kernel(
+        predictability_kernel(
             idx, sc, self.by_score, start, self.steps, self.last, self.streak, self.pend,
             self.hits, self.totals,
         )  # fmt: skip

@@ -10,8 +10,27 @@ from dsacache.cli.app import export_app
 from dsacache.cli.options import BLOCK_TOKENS, INDEX_BYTES, KV_BYTES, TRACE_ARG, load_trace_arg
 from dsacache.cli.progress import progress_bar
 from dsacache.errors import DsacacheError
+from dsacache.trace import Trace
 from dsacache.trace.dsa_jsonl import check_exportable, export_dsa_jsonl
 from dsacache.trace.export_libcachesim import RECORD_DTYPE, export_libcachesim
+
+FORCE = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists.")
+
+
+def _open_for_export(
+    trace: Path,
+    out: Path,
+    force: bool,
+    kv_bytes: int | None,
+    index_bytes: int | None,
+    block_tokens: int | None,
+) -> Trace:
+    """TRACE opened for an export to OUT; an existing OUT without --force is refused first,
+    before the (long) trace validation."""
+    if out.exists() and not out.is_dir() and not force:
+        raise DsacacheError(f"{out}: exists; pass --force to overwrite it")
+    return load_trace_arg(trace, kv_bytes, index_bytes, block_tokens)
+
 
 # Typer keeps the line breaks of a help text, so each paragraph is one string.
 HELP = "\n\n".join(
@@ -48,15 +67,13 @@ def libcachesim_cmd(
         help="obj_size of every record in bytes, e.g. 1 for unit-size objects "
         "(default: the trace's KV bytes per token).",
     ),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists."),
+    force: bool = FORCE,
     kv_bytes: int | None = KV_BYTES,
     index_bytes: int | None = INDEX_BYTES,
     block_tokens: int | None = BLOCK_TOKENS,
 ) -> None:
     """Write TRACE as libCacheSim's oracleGeneral binary trace (help: HELP above)."""
-    if out.exists() and not out.is_dir() and not force:  # before the (long) trace validation
-        raise DsacacheError(f"{out}: exists; pass --force to overwrite it")
-    t = load_trace_arg(trace, kv_bytes, index_bytes, block_tokens)
+    t = _open_for_export(trace, out, force, kv_bytes, index_bytes, block_tokens)
     with progress_bar("export", 2 * t.steps) as advance:
         n = export_libcachesim(t, out, object_size=object_size, progress=advance, force=force)
     nbytes = n * RECORD_DTYPE.itemsize
@@ -83,15 +100,13 @@ DSA_JSONL_HELP = "\n\n".join(
 def dsa_jsonl_cmd(
     trace: Path = TRACE_ARG,
     out: Path = typer.Option(..., "--out", "-o", help="Output file (.jsonl, or .jsonl.gz)."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUT if it exists."),
+    force: bool = FORCE,
     kv_bytes: int | None = KV_BYTES,
     index_bytes: int | None = INDEX_BYTES,
     block_tokens: int | None = BLOCK_TOKENS,
 ) -> None:
     """Write TRACE as dsa-jsonl (help: DSA_JSONL_HELP above)."""
-    if out.exists() and not out.is_dir() and not force:  # before the (long) trace validation
-        raise DsacacheError(f"{out}: exists; pass --force to overwrite it")
-    t = load_trace_arg(trace, kv_bytes, index_bytes, block_tokens)
+    t = _open_for_export(trace, out, force, kv_bytes, index_bytes, block_tokens)
     check_exportable(t)
     with progress_bar("export", t.steps) as advance:
         n = export_dsa_jsonl(t, out, force=force, progress=advance)

@@ -11,7 +11,7 @@ MoE feed-forward after `dense_layers` dense ones.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dsacache.errors import DsacacheError, lookup
 
@@ -154,66 +154,61 @@ _GLM5_CFG = (
     "NVIDIA Megatron Bridge GLM-5/5.1 notes)"
 )
 
+_DSV32 = ServingModel(
+    "deepseek-v3.2",
+    "DeepSeek-V3.2",
+    layers=61,
+    dense_layers=3,
+    hidden=7168,
+    vocab=129280,
+    heads=128,
+    q_lora_rank=1536,
+    kv_lora_rank=512,
+    qk_rope_dim=64,
+    qk_nope_dim=128,
+    v_head_dim=128,
+    index_heads=64,
+    index_head_dim=128,
+    top_k=2048,
+    experts=256,
+    experts_per_token=8,
+    shared_experts=1,
+    moe_intermediate=2048,
+    dense_intermediate=18432,
+    published_total_params=671e9,
+    published_active_params=37e9,
+    sources={
+        "dimensions": _DSV32_CFG + ": n_layers 61, n_dense_layers 3, dim 7168, "
+        "n_heads 128, q_lora_rank 1536, kv_lora_rank 512, qk_rope_head_dim 64, "
+        "qk_nope_head_dim 128, v_head_dim 128, index_n_heads 64, index_head_dim 128, "
+        "index_topk 2048, n_routed_experts 256, n_activated_experts 8, "
+        "n_shared_experts 1, moe_inter_dim 2048, inter_dim 18432, vocab 129280",
+        "published_params": "DeepSeek-V3 technical report: 671 B total, 37 B activated "
+        "per token (V3.2 keeps V3's shapes and adds the indexer)",
+        "kv_bytes_per_token": "FlashMLA documentation: 656 B FP8 sparse row; BF16 = 2 x (512 + 64)",
+        "index_bytes_per_token": "DeepSeek-V3.2 inference code: FP8 index key + fp32 scale = 132 B",
+    },
+)
+
+# GLM-5's config.json gives the values it shares with DeepSeek-V3.2 (dense layers, MLA latent
+# and RoPE dims, index key dims, top-k, experts and their size) as its own: its source lists
+# every dimension.
 MODELS: dict[str, ServingModel] = {
     m.name: m
     for m in (
-        ServingModel(
-            "deepseek-v3.2",
-            "DeepSeek-V3.2",
-            layers=61,
-            dense_layers=3,
-            hidden=7168,
-            vocab=129280,
-            heads=128,
-            q_lora_rank=1536,
-            kv_lora_rank=512,
-            qk_rope_dim=64,
-            qk_nope_dim=128,
-            v_head_dim=128,
-            index_heads=64,
-            index_head_dim=128,
-            top_k=2048,
-            experts=256,
-            experts_per_token=8,
-            shared_experts=1,
-            moe_intermediate=2048,
-            dense_intermediate=18432,
-            published_total_params=671e9,
-            published_active_params=37e9,
-            sources={
-                "dimensions": _DSV32_CFG + ": n_layers 61, n_dense_layers 3, dim 7168, "
-                "n_heads 128, q_lora_rank 1536, kv_lora_rank 512, qk_rope_head_dim 64, "
-                "qk_nope_head_dim 128, v_head_dim 128, index_n_heads 64, index_head_dim 128, "
-                "index_topk 2048, n_routed_experts 256, n_activated_experts 8, "
-                "n_shared_experts 1, moe_inter_dim 2048, inter_dim 18432, vocab 129280",
-                "published_params": "DeepSeek-V3 technical report: 671 B total, 37 B activated "
-                "per token (V3.2 keeps V3's shapes and adds the indexer)",
-                "kv_bytes_per_token": "FlashMLA documentation: 656 B FP8 sparse row; "
-                "BF16 = 2 x (512 + 64)",
-                "index_bytes_per_token": "DeepSeek-V3.2 inference code: FP8 index key + fp32 "
-                "scale = 132 B",
-            },
-        ),
-        ServingModel(
-            "glm-5.1",
-            "GLM-5.1",
+        _DSV32,
+        replace(
+            _DSV32,
+            name="glm-5.1",
+            label="GLM-5.1",
             layers=78,
-            dense_layers=3,
             hidden=6144,
             vocab=154880,
             heads=64,
             q_lora_rank=2048,
-            kv_lora_rank=512,
-            qk_rope_dim=64,
             qk_nope_dim=192,
             v_head_dim=256,
             index_heads=32,
-            index_head_dim=128,
-            top_k=2048,
-            experts=256,
-            experts_per_token=8,
-            shared_experts=1,
-            moe_intermediate=2048,
             dense_intermediate=12288,
             published_total_params=744e9,
             published_active_params=40e9,

@@ -3,6 +3,9 @@
 The indexer-model generator (synth_indexer.py) rotates its index keys and queries with these, so
 the positional part of a score depends only on the offset Δ = query position − key position.
 Supported scalings: none ("default"), "linear", "yarn" (DeepSeek-V3 / V3.2) and "llama3".
+Only the frequencies are modelled: yarn's magnitude factor (mscale = 0.1·ln(factor) + 1) scales
+the main attention's softmax, not the indexer, whose score scale is index_head_dim^-0.5
+(DeepSeek-V3.2 inference code).
 """
 
 from __future__ import annotations
@@ -62,10 +65,12 @@ class Rope:
         if self.scaling == "yarn":
             # Pairs that turn more than beta_fast times over the original context keep their
             # frequency, pairs that turn fewer than beta_slow times are divided by the factor,
-            # and a linear ramp over the pair index blends the two in between.
+            # and a linear ramp over the pair index blends the two in between. The bounds are
+            # clamped to [0, dims - 1], not to the last pair, as DeepSeek-V3's reference code
+            # and transformers' yarn parameters clamp them (find_correction_range).
             lo = math.floor(self._yarn_pair(self.beta_fast))
             hi = math.ceil(self._yarn_pair(self.beta_slow))
-            lo, hi = max(lo, 0), min(hi, half - 1)
+            lo, hi = max(lo, 0), min(hi, self.dims - 1)
             if hi == lo:
                 hi = lo + 0.001
             ramp = np.clip((np.arange(half) - lo) / (hi - lo), 0.0, 1.0)  # 1 = interpolate
@@ -95,7 +100,9 @@ class Rope:
     def rotate(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """x [..., dims] rotated by positions (broadcast against x's leading axes), float32.
 
-        Pairs are (2i, 2i+1) (interleaved, as DeepSeek's and GLM's indexers store them).
+        Pairs are (2i, 2i+1). DeepSeek-V3.2's indexer rotates the half-split layout (i,
+        i + dims/2) instead: a fixed relabelling of the dims, applied to queries and keys alike,
+        so q·k is the same for relabelled inputs (the generator's rope dims are exchangeable).
         """
         ang = np.asarray(positions, dtype=np.float64)[..., None] * self.inv_freq()
         cos, sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
