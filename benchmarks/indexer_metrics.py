@@ -6,9 +6,11 @@
   the same relative offsets (query position - key position) as the previous step's.
 - group_metrics: analyze()'s per-layer values pooled over layer groups.
 
-A stop-gap kept in benchmarks/ (not in src/analysis/): `dsacache analyze --predictability` and
-the offset-shifted overlap come with the analysis stage (issue 15 item 3); switch to those when
-they land.
+Written before the analysis stage had them; now `dsacache analyze` reports the offset-shifted
+overlap per layer and `dsacache analyze --predictability` the streak lift, with the same
+definitions (docs/indexer-model.md). The fit keeps these plain-numpy versions so its recorded
+calibration (trace/data/indexer_calibration.json) reproduces exactly; they double as an
+independent check of the shipped kernels.
 """
 
 from __future__ import annotations

@@ -251,7 +251,8 @@ def _print_indexer_check(trace: Trace, indexer: Indexer, window: int) -> None:
         lys = [ly for ly, name in enumerate(groups) if name == g]
         vals = [nl[ly] for ly in lys if nl[ly] is not None]
         if vals:
-            label = f"new_lookup, {g} (trace layers {lys[0]}-{lys[-1]})"
+            where = "trace layers" if indexer.model_layers else "layers"
+            label = f"new_lookup, {g} ({where} {lys[0]}-{lys[-1]})"
             table.add_row(label, _GROUP_REFERENCE[g], _cell(sum(vals) / len(vals)))
     Console().print(table)
 
