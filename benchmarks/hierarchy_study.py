@@ -9,9 +9,9 @@ Traces, built once into --cache with the real CLI:
   stats`; k = 2048, 4 layers, 1000 steps from a 32K context) at the paper's statistics and at
   new-lookup 0.3 and 0.7 (it treats every layer alike, so 4 layers are 4 samples);
 - synthetic DeepSeek-V3.2 traces of the indexer-model generator (`--generator indexer`, seeds 0
-  and 1; k = 2048, 1000 steps from a 32K context) on a half-depth model: 31 layers with one
-  early layer (indexer-half-depth.json), so 1 early, 9 middle and 21 deep layers, the mix of
-  the real 61 layers (2 / 18 / 41). Its layer groups have different dynamics and every
+  and 1; k = 2048, 1000 steps from a 32K context) on a half-depth model: 31 layers sampling the
+  61 (a reduced model, docs/indexer-model.md), so 1 early, 9 middle and 21 deep layers, the mix
+  of the real 61 layers (2 / 18 / 41). Its layer groups have different dynamics and every
   (request, layer) buffer is simulated on its own, so a trace's hit rate is the mean over its
   layers, and only this mix makes it the whole model's.
 Each (trace, policy, N) is one `simulate_hierarchy` call (the same as `dsacache hierarchy TRACE
@@ -56,11 +56,10 @@ SYNTH = {
     "ds-nl0.3": ("--generator", "stats", *DS, "--new-lookup", "0.3"),
     "ds-nl0.7": ("--generator", "stats", *DS, "--new-lookup", "0.7"),
 }
-# half the depth of DeepSeek-V3.2 with its layer mix: 1 early, 9 middle (round(0.328 x 31) =
-# 10 is the first deep layer), 21 deep
-HALF_DEPTH = "benchmarks/indexer-half-depth.json"
+# half the depth of DeepSeek-V3.2 with its layer mix (a reduced model samples the 61 layers):
+# 1 early, 9 middle, 21 deep
 IX = ("--generator", "indexer", "--preset", "deepseek-v3.2", "--layers", "31", "--steps", "1000",
-      "--context", "32768", "--indexer-params", HALF_DEPTH)  # fmt: skip
+      "--context", "32768")  # fmt: skip
 INDEXER = {
     "ds-indexer-s0": (*IX, "--seed", "0"),
     "ds-indexer-s1": (*IX, "--seed", "1"),
