@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/dsacache demo --out demo-out
+	$(BIN)/dsacache demo --out demo-out --force
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks

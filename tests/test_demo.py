@@ -146,3 +146,18 @@ def test_demo_bad_steps_is_one_line_rc2(tmp_path: Path, capsys: pytest.CaptureFi
     assert cli_run(["demo", "--out", str(tmp_path / "e"), "--record-tokens", "-1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--record-tokens" in err
+
+
+def test_demo_again_needs_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An earlier demo's sweep results would stop the sweeps half-way: refused before anything
+    is written, replaced with --force (what `make demo` passes)."""
+    out = tmp_path / "d"
+    (out / "hierarchy").mkdir(parents=True)
+    (out / "hierarchy" / "results.parquet").write_bytes(b"old")
+    args = ["demo", "--out", str(out), "--steps", "2", "--workers", "1", "--record-tokens", "0"]
+    assert cli_run(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--force" in err and not (out / "analysis.json").exists()
+    assert cli_run([*args, "--force"]) == 0
+    rows = pq.read_table(out / "hierarchy" / "results.parquet").to_pylist()
+    assert len(rows) == len(DEMO_BUFFER_TOKENS) * len(DEMO_POLICIES)

@@ -48,8 +48,9 @@ def test_indexer_setup_full_depth_and_hf_config() -> None:
     assert (g.layers, g.top_k, indexer.model_layers) == (5, 64, 10)
     assert (indexer.spec.heads, indexer.spec.head_dim, indexer.spec.rope.dims) == (4, 32, 8)
     assert indexer.model.deep.flicker == 3 and indexer.model.deep.relu_bias > 0  # merged
-    with pytest.raises(DsacacheError, match="bad indexer settings"):
-        indexer_setup("glm-5", hf_config={"index_n_heads": "many"})
+    for bad in ({"index_n_heads": "many"}, {"index_topk": 2.5}, {"num_hidden_layers": True}):
+        with pytest.raises(DsacacheError, match="must be an integer >= 1"):
+            indexer_setup("glm-5", hf_config=bad)
 
 
 def test_progress_units_and_misuse() -> None:

@@ -84,3 +84,9 @@ def test_report_of_a_folder_with_a_hierarchy_sweep(drawn, tmp_path: Path) -> Non
     # the LLC figures draw the LLC sweep only
     assert len(drawn["hit_rate.png"].axes[0].get_lines()[0].get_xdata()) == 2
     assert json.loads(serving.read_text())["rows"][0]["buffer_hit_rate"] == 0.9
+    # a serving.json that is not `serving --json` output: a note, no figure, no traceback
+    (parent / "serving.png").unlink()
+    (parent / "serving.json").write_text('{"rows": []}')
+    assert run(["report", str(parent)]) == 0
+    assert "is not `dsacache serving --json` output" in (parent / "report.html").read_text()
+    assert not (parent / "serving.png").exists()

@@ -114,6 +114,9 @@ def test_weights_and_hbm_caps_by_hand():
     assert dp.request_bytes(offload=False) == 14 * 2 * (272 + 12) == 7952
     # offload: the 4-row buffer of KV per layer, and every index key
     assert dp.request_bytes(offload=True) == 4 * 2 * 272 + 14 * 2 * 12 == 2512
+    # a buffer longer than the request holds only the request's own 14 rows (no more than KV)
+    big = Deployment(TOY, TOY_GPU, replace(TOY_WORK, buffer_tokens=32), TOY_PARAMS)
+    assert big.request_bytes(offload=True) == big.request_bytes(offload=False) == 7952
     assert dp.max_running(False) == 2 * (20000 // 7952) == 4  # per GPU, times 2 GPUs
     assert dp.max_running(True) == 2 * (20000 // 2512) == 14
     assert tp.max_running(False) == (27288 - 3816) // 7952 == 2  # replicated: one GPU's worth

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from dsacache.cli.app import run
-from dsacache.perf.buffer_stats import GENERATED_LAYERS, buffer_stats, generated_trace
+from dsacache.errors import DsacacheError
+from dsacache.perf.buffer_stats import (
+    GENERATED_LAYERS,
+    buffer_stats,
+    decode_split,
+    generated_trace,
+    generated_window,
+)
 from dsacache.perf.serving import ServingWorkload
 from dsacache.perf.serving_models import serving_model
 from dsacache.sim.hierarchy import HierarchyConfig, simulate_hierarchy
@@ -87,3 +94,25 @@ def test_bad_input_is_one_line_rc2(extra, needle, capsys, tmp_path: Path, small_
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and needle in err
+
+
+def test_steps_that_fit_the_buffer_hit_and_the_rest_are_simulated() -> None:
+    """2000 in / 3000 out, 4096 rows: steps 0..2096 (contexts 2000..4096) keep all their KV in
+    the buffer; the generated trace covers the 903 that outgrow it, and the hit rate blends."""
+    model, w = serving_model("deepseek-v3.2"), ServingWorkload(8, 2000, 3000, 4096)
+    assert decode_split(w) == (2097, 903) and generated_window(w) == (4097, 903)
+    trace = generated_trace(model, 1152, w)
+    assert int(trace.requests[0].context_lens[0]) == 4097 and trace.steps == 903
+    sim = simulate_hierarchy(trace, HierarchyConfig(4096))
+    stats = buffer_stats(model, 1152, w, "token-lru")
+    assert stats.hit_rate == pytest.approx((2097 + 903 * sim.hit_rate) / 3000)
+    assert "the first 2097 of 3000 decode steps fit" in stats.source
+    # a longer decode: up to 1000 steps from the middle of the 9000 that outgrow the buffer
+    assert generated_window(ServingWorkload(8, 2000, 11097, 4096)) == (4097 + 4000, 1000)
+
+
+def test_a_trace_that_never_outgrows_the_buffer_is_refused() -> None:
+    short = synthesize(Geometry(1, 2048, 656, 132, 64), 3, 3000, seed=0)
+    w = ServingWorkload(8, 3000, 8192, 4096)
+    with pytest.raises(DsacacheError, match="fits a buffer of 4096 rows"):
+        buffer_stats(serving_model("deepseek-v3.2"), 1152, w, "token-lru", short)

@@ -219,6 +219,19 @@ def test_bad_parameters_are_one_clear_error() -> None:
         synthesize_indexer(SMALL, SPEC, 0, 100)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [{"early_layers": "x"}, {"jump_rate": "0.1"}, {"deep_from": None}, {"heads": 2.5},
+     {"early_layers": 1.5}, {"middle": {"flicker": True}}],
+)  # fmt: skip
+def test_parameters_of_the_wrong_type_are_one_line_errors(bad) -> None:
+    base = calibrated().to_dict()
+    if "middle" in bad:
+        bad = {"middle": {**base["middle"], **bad["middle"]}}
+    with pytest.raises(DsacacheError, match="must be (an integer|a finite number)"):
+        IndexerModel.from_dict({**base, **bad})
+
+
 def test_layer_groups_of_a_reduced_model() -> None:
     m = calibrated()  # early: layers 0-1; deep from round(20 / 61 x layers)
     assert m.layer_groups(4) == ["early", "early", "deep", "deep"]

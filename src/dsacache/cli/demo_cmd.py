@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from dsacache.report import build_report
 from dsacache.report.build import HIERARCHY_DIR, SERVING_JSON, STAGES, load_rows
 from dsacache.sweep import parse_config, run_sweep
 from dsacache.sweep.runner import build_trace, trace_geometry
+from dsacache.sweep.store import RESULTS, ROWS
 from dsacache.trace.generate import DEFAULT_GENERATOR, progress_total
 
 DEMO_PRESET = "deepseek-v3.2"
@@ -106,6 +108,9 @@ def demo(
         "--record-tokens",
         help="Tokens the bundled backbone decodes per prompt (0: skip that stage).",
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace the sweep results of an earlier demo in OUT."
+    ),
 ) -> None:
     """Run the pipeline end to end: record -> analysis, then trace -> analysis -> sweep -> report.
 
@@ -130,6 +135,7 @@ def demo(
         raise DsacacheError(f"--steps must be an integer >= 2, got {steps}")
     if record_tokens < 0:
         raise DsacacheError(f"--record-tokens must be >= 0, got {record_tokens}")
+    _clear_earlier_demo(out, force)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -177,6 +183,22 @@ def demo(
     for f in written:
         typer.echo(f"wrote {f}")
     typer.echo(f"open {out / 'report.html'}  ({time.perf_counter() - start:.1f} s)")
+
+
+def _clear_earlier_demo(out: Path, force: bool) -> None:
+    """An earlier demo's sweep results in OUT stop the sweeps half-way: refuse them before
+    anything is written, or with --force remove them (only the demo's own sweep folders)."""
+    earlier = [out / RESULTS, out / ROWS, out / HIERARCHY_DIR]
+    found = [p for p in earlier if p.exists()]
+    if not found:
+        return
+    if not force:
+        raise DsacacheError(
+            f"{out} already holds an earlier demo's sweep results ({found[0].name}): pass "
+            "--force to replace them, or another --out"
+        )
+    for p in found:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def _serving(folder: Path) -> ServingResult:

@@ -83,7 +83,7 @@ def libcachesim_cmd(
 DSA_JSONL_HELP = "\n\n".join(
     [
         "Write TRACE as dsa-jsonl, the public capture format `dsacache import dsa-jsonl` reads "
-        "(gzip when OUT ends in .gz): one JSON object per decode step x request x layer, in "
+        "(gzip when OUT ends in .gz): one JSON object per decode step x layer x request, in "
         "that order, with event, request_id, layer_id, step_idx (= context_len - 1), "
         "seq_len_current (= context_len), selected_token_pos (the valid slots, in slot order) "
         "and scores_topk when the trace stores scores.",

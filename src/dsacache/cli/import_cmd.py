@@ -63,6 +63,6 @@ def dsa_jsonl_cmd(
         write_capture(cap, out, g, chunk_steps, progress=advance)
     scores = "with scores" if cap.has_scores else "no scores"
     typer.echo(
-        f"wrote {out}: {len(cap.requests)} request(s), {steps} steps, {g.layers} layers, "
+        f"wrote {out}: {len(cap.requests)} request(s), {steps} steps in all, {g.layers} layers, "
         f"k={g.top_k}, {scores} ({cap.records:,} records)"
     )

@@ -50,9 +50,10 @@ HELP = "\n\n".join(
         "simulating the buffers as `dsacache hierarchy` does, under --buffer-policy: on "
         "--trace PATH (its top-k must be the model's), or, without --trace and --hit-rate, on "
         f"a generated trace of the model's geometry (`dsacache synth`'s indexer generator, "
-        f"{GENERATED_LAYERS} layers sampling the model's depth, min(output tokens, "
-        f"{GENERATED_STEPS}) steps from the input tokens: tens of seconds). --hit-rate H is a "
-        "what-if instead. A request whose input + output fits the buffer never misses.",
+        f"{GENERATED_LAYERS} layers sampling the model's depth, up to {GENERATED_STEPS} steps "
+        "from the middle of the decode steps whose context outgrows the buffer: tens of "
+        "seconds). Decode steps whose context fits the buffer hit (all the KV is on the GPU); "
+        "the hit rate counts them. --hit-rate H is a what-if instead.",
         "--json prints one object: baseline_max_concurrency, offload_max_concurrency and "
         "rows [{concurrency, baseline_tokens_per_s, offload_tokens_per_s, ratio, "
         "buffer_hit_rate, baseline_step, offload_step (and, from a simulation, "

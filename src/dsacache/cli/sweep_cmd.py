@@ -35,7 +35,9 @@ HELP = "\n\n".join(
         "file's own. There is no `batch` key.",
         "CONFIG keys: `traces` (paths, relative to CONFIG, or synth tables such as "
         '{synth = "deepseek-v3.2", steps = 50, context = 4096, layers = 4, top_k = 256, '
-        'seed = 0, requests = 4}), `policies`, `capacities` (a number = MiB, "20 MiB", '
+        'seed = 0, requests = 4}; `generator = "stats"` picks the statistics generator '
+        "instead of the indexer model, and fewer layers than the preset's make a reduced model "
+        'sampling its depth), `policies`, `capacities` (a number = MiB, "20 MiB", '
         '"5 MB" = 5e6 B = 4.77 MiB, "5000 tokens", {tokens = 5000}); optional `requests`, '
         '`partitions` ["global"], `hardware` ["h100"], `layers_per_gpu` (default: the '
         "trace's), `weights_mib` (MiB per layer, or \"model\" = the model's, inferred from the "

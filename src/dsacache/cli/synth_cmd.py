@@ -50,7 +50,9 @@ def synth(
     ),
     context: int = typer.Option(32768, "--context", help="Context length at the first step."),
     requests: int = typer.Option(1, "--requests", help="Requests in the batch."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (request r uses seed + r)."),
+    seed: int = typer.Option(
+        0, "--seed", help="Random seed (each request draws from its own streams of (seed, r))."
+    ),
     layers: int | None = typer.Option(
         None,
         "--layers",

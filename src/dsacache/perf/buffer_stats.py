@@ -5,8 +5,10 @@ The generated trace is `dsacache synth`'s default generator (the indexer model, 
 DeepSeek-V3.2's public measurements) with the model's indexer, top-k and KV row: a reduced model
 of GENERATED_LAYERS layers that sample the model's depth evenly (layer groups differ: the early
 layers select almost at random, the deep ones change more from step to step than the middle
-ones), up to GENERATED_STEPS decode steps, starting from the input's context and growing by one
-token a step. Each (request, layer) buffer is simulated on its own, so more layers add samples.
+ones), up to GENERATED_STEPS decode steps from the middle of the decode steps whose context
+outgrows the buffer, growing by one token a step. Each (request, layer) buffer is simulated on
+its own, so more layers add samples. The decode steps whose context still fits the buffer hit
+(HiSparse keeps a short sequence's whole KV on the GPU): the hit rate is blended over both.
 """
 
 from __future__ import annotations
@@ -41,8 +43,27 @@ def stats_from_result(result: HierarchyResult, source: str) -> BufferStats:
     )
 
 
-def generated_steps(work: ServingWorkload) -> int:
-    return max(1, min(work.output_tokens, GENERATED_STEPS))
+def decode_split(work: ServingWorkload) -> tuple[int, int]:
+    """(steps whose context fits the buffer, steps that outgrow it) of one request's decode:
+    step j has a context of I + j tokens, and while that is at most N all its KV is in the
+    buffer (HiSparse's short-sequence path): those steps hit."""
+    fit = max(0, min(work.output_tokens, work.buffer_tokens - work.input_tokens + 1))
+    return fit, work.output_tokens - fit
+
+
+def generated_window(work: ServingWorkload) -> tuple[int, int]:
+    """(first context, steps) of the generated trace: up to GENERATED_STEPS steps from the
+    middle of the decode steps that outgrow the buffer."""
+    fit, over = decode_split(work)
+    steps = max(1, min(over, GENERATED_STEPS))
+    return work.input_tokens + fit + (over - steps) // 2, steps
+
+
+def blended(hit_rate: float, work: ServingWorkload) -> float:
+    """The hit rate over a whole request's decode: its steps that fit the buffer hit, the
+    others at the simulated rate."""
+    fit, over = decode_split(work)
+    return (fit + over * hit_rate) / work.output_tokens
 
 
 def progress_units(work: ServingWorkload, trace: Trace | None) -> int:
@@ -50,7 +71,7 @@ def progress_units(work: ServingWorkload, trace: Trace | None) -> int:
     trace's (step, layer) pairs when it generates one."""
     if trace is not None:
         return trace.steps
-    return generated_steps(work) * (GENERATED_LAYERS + 1)
+    return generated_window(work)[1] * (GENERATED_LAYERS + 1)
 
 
 def generated_trace(
@@ -63,9 +84,10 @@ def generated_trace(
     g = Geometry(GENERATED_LAYERS, model.top_k, kv_bytes, model.index_bytes_per_token,
                  GENERATED_BLOCK_TOKENS)  # fmt: skip
     indexer = Indexer(indexer_preset(INDEXER_OF_MODEL[model.name]), calibrated(), model.layers)
+    first, steps = generated_window(work)
     return generate(
-        DEFAULT_GENERATOR, g, generated_steps(work), work.input_tokens, indexer=indexer,
-        seed=GENERATED_SEED, progress=progress,
+        DEFAULT_GENERATOR, g, steps, first, indexer=indexer, seed=GENERATED_SEED,
+        progress=progress,
     )  # fmt: skip
 
 
@@ -79,16 +101,19 @@ def buffer_stats(
 ) -> BufferStats:
     """Simulate the buffers of `work.buffer_tokens` rows under `policy` on `trace` (its top-k
     must be the model's), or on a generated trace of the model's geometry when trace is None.
-    A request whose input + output fits the buffer never misses: no simulation then."""
+    A request's decode steps whose context fits the buffer never miss (decode_split): when all
+    do, nothing is simulated; otherwise the simulated rate stands for the other steps."""
     cfg = HierarchyConfig(work.buffer_tokens, policy)
-    if work.peak_context <= work.buffer_tokens:
+    fit, over = decode_split(work)
+    if over == 0:
         return BufferStats(1.0, source="every request fits its buffer: no misses")
     if trace is None:
         trace = generated_trace(model, kv_bytes, work, progress)
+        first = int(trace.requests[0].context_lens[0])
         source = (
             f"{policy} on a generated trace ({DEFAULT_GENERATOR} generator, {model.label}'s "
             f"indexer and top-k {model.top_k}, {trace.geometry.layers} layers sampling its "
-            f"{model.layers}, {trace.steps} steps from {work.input_tokens} tokens)"
+            f"{model.layers}, {trace.steps} steps from {first} tokens)"
         )
     else:
         k = trace.geometry.top_k
@@ -97,5 +122,15 @@ def buffer_stats(
                 f"{trace.source}: the trace's top-k {k} is not {model.label}'s {model.top_k}: "
                 "its buffer hit rate does not carry over"
             )
+        if max(r.max_context for r in trace.requests) <= work.buffer_tokens:
+            raise DsacacheError(
+                f"{trace.source}: every request of the trace fits a buffer of "
+                f"{work.buffer_tokens} rows, so it never misses, but the workload's requests "
+                f"grow to {work.peak_context} tokens: its hit rate does not carry over"
+            )
         source = f"{policy} on {trace.source}"
-    return stats_from_result(simulate_hierarchy(trace, cfg, progress), source)
+    stats = stats_from_result(simulate_hierarchy(trace, cfg, progress), source)
+    if fit == 0:
+        return stats
+    note = f"; the first {fit} of {work.output_tokens} decode steps fit the buffer and hit"
+    return BufferStats(blended(stats.hit_rate, work), stats.p99_miss_rate, stats.source + note)

@@ -298,7 +298,8 @@ class Deployment:
         m = self.model
         ctx = self.work.peak_context
         index = ctx * m.layers * m.index_bytes_per_token
-        rows = self.work.buffer_tokens if offload else ctx
+        # a request no longer than its buffer keeps all its KV there: it needs only its own rows
+        rows = min(self.work.buffer_tokens, ctx) if offload else ctx
         return rows * m.layers * self.kv_bytes + index
 
     def max_running(self, offload: bool) -> int:
@@ -469,6 +470,8 @@ def serving_rows(
     dep = Deployment(model, hw, work, params or ServingParams())
     cap_base, cap_off = dep.max_running(False), dep.max_running(True)
     h = dep.hit_rate(stats)
+    if h != stats.hit_rate:  # a what-if rate does not apply to requests that fit their buffer
+        stats = BufferStats(1.0, source="every request fits its buffer: no misses")
     p99 = None if stats.p99_miss_rate is None or h == 1.0 else stats.p99_miss_rate
     rows = []
     for c in concurrency:

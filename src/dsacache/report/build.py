@@ -71,10 +71,21 @@ def _serving(folder: Path, notes: list[str]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         notes.append(f"{path} cannot be read ({type(e).__name__}): no serving figure")
         return None
+    row_keys = ("concurrency", "baseline_tokens_per_s", "offload_tokens_per_s", "ratio")
+    try:
+        ok = isinstance(data["buffer_stats"]["source"], str) and all(
+            all(k in row for k in row_keys) for row in data["rows"]
+        )
+    except (KeyError, TypeError):
+        ok = False
+    if not ok or not data["rows"]:
+        notes.append(f"{path} is not `dsacache serving --json` output: no serving figure")
+        return None
+    return data
 
 
 def build_report(

@@ -81,14 +81,19 @@ def indexer_setup(
     spec = indexer_preset(preset_name)
     full_layers = geometry.layers
     if hf_config is not None:
-        try:
-            heads = int(hf_config.get("index_n_heads", spec.heads))
-            head_dim = int(hf_config.get("index_head_dim", spec.head_dim))
-            rope_dims = int(hf_config.get("qk_rope_head_dim", spec.rope.dims))
-            full_layers = int(hf_config.get("num_hidden_layers", full_layers))
-            top_k = top_k if top_k is not None else hf_config.get("index_topk")
-        except (TypeError, ValueError) as e:
-            raise DsacacheError(f"{source}: bad indexer settings ({e})") from None
+
+        def count(key: str, default: int) -> int:
+            v = hf_config.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise DsacacheError(f"{source}: {key} must be an integer >= 1, got {v!r}")
+            return v
+
+        heads = count("index_n_heads", spec.heads)
+        head_dim = count("index_head_dim", spec.head_dim)
+        rope_dims = count("qk_rope_head_dim", spec.rope.dims)
+        full_layers = count("num_hidden_layers", full_layers)
+        if top_k is None and "index_topk" in hf_config:
+            top_k = count("index_topk", 1)
         spec = IndexerSpec(heads, head_dim, rope_from_hf_config(hf_config, rope_dims))
         layers = layers if layers is not None else full_layers
     geometry = geometry.with_overrides(

@@ -48,6 +48,7 @@ class GroupParams:
     relu_bias: float = 7.0
 
     def validate(self, name: str) -> None:
+        check_types(self, f"{name}.")
         for f in fields(self):
             v = getattr(self, f.name)
             if not (isinstance(v, int | float) and v == v and abs(v) != float("inf")):
@@ -59,6 +60,19 @@ class GroupParams:
                 raise DsacacheError(f"indexer model: {name}.{m} must be < 1")
         if self.persistent + self.drift + self.flicker + self.topic_weight <= 0:
             raise DsacacheError(f"indexer model: {name}: the query has no content part")
+
+
+def check_types(params: Any, prefix: str = "") -> None:  # noqa: ANN401 - either dataclass
+    """Every int field an int and every float field a finite number (bools are neither): the
+    parameters come from user JSON."""
+    for f in fields(params):
+        v = getattr(params, f.name)
+        if f.type not in ("int", "float"):
+            continue
+        ok = isinstance(v, int) if f.type == "int" else isinstance(v, int | float)
+        if isinstance(v, bool) or not ok or v != v or abs(v) == float("inf"):
+            kind = "an integer" if f.type == "int" else "a finite number"
+            raise DsacacheError(f"indexer model: {prefix}{f.name} must be {kind}, got {v!r}")
 
 
 # A memoryless query: a fresh random direction every step (what the first layers look like).
@@ -102,6 +116,7 @@ class IndexerModel:
     deep: GroupParams = field(default_factory=GroupParams)
 
     def validate(self) -> None:
+        check_types(self)
         if self.heads < 1 or self.topic_sections < 1 or self.early_layers < 0:
             raise DsacacheError(
                 "indexer model: heads and topic_sections must be >= 1, early_layers >= 0"
