@@ -5,7 +5,8 @@ different passages of the packaged held-out text `assets/tiny/heldout.txt`, whic
 was never trained on), synthetic from the statistics generator (DeepSeek-V3.2 and Llama-3.1-70B
 geometry, at the paper's statistics and at new-lookup 0.3 / 0.7) and from the indexer-model
 generator (`-indexer` traces: DeepSeek-V3.2 at 64K and 128K context, Llama-3.1-70B-like
-geometry with k = 256 at 64K and with k = 2048 at 128K; docs/indexer-model.md). Each trace is
+geometry with k = 256 at 64K and with k = 2048 at 128K, 20 layers: a reduced model whose layers
+sample the 80; docs/indexer-model.md). Each trace is
 built by the real CLI as a subprocess (`dsacache record` / `dsacache synth`) and kept in
 DIR/<name>; an existing one is reused.
 
@@ -55,8 +56,8 @@ def ds_ix(context: int) -> tuple[str, ...]:
 
 
 def llama_ix(k: int, steps: int, context: int) -> tuple[str, ...]:
-    """Llama-3.1-70B-like geometry (20 layers, DeepSeek-style indexer on Llama's rope),
-    indexer model."""
+    """Llama-3.1-70B-like geometry (20 layers sampling the 80, DeepSeek-style indexer on Llama's
+    rope), indexer model."""
     return ("--preset", "llama-3.1-70b", "--layers", "20", "--top-k", str(k), "--steps",
             str(steps), "--context", str(context))  # fmt: skip
 
