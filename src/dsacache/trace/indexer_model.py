@@ -20,6 +20,9 @@ from typing import Any
 from dsacache.errors import DsacacheError
 
 GROUPS = ("early", "middle", "deep")
+# GroupParams fields of the positional probe (benchmarks/probe_positional.py): 0 = off, the
+# calibrated model leaves them off.
+PROBE_FIELDS = ("rope_scatter", "rope_tilt", "rope_shared")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,13 @@ class GroupParams:
     `flicker`). head_spread: log-normal spread of the per-step head weights w(t, j); rope_gain:
     the rotary part's score at offset 0; relu_bias: subtracted from every head's dot product
     before the ReLU (a constant key feature: what a head must beat to count at all).
+    rope_scatter (a probe, default 0 = off): each head's own persistent rotary direction,
+    added to the query's rotary dims before rope_gain (rope_scatter·N(0, 1) per dim): random
+    phases per frequency, so the positional score peaks at scattered offsets that move with
+    the query; rope_tilt: that direction's share per frequency pair ∝ (ω / ω_max)^rope_tilt,
+    normalised to the same total (0 = flat; large = the fastest pairs alone, isolated peaks);
+    rope_shared: the share (variance, 0-1) of that direction common to all heads, so their
+    peaks line up (benchmarks/probe_positional.py, docs/indexer-model.md "Open").
     """
 
     topic_weight: float = 10.0
@@ -46,6 +56,9 @@ class GroupParams:
     head_spread: float = 0.5
     rope_gain: float = 1.0
     relu_bias: float = 7.0
+    rope_scatter: float = 0.0
+    rope_tilt: float = 0.0
+    rope_shared: float = 0.0
 
     def validate(self, name: str) -> None:
         check_types(self, f"{name}.")
@@ -55,6 +68,8 @@ class GroupParams:
                 raise DsacacheError(f"indexer model: {name}.{f.name} must be a finite number")
             if v < 0:
                 raise DsacacheError(f"indexer model: {name}.{f.name} must be >= 0, got {v}")
+        if self.rope_shared > 1.0:
+            raise DsacacheError(f"indexer model: {name}.rope_shared must be <= 1")
         for m in ("topic_memory", "drift_memory"):
             if getattr(self, m) >= 1.0:
                 raise DsacacheError(f"indexer model: {name}.{m} must be < 1")

@@ -194,6 +194,9 @@ class _LayerQueries:
             "rope": rng.standard_normal((h, r), dtype=np.float32),
             "topic0": rng.standard_normal((h, t), dtype=np.float32),
             "drift0": rng.standard_normal((h, c - ct), dtype=np.float32),
+            # Drawn last, so the draws above do not depend on it.
+            "scatter": rng.standard_normal((h, r), dtype=np.float32),
+            "scatter_common": rng.standard_normal((1, r), dtype=np.float32),
         }
         below = None if layer == 0 else self.fixed
         self.fixed = {
@@ -236,11 +239,22 @@ class _LayerQueries:
         detail = np.sqrt(g.persistent) * self.fixed["persistent"][None]
         detail = detail + np.sqrt(g.drift) * drift + np.sqrt(g.flicker) * innov["flicker"]
         q[:, :, ct:c] = detail
-        raw = (m.rope_mean + m.rope_spread * self.fixed["rope"]) * np.float32(g.rope_gain)
+        raw = m.rope_mean + m.rope_spread * self.fixed["rope"]
+        if g.rope_scatter > 0:  # off by default: the calibrated queries stay bit for bit
+            own, common = self.fixed["scatter"], self.fixed["scatter_common"]
+            scatter = np.sqrt(1 - g.rope_shared) * own + np.sqrt(g.rope_shared) * common
+            raw = raw + g.rope_scatter * scatter * self._tilt(g.rope_tilt)
+        raw = raw * np.float32(g.rope_gain)
         raw /= np.float32(np.sqrt(max(r, 1)))
         q[:, :, c:] = self.spec.rope.rotate(raw, positions[:, None])  # [steps, heads, r]
         weights = np.exp(g.head_spread * innov["weight"]).astype(np.float32)
         return q, weights
+
+    def _tilt(self, tilt: float) -> np.ndarray:
+        """Per rope dim: (ω / ω_max)^tilt of its pair, scaled to mean square 1 over the dims."""
+        w = self.spec.rope.inv_freq()
+        share = np.repeat((w / w.max()) ** tilt, 2)
+        return (share / np.sqrt(np.mean(share * share))).astype(np.float32)
 
 
 def generate_request(
