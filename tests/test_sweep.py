@@ -198,6 +198,18 @@ def test_bad_config_is_one_line_rc2(
     assert not (tmp_path / "out").exists()  # nothing written before the config is checked
 
 
+def test_buffer_below_a_trace_files_top_k_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.savez(tmp_path / "t.npz", indices=np.tile(np.arange(64, dtype=np.int32), (5, 2, 1)))
+    (tmp_path / "g.toml").write_text('traces = ["t.npz"]\nbuffer_tokens = [32, 128]\n')
+    rc = cli_run(["sweep", str(tmp_path / "g.toml"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "buffer_tokens 32 is below the top_k (64) of trace 't.npz'" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_synth_traces_name_their_generator(tmp_path: Path) -> None:
     """The default is `dsacache synth`'s; each generator builds its own trace; a stored identity
     from before the generator key (a store of older runs) rebuilds the statistics generator's."""

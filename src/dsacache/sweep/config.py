@@ -22,6 +22,7 @@ every zarr.json in it, i.e. its meta and array shapes).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -162,7 +163,7 @@ def parse_config(text: str, base_dir: str | Path = ".", source: str = "<config>"
         except DsacacheError as e:
             raise DsacacheError(f"{source}: {e} (sweep key near_miss_source)") from None
         if n is not None:
-            _check_hierarchy(cfg, source)
+            _check_hierarchy(cfg, source, base)
         runs.append(Run(cfg, str(base)))
     seen: set[str] = set()
     unique = []
@@ -221,20 +222,40 @@ def hierarchy_config(cfg: dict[str, Any]) -> HierarchyConfig:
     )  # fmt: skip
 
 
-def _check_hierarchy(cfg: dict[str, Any], source: str) -> None:
-    """What a hierarchy run can check before its trace exists: the LLC level's policy, the
-    region against the hardware's LLC, N >= top-k of a synth trace."""
+def _check_hierarchy(cfg: dict[str, Any], source: str, base: Path) -> None:
+    """What a hierarchy run can check before it runs: the LLC level's policy, the region
+    against the hardware's LLC, N >= the trace's top-k (a synth trace's, or a file's geometry),
+    so a bad grid writes nothing."""
     _level_policy(cfg["policy"], "policies", source)
     try:
         hierarchy_config(cfg)
     except DsacacheError as e:
         raise DsacacheError(f"{source}: {e}") from None
-    k = cfg["trace"].get("top_k")
+    t = cfg["trace"]
+    k = t.get("top_k")
+    if k is None and "path" in t:
+        k = _file_top_k(str(base / t["path"]), t["fingerprint"], source)
     if k is not None and cfg["buffer_tokens"] < k:
-        raise DsacacheError(
-            f"{source}: buffer_tokens {cfg['buffer_tokens']} is below the synth trace's top_k "
-            f"{k}: the attention reads every selected token from the buffer"
+        whose = (
+            f"the synth trace's top_k {k}"
+            if "synth" in t
+            else f"the top_k ({k}) of trace {t['path']!r}"
         )
+        raise DsacacheError(
+            f"{source}: buffer_tokens {cfg['buffer_tokens']} is below {whose}: the attention "
+            "reads every selected token from the buffer"
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _file_top_k(path: str, fingerprint: str, source: str) -> int:
+    """A trace file's top-k (cached by its content's fingerprint: one read per file)."""
+    from dsacache.trace.io import open_trace
+
+    try:
+        return open_trace(path, lazy=True).geometry.top_k
+    except DsacacheError as e:
+        raise DsacacheError(f"{source}: {e}") from None
 
 
 def _level_policy(p: Any, key: str, source: str) -> str:
