@@ -13,7 +13,6 @@ from dsacache.errors import DsacacheError
 from dsacache.perf.buffer_stats import (
     GENERATED_LAYERS,
     buffer_stats,
-    decode_split,
     generated_trace,
     generated_window,
 )
@@ -100,7 +99,7 @@ def test_steps_that_fit_the_buffer_hit_and_the_rest_are_simulated() -> None:
     """2000 in / 3000 out, 4096 rows: steps 0..2096 (contexts 2000..4096) keep all their KV in
     the buffer; the generated trace covers the 903 that outgrow it, and the hit rate blends."""
     model, w = serving_model("deepseek-v3.2"), ServingWorkload(8, 2000, 3000, 4096)
-    assert decode_split(w) == (2097, 903) and generated_window(w) == (4097, 903)
+    assert w.decode_split() == (2097, 903) and generated_window(w) == (4097, 903)
     trace = generated_trace(model, 1152, w)
     assert int(trace.requests[0].context_lens[0]) == 4097 and trace.steps == 903
     sim = simulate_hierarchy(trace, HierarchyConfig(4096))

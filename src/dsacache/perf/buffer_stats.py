@@ -43,18 +43,10 @@ def stats_from_result(result: HierarchyResult, source: str) -> BufferStats:
     )
 
 
-def decode_split(work: ServingWorkload) -> tuple[int, int]:
-    """(steps whose context fits the buffer, steps that outgrow it) of one request's decode:
-    step j has a context of I + j tokens, and while that is at most N all its KV is in the
-    buffer (HiSparse's short-sequence path): those steps hit."""
-    fit = max(0, min(work.output_tokens, work.buffer_tokens - work.input_tokens + 1))
-    return fit, work.output_tokens - fit
-
-
 def generated_window(work: ServingWorkload) -> tuple[int, int]:
     """(first context, steps) of the generated trace: up to GENERATED_STEPS steps from the
     middle of the decode steps that outgrow the buffer."""
-    fit, over = decode_split(work)
+    fit, over = work.decode_split()
     steps = max(1, min(over, GENERATED_STEPS))
     return work.input_tokens + fit + (over - steps) // 2, steps
 
@@ -62,7 +54,7 @@ def generated_window(work: ServingWorkload) -> tuple[int, int]:
 def blended(hit_rate: float, work: ServingWorkload) -> float:
     """The hit rate over a whole request's decode: its steps that fit the buffer hit, the
     others at the simulated rate."""
-    fit, over = decode_split(work)
+    fit, over = work.decode_split()
     return (fit + over * hit_rate) / work.output_tokens
 
 
@@ -101,10 +93,11 @@ def buffer_stats(
 ) -> BufferStats:
     """Simulate the buffers of `work.buffer_tokens` rows under `policy` on `trace` (its top-k
     must be the model's), or on a generated trace of the model's geometry when trace is None.
-    A request's decode steps whose context fits the buffer never miss (decode_split): when all
-    do, nothing is simulated; otherwise the simulated rate stands for the other steps."""
+    A request's decode steps whose context fits the buffer never miss
+    (ServingWorkload.decode_split): when all do, nothing is simulated; otherwise the simulated
+    rate stands for the other steps."""
     cfg = HierarchyConfig(work.buffer_tokens, policy)
-    fit, over = decode_split(work)
+    fit, over = work.decode_split()
     if over == 0:
         return BufferStats(1.0, source="every request fits its buffer: no misses")
     if trace is None:

@@ -160,6 +160,13 @@ class ServingWorkload:
     def peak_context(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    def decode_split(self) -> tuple[int, int]:
+        """(steps whose context fits the buffer, steps that outgrow it) of one request's decode:
+        step j has a context of I + j tokens, and while that is at most N all its KV is in the
+        buffer (HiSparse's short-sequence path): those steps hit."""
+        fit = max(0, min(self.output_tokens, self.buffer_tokens - self.input_tokens + 1))
+        return fit, self.output_tokens - fit
+
 
 @dataclass(frozen=True)
 class StepTime:
@@ -378,7 +385,7 @@ class Deployment:
 
     def hit_rate(self, stats: BufferStats) -> float:
         """A request whose whole context fits the buffer never misses (HiSparse's fast path)."""
-        return 1.0 if self.work.peak_context <= self.work.buffer_tokens else stats.hit_rate
+        return 1.0 if self.work.decode_split()[1] == 0 else stats.hit_rate
 
 
 @dataclass(frozen=True)

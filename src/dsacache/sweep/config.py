@@ -38,7 +38,7 @@ from dsacache.perf import perf_params
 from dsacache.sim import POLICIES, SimConfig
 from dsacache.sim.config import NEAR_MISS_POLICY, NEAR_MISS_SOURCES, mb_to_mib
 from dsacache.sim.hierarchy import HierarchyConfig, level_policies
-from dsacache.trace.generate import DEFAULT_GENERATOR, GENERATORS
+from dsacache.trace.generate import DEFAULT_GENERATOR, check_generator
 from dsacache.trace.geometry import PRESETS as GEOMETRY_PRESETS
 
 SCHEMA_VERSION = 3
@@ -402,11 +402,10 @@ def synth_identity(t: dict[str, Any], source: str) -> dict[str, Any]:
         if key not in t:
             raise DsacacheError(f"{source}: synth trace {name!r}: missing key {key!r}")
     generator = t.get("generator", DEFAULT_GENERATOR)
-    if generator not in GENERATORS:
-        raise DsacacheError(
-            f"{source}: synth trace {name!r}: generator must be one of {', '.join(GENERATORS)}, "
-            f"got {generator!r}"
-        )
+    try:
+        check_generator(generator)
+    except DsacacheError as e:
+        raise DsacacheError(f"{source}: synth trace {name!r}: {e}") from None
     out: dict[str, Any] = {
         "synth": name, "generator": generator, "steps": t["steps"], "context": t["context"],
         "layers": t.get("layers", g.layers), "top_k": t.get("top_k", g.top_k),

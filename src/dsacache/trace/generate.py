@@ -58,12 +58,6 @@ def check_generator(generator: str, what: str = "generator") -> str:
     return generator
 
 
-def reduced(indexer: Indexer, full_layers: int, layers: int) -> Indexer:
-    """`indexer` for a trace of `layers` standing for a model of `full_layers`."""
-    model_layers = full_layers if layers < full_layers else None
-    return Indexer(indexer.spec, indexer.model, model_layers)
-
-
 def indexer_setup(
     preset_name: str,
     *,
@@ -102,7 +96,8 @@ def indexer_setup(
     model = calibrated()
     if params is not None:
         model = IndexerModel.from_dict({**model.to_dict(), **_merge_groups(model, params)})
-    return geometry, reduced(Indexer(spec, model), full_layers, geometry.layers)
+    model_layers = full_layers if geometry.layers < full_layers else None  # a reduced model
+    return geometry, Indexer(spec, model, model_layers)
 
 
 def _merge_groups(model: IndexerModel, changes: dict[str, Any]) -> dict[str, Any]:
