@@ -315,7 +315,7 @@ GPUS: dict[str, GpuSpec] = {
             1.0e15,
             0.5e15,
             "pcie-gen5-x16",
-            32e9 * 16 / 8 * 128 / 130,
+            HOST_LINKS["pcie-gen5-x16"].raw_bytes_per_s,
             None,
             None,
             {

@@ -178,8 +178,8 @@ def demo(
     label = f"SYNTHETIC trace ({DEMO_PRESET} geometry, {DEMO_LAYERS} layers, {steps} steps)"
     with progress_bar("report", STAGES) as advance:
         files = build_report(out, trace, label, advance)
-    written = [*recorded, out / "analysis.json", out / "sweep.toml", out / "results.parquet"]
-    written += [out / HIERARCHY_DIR / "results.parquet", out / SERVING_JSON, *files]
+    written = [*recorded, out / "analysis.json", out / "sweep.toml", out / RESULTS]
+    written += [out / HIERARCHY_DIR / RESULTS, out / SERVING_JSON, *files]
     for f in written:
         typer.echo(f"wrote {f}")
     typer.echo(f"open {out / 'report.html'}  ({time.perf_counter() - start:.1f} s)")

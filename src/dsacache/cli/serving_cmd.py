@@ -35,6 +35,7 @@ from dsacache.perf.serving import (
 from dsacache.perf.serving_models import MODELS, serving_model
 from dsacache.sim.hierarchy import DEFAULT_BUFFER_POLICY, HierarchyConfig
 from dsacache.trace import open_trace
+from dsacache.units import GIB, MIB
 
 HELP = "\n\n".join(
     [
@@ -178,7 +179,8 @@ def serving_command(
         stats = BufferStats(hit_rate)
     else:
         trace = None if trace_path is None else open_trace(trace_path, lazy=True)
-        with progress_bar("buffer simulation", progress_units(work, trace)) as advance:
+        units = progress_units(model, dep.kv_bytes, work, trace)
+        with progress_bar("buffer simulation", units) as advance:
             stats = buffer_stats(model, dep.kv_bytes, work, buffer_policy, trace, advance)
     result = serving_rows(model, hw, work, levels, stats, params)
     if plot is not None:
@@ -226,9 +228,9 @@ def print_serving(r: ServingResult) -> None:
         f"{d.params.attention} attention, {d.kv_dtype} KV ({d.kv_bytes} B/token/layer), host "
         f"link {d.hw.link.label}, host reads {'overlapped' if d.params.overlap else 'serial'}; "
         f"buffer hit rate {r.rows[0].buffer_hit_rate:.3f} ({r.stats.source}){p99}.\n"
-        f"HBM per GPU: {d.weights_bytes_per_gpu / 2**30:,.1f} GiB weights, "
-        f"{d.kv_pool_bytes_per_gpu / 2**30:,.1f} GiB for KV; a request takes "
-        f"{d.request_bytes(False) / 2**20:,.0f} MiB (baseline) / "
-        f"{d.request_bytes(True) / 2**20:,.0f} MiB (offload). Max running: "
+        f"HBM per GPU: {d.weights_bytes_per_gpu / GIB:,.1f} GiB weights, "
+        f"{d.kv_pool_bytes_per_gpu / GIB:,.1f} GiB for KV; a request takes "
+        f"{d.request_bytes(False) / MIB:,.0f} MiB (baseline) / "
+        f"{d.request_bytes(True) / MIB:,.0f} MiB (offload). Max running: "
         f"{r.baseline_max_concurrency} (baseline) / {r.offload_max_concurrency} (offload)."
     )

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dsacache.errors import DsacacheError
-from dsacache.perf.serving import BufferStats, ServingWorkload
+from dsacache.perf.serving import FITS_BUFFER, BufferStats, ServingWorkload
 from dsacache.perf.serving_models import ServingModel
 from dsacache.sim.hierarchy import HierarchyConfig, HierarchyResult, simulate_hierarchy
-from dsacache.trace.generate import DEFAULT_GENERATOR, Indexer, generate
+from dsacache.trace.generate import DEFAULT_GENERATOR, Indexer, generate, progress_total
 from dsacache.trace.geometry import Geometry, indexer_preset
 from dsacache.trace.indexer_model import calibrated
 from dsacache.trace.model import Trace
@@ -58,12 +58,20 @@ def blended(hit_rate: float, work: ServingWorkload) -> float:
     return (fit + over * hit_rate) / work.output_tokens
 
 
-def progress_units(work: ServingWorkload, trace: Trace | None) -> int:
-    """What buffer_stats reports progress in: the simulation's steps, after the generated
-    trace's (step, layer) pairs when it generates one."""
+def progress_units(
+    model: ServingModel, kv_bytes: int, work: ServingWorkload, trace: Trace | None
+) -> int:
+    """What buffer_stats reports progress in: the simulation's steps, after the generator's
+    units when it generates the trace."""
     if trace is not None:
         return trace.steps
-    return generated_window(work)[1] * (GENERATED_LAYERS + 1)
+    steps = generated_window(work)[1]
+    return progress_total(DEFAULT_GENERATOR, _generated_geometry(model, kv_bytes), steps, 1) + steps
+
+
+def _generated_geometry(model: ServingModel, kv_bytes: int) -> Geometry:
+    return Geometry(GENERATED_LAYERS, model.top_k, kv_bytes, model.index_bytes_per_token,
+                    GENERATED_BLOCK_TOKENS)  # fmt: skip
 
 
 def generated_trace(
@@ -73,8 +81,7 @@ def generated_trace(
     progress: Callable[[int], None] | None = None,
 ) -> Trace:
     """A synthetic trace of the model's geometry for the workload (module doc)."""
-    g = Geometry(GENERATED_LAYERS, model.top_k, kv_bytes, model.index_bytes_per_token,
-                 GENERATED_BLOCK_TOKENS)  # fmt: skip
+    g = _generated_geometry(model, kv_bytes)
     indexer = Indexer(indexer_preset(INDEXER_OF_MODEL[model.name]), calibrated(), model.layers)
     first, steps = generated_window(work)
     return generate(
@@ -99,7 +106,7 @@ def buffer_stats(
     cfg = HierarchyConfig(work.buffer_tokens, policy)
     fit, over = work.decode_split()
     if over == 0:
-        return BufferStats(1.0, source="every request fits its buffer: no misses")
+        return FITS_BUFFER
     if trace is None:
         trace = generated_trace(model, kv_bytes, work, progress)
         first = int(trace.requests[0].context_lens[0])

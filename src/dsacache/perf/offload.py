@@ -24,8 +24,6 @@ class OffloadStep:
     """The step with host reads: perf (the GPU's part) + host reads + the swap-in's fixed cost."""
 
     perf: PerfResult
-    link: HostLink
-    host_rows: float  # rows read from host memory in a mean step, on this GPU
     host_s: float
     fixed_s: float
 
@@ -68,4 +66,4 @@ def offload_step(
     per_request_layer = rows / (batch * layers)
     host_s = host_read_s(link, hierarchy.kv_bytes_per_token, rows, layers, batch,
                          per_request_layer, hw.sms)  # fmt: skip
-    return OffloadStep(perf, link, rows, host_s, layers * swap_layer_s)
+    return OffloadStep(perf, host_s, layers * swap_layer_s)

@@ -45,6 +45,7 @@ from typing import Any
 from dsacache.errors import DsacacheError
 from dsacache.hardware import GpuSpec, HostLink
 from dsacache.perf.serving_models import KV_DTYPES, ServingModel
+from dsacache.units import GIB, MIB
 
 ATTENTION_MODES = ("dp", "tp")
 
@@ -216,6 +217,11 @@ def _unit_interval(name: str, v: float) -> None:
         raise DsacacheError(f"{name} must be a number in [0, 1], got {v!r}")
 
 
+# A request whose every decode step fits its buffer keeps all its KV on the GPU (HiSparse's
+# short-sequence path): it never misses.
+FITS_BUFFER = BufferStats(1.0, source="every request fits its buffer: no misses")
+
+
 def host_read_s(
     link: HostLink,
     kv_bytes: int,
@@ -280,10 +286,7 @@ class Deployment:
         m, g = self.model, self.work.gpus
         wb = ServingModel.WEIGHT_BYTES
         attention = m.layers * m.attention_params * wb
-        ffn = (
-            m.dense_layers * m.dense_ffn_params
-            + m.moe_layers * ((m.experts + m.shared_experts) * m.expert_params + m.router_params)
-        ) * wb
+        ffn = m.ffn_params(m.experts) * wb
         embeddings = 2 * m.embedding_params * ServingModel.EMBEDDING_BYTES
         return (attention if self.dp else attention / g) + (ffn + embeddings) / g
 
@@ -291,12 +294,12 @@ class Deployment:
     def kv_pool_bytes_per_gpu(self) -> float:
         pool = self.params.mem_fraction * self.hw.hbm_bytes - self.weights_bytes_per_gpu
         if pool <= 0:
-            need = self.weights_bytes_per_gpu / self.params.mem_fraction / 2**30
+            need = self.weights_bytes_per_gpu / self.params.mem_fraction / GIB
             raise DsacacheError(
                 f"{self.model.label} does not fit on {self.work.gpus} x {self.hw.label}: "
-                f"{self.weights_bytes_per_gpu / 2**30:,.1f} GiB of weights per GPU needs "
+                f"{self.weights_bytes_per_gpu / GIB:,.1f} GiB of weights per GPU needs "
                 f"{need:,.1f} GiB at memory fraction {self.params.mem_fraction:g} "
-                f"({self.hw.hbm_bytes / 2**30:,.1f} GiB per GPU)"
+                f"({self.hw.hbm_bytes / GIB:,.1f} GiB per GPU)"
             )
         return pool
 
@@ -332,14 +335,10 @@ class Deployment:
         wb = ServingModel.WEIGHT_BYTES
         w_bytes = (
             m.layers * m.attention_params * wb * share
-            + m.dense_layers * m.dense_ffn_params * wb / g
-            + m.moe_layers * ((touched + m.shared_experts) * m.expert_params + m.router_params)
-            * wb / g
+            + m.ffn_params(touched) * wb / g
             + m.embedding_params * ServingModel.EMBEDDING_BYTES / g
         )  # fmt: skip
-        active_ffn = m.dense_layers * m.dense_ffn_params + m.moe_layers * (
-            (m.experts_per_token + m.shared_experts) * m.expert_params + m.router_params
-        )
+        active_ffn = m.ffn_params(m.experts_per_token)
         w_flops = 2 * (
             b * m.layers * m.attention_params * share
             + running * (active_ffn + m.embedding_params) / g
@@ -382,10 +381,6 @@ class Deployment:
             fixed,
             self.params.overlap,
         )
-
-    def hit_rate(self, stats: BufferStats) -> float:
-        """A request whose whole context fits the buffer never misses (HiSparse's fast path)."""
-        return 1.0 if self.work.decode_split()[1] == 0 else stats.hit_rate
 
 
 @dataclass(frozen=True)
@@ -447,10 +442,10 @@ class ServingResult:
             "index_bytes_per_token": d.model.index_bytes_per_token,
             "host_link": d.hw.host_link,
             "overlap": d.params.overlap,
-            "weights_gib_per_gpu": d.weights_bytes_per_gpu / 2**30,
-            "kv_pool_gib_per_gpu": d.kv_pool_bytes_per_gpu / 2**30,
-            "baseline_request_mib": d.request_bytes(False) / 2**20,
-            "offload_request_mib": d.request_bytes(True) / 2**20,
+            "weights_gib_per_gpu": d.weights_bytes_per_gpu / GIB,
+            "kv_pool_gib_per_gpu": d.kv_pool_bytes_per_gpu / GIB,
+            "baseline_request_mib": d.request_bytes(False) / MIB,
+            "offload_request_mib": d.request_bytes(True) / MIB,
             "buffer_stats": asdict(self.stats),
             "params": asdict(d.params),
             "baseline_max_concurrency": self.baseline_max_concurrency,
@@ -476,9 +471,9 @@ def serving_rows(
             raise DsacacheError(f"concurrency values must be integers >= 1, got {c!r}")
     dep = Deployment(model, hw, work, params or ServingParams())
     cap_base, cap_off = dep.max_running(False), dep.max_running(True)
-    h = dep.hit_rate(stats)
-    if h != stats.hit_rate:  # a what-if rate does not apply to requests that fit their buffer
-        stats = BufferStats(1.0, source="every request fits its buffer: no misses")
+    if work.decode_split()[1] == 0:  # a what-if rate does not apply to requests that fit
+        stats = FITS_BUFFER
+    h = stats.hit_rate
     p99 = None if stats.p99_miss_rate is None or h == 1.0 else stats.p99_miss_rate
     rows = []
     for c in concurrency:

@@ -93,15 +93,18 @@ class ServingModel:
         """The input embedding; the (untied) output head has as many."""
         return self.vocab * self.hidden
 
+    def ffn_params(self, routed: float) -> float:
+        """Feed-forward parameters of every layer with `routed` routed experts per MoE layer
+        (all of them, those one token picks, or the expected number a batch touches) plus the
+        shared ones and the router."""
+        moe = (routed + self.shared_experts) * self.expert_params + self.router_params
+        return self.dense_layers * self.dense_ffn_params + self.moe_layers * moe
+
     @property
     def total_params(self) -> int:
-        moe = self.moe_layers * (
-            (self.experts + self.shared_experts) * self.expert_params + self.router_params
-        )
         return (
             self.layers * self.attention_params
-            + self.dense_layers * self.dense_ffn_params
-            + moe
+            + self.ffn_params(self.experts)
             + 2 * self.embedding_params
         )
 
@@ -109,12 +112,9 @@ class ServingModel:
     def active_params(self) -> int:
         """Parameters one token computes with: every matrix but the input embedding (a table
         lookup), with `experts_per_token` routed experts plus the shared ones."""
-        active_experts = self.experts_per_token + self.shared_experts
-        moe = self.moe_layers * (active_experts * self.expert_params + self.router_params)
         return (
             self.layers * self.attention_params
-            + self.dense_layers * self.dense_ffn_params
-            + moe
+            + self.ffn_params(self.experts_per_token)
             + self.embedding_params  # the output head
         )
 

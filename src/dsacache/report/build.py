@@ -18,6 +18,7 @@ from dsacache.report import figures, html
 from dsacache.report.predictability_plot import PNG as PREDICTABILITY_PNG
 from dsacache.report.predictability_plot import plot_predictability
 from dsacache.report.slowdown_note import slowdown_note
+from dsacache.sweep.store import RESULTS
 from dsacache.trace.generate import describe
 from dsacache.trace.model import Trace
 
@@ -37,7 +38,7 @@ STAGES = 5  # progress units: load, two sweep figures, trace figures, html
 def load_rows(folder: Path) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
-    path = folder / "results.parquet"
+    path = folder / RESULTS
     if not folder.is_dir():
         raise DsacacheError(f"{folder}: not a directory")
     if not path.is_file():
@@ -106,7 +107,7 @@ def build_report(
     folder = Path(folder)
     step = progress or (lambda n: None)
     rows = load_rows(folder)
-    if (folder / HIERARCHY_DIR / "results.parquet").is_file():
+    if (folder / HIERARCHY_DIR / RESULTS).is_file():
         rows += load_rows(folder / HIERARCHY_DIR)
     llc_rows = [r for r in rows if r.get("buffer_tokens") is None]
     notes: list[str] = []

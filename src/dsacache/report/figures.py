@@ -12,6 +12,7 @@ from dsacache.analysis import analyze
 from dsacache.sim.config import mb_to_mib
 from dsacache.sim.mrc import MissRatioCurve
 from dsacache.trace.model import Trace
+from dsacache.units import MIB
 
 # The paper's Table 4 (Llama-3.1-70B, 20 layers/GPU, 100 tok/s/user): reserved MB -> slowdown.
 # The paper writes MB; plotted against MiB axes as 10**6 B (5 MB = 4.77 MiB).
@@ -81,7 +82,7 @@ def _facet_figure(rows: list[dict[str, Any]], y: str, ylabel: str, scale: float,
             ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("reserved capacity (MiB)")
         ax.set_ylabel(ylabel)
-        weights = f", weights {wb / 2**20:,.0f} MiB/layer" if wb >= 0 else ""
+        weights = f", weights {wb / MIB:,.0f} MiB/layer" if wb >= 0 else ""
         ax.set_title(f"{trace}\npartition {part}, {hw}{weights}", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
@@ -259,10 +260,10 @@ def plot_buffer(rows: list[dict[str, Any]], out: Path, host: bool = True) -> Non
             if host_ax is None:
                 continue
             color = line.get_color()
-            host_ax.plot(xs, [p[1]["host_bytes_per_step_mean"] / 2**20 for p in pts],
+            host_ax.plot(xs, [p[1]["host_bytes_per_step_mean"] / MIB for p in pts],
                          marker="o", ms=3, color=color, lw=style["lw"],
                          label=f"{label} mean")  # fmt: skip
-            host_ax.plot(xs, [p[1]["host_bytes_per_step_p99"] / 2**20 for p in pts],
+            host_ax.plot(xs, [p[1]["host_bytes_per_step_p99"] / MIB for p in pts],
                          ls=":", color=color, lw=1, label=f"{label} p99")  # fmt: skip
         name = "\n".join(textwrap.wrap(str(trace), 70))
         hit_ax.set_ylabel("buffer hit rate (% of selected rows)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from dsacache.errors import DsacacheError
+from dsacache.errors import DsacacheError, lookup
 from dsacache.trace.rope import Rope
 
 
@@ -90,15 +90,9 @@ INDEXERS: dict[str, IndexerSpec] = {
 }
 
 
-def _lookup(table: dict, name: str, what: str):  # noqa: ANN202
-    if name not in table:
-        raise DsacacheError(f"unknown {what} {name!r} (known: {', '.join(sorted(table))})")
-    return table[name]
-
-
 def preset(name: str) -> Geometry:
-    return _lookup(PRESETS, name, "geometry preset")
+    return lookup(PRESETS, name, "geometry preset")
 
 
 def indexer_preset(name: str) -> IndexerSpec:
-    return _lookup(INDEXERS, name, "indexer preset")
+    return lookup(INDEXERS, name, "indexer preset")
