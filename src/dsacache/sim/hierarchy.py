@@ -112,15 +112,20 @@ class HierarchyConfig:
                 f"({hw.l2_bytes / MIB:g} MiB)"
             )
 
+    def check_top_k(self, k: int, name: str, whose: str) -> None:
+        """N >= k: the attention reads all k selected rows from the buffer (name: how the
+        caller calls N; whose: whose top-k, in words)."""
+        if self.buffer_tokens < k:
+            raise DsacacheError(
+                f"{name} {self.buffer_tokens} is below {whose}: the attention reads every "
+                "selected token from the buffer"
+            )
+
     def check(self, trace: Trace) -> None:
         """What needs the trace: N >= k (the attention reads all k selected rows from the
         buffer), and an LLC region given in tokens fits the LLC."""
         k = trace.geometry.top_k
-        if self.buffer_tokens < k:
-            raise DsacacheError(
-                f"--buffer-tokens {self.buffer_tokens} is below the trace's top-k {k}: the "
-                "attention reads every selected token from the buffer"
-            )
+        self.check_top_k(k, "--buffer-tokens", f"the trace's top-k {k}")
         if self.llc_reserve_tokens is not None:
             self._check_llc_bytes(self.llc_reserve_tokens * trace.geometry.kv_bytes_per_token)
 

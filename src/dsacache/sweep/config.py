@@ -228,34 +228,25 @@ def _check_hierarchy(cfg: dict[str, Any], source: str, base: Path) -> None:
     so a bad grid writes nothing."""
     _level_policy(cfg["policy"], "policies", source)
     try:
-        hierarchy_config(cfg)
+        level = hierarchy_config(cfg)
+        t = cfg["trace"]
+        k = t.get("top_k")
+        if k is None and "path" in t:
+            k = _file_top_k(str(base / t["path"]), t["fingerprint"])
+        if k is not None:
+            synth = "synth" in t
+            whose = f"the synth trace's top_k {k}" if synth else f"the top_k ({k}) of trace "
+            level.check_top_k(k, "buffer_tokens", whose + ("" if synth else repr(t["path"])))
     except DsacacheError as e:
         raise DsacacheError(f"{source}: {e}") from None
-    t = cfg["trace"]
-    k = t.get("top_k")
-    if k is None and "path" in t:
-        k = _file_top_k(str(base / t["path"]), t["fingerprint"], source)
-    if k is not None and cfg["buffer_tokens"] < k:
-        whose = (
-            f"the synth trace's top_k {k}"
-            if "synth" in t
-            else f"the top_k ({k}) of trace {t['path']!r}"
-        )
-        raise DsacacheError(
-            f"{source}: buffer_tokens {cfg['buffer_tokens']} is below {whose}: the attention "
-            "reads every selected token from the buffer"
-        )
 
 
 @functools.lru_cache(maxsize=64)
-def _file_top_k(path: str, fingerprint: str, source: str) -> int:
+def _file_top_k(path: str, fingerprint: str) -> int:
     """A trace file's top-k (cached by its content's fingerprint: one read per file)."""
     from dsacache.trace.io import open_trace
 
-    try:
-        return open_trace(path, lazy=True).geometry.top_k
-    except DsacacheError as e:
-        raise DsacacheError(f"{source}: {e}") from None
+    return open_trace(path, lazy=True).geometry.top_k
 
 
 def _level_policy(p: Any, key: str, source: str) -> str:
@@ -402,10 +393,7 @@ def synth_identity(t: dict[str, Any], source: str) -> dict[str, Any]:
         if key not in t:
             raise DsacacheError(f"{source}: synth trace {name!r}: missing key {key!r}")
     generator = t.get("generator", DEFAULT_GENERATOR)
-    try:
-        check_generator(generator)
-    except DsacacheError as e:
-        raise DsacacheError(f"{source}: synth trace {name!r}: {e}") from None
+    check_generator(generator, f"{source}: synth trace {name!r}: generator")
     out: dict[str, Any] = {
         "synth": name, "generator": generator, "steps": t["steps"], "context": t["context"],
         "layers": t.get("layers", g.layers), "top_k": t.get("top_k", g.top_k),

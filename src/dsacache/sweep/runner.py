@@ -71,17 +71,15 @@ def build_trace(
     return open_trace(p if p.is_absolute() else Path(base_dir) / p, lazy=True)
 
 
-# The run's keys a simulation depends on; the other axes (hardware, layers_per_gpu, weights_mib,
-# host_link) only change the perf model, so runs that differ in them share one simulation.
-SIMULATION_KEYS = (
-    "trace", "policy", "capacity_mib", "capacity_tokens", "partition", "near_miss_source",
-    "buffer_tokens", "buffer_policy",
-)  # fmt: skip
+# The run's keys that only change the perf model (and the schema version, the same for all
+# runs): runs that differ in them share one simulation. Every other key, a new axis included,
+# separates simulations, so forgetting to list one costs sharing, never correctness.
+PERF_KEYS = ("version", "hardware", "layers_per_gpu", "weights_mib", "host_link")
 
 
 def simulation_key(run: Run) -> str:
     """Canonical JSON of what run's simulation depends on (equal keys: one simulation)."""
-    return canonical_json({k: run.config.get(k) for k in SIMULATION_KEYS})
+    return canonical_json({k: v for k, v in run.config.items() if k not in PERF_KEYS})
 
 
 def group_runs(runs: list[Run]) -> list[list[Run]]:

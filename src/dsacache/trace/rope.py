@@ -97,15 +97,25 @@ class Rope:
             / (2 * math.log(self.theta))
         )
 
-    def rotate(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """x [..., dims] rotated by positions (broadcast against x's leading axes), float32.
+    def tables(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """cos and sin [..., dims / 2] of every position's angles, float32 (for rotate)."""
+        ang = np.asarray(positions, dtype=np.float64)[..., None] * self.inv_freq()
+        return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+    def rotate(
+        self,
+        x: np.ndarray,
+        positions: np.ndarray,
+        tables: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """x [..., dims] rotated by positions (broadcast against x's leading axes), float32;
+        tables: `tables(positions)` when the caller rotates many inputs at the same positions.
 
         Pairs are (2i, 2i+1). DeepSeek-V3.2's indexer rotates the half-split layout (i,
         i + dims/2) instead: a fixed relabelling of the dims, applied to queries and keys alike,
         so q·k is the same for relabelled inputs (the generator's rope dims are exchangeable).
         """
-        ang = np.asarray(positions, dtype=np.float64)[..., None] * self.inv_freq()
-        cos, sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+        cos, sin = self.tables(positions) if tables is None else tables
         a, b = x[..., 0::2], x[..., 1::2]
         out = np.empty(np.broadcast_shapes(x.shape, cos.shape[:-1] + x.shape[-1:]), np.float32)
         out[..., 0::2] = a * cos - b * sin

@@ -122,6 +122,7 @@ class _LayerKeys:
         self.m, self.st, self.n = model, st, n
         self.content = spec.head_dim - spec.rope.dims
         self.rope, self.rope_dims = spec.rope, spec.rope.dims
+        self.tables = spec.rope.tables(np.arange(n))  # every layer rotates the same positions
         self.banks: dict[str, np.ndarray] | None = None
 
     def next_layer(self, seed: int, request: int, layer: int) -> np.ndarray:
@@ -147,7 +148,7 @@ class _LayerKeys:
         detail += np.sqrt(1.0 - m.span_share) * b["token"]
         keys[:, ct:c] = _unit_rows(detail) * np.float32(np.sqrt(1.0 - m.topic_share))
         raw = (m.rope_mean + m.rope_spread * b["rope"]) / np.float32(np.sqrt(max(r, 1)))
-        keys[:, c:] = self.rope.rotate(raw, np.arange(self.n))
+        keys[:, c:] = self.rope.rotate(raw, np.arange(self.n), self.tables)
         return keys
 
     def topic_units(self) -> np.ndarray:
