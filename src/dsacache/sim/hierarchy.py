@@ -38,8 +38,8 @@ from dsacache.errors import DsacacheError
 from dsacache.hardware import gpu
 from dsacache.sim.config import SimConfig
 from dsacache.sim.partition import parse_partition, scoped
-from dsacache.sim.policies import HISPARSE, POLICIES, Counters, TokenPolicy
-from dsacache.sim.policies.driver import warm_up
+from dsacache.sim.policies import HISPARSE, POLICIES, Counters
+from dsacache.sim.policies.driver import prepare_pass, warm_up
 from dsacache.trace.blocks import StepBlocks
 from dsacache.trace.model import Trace
 from dsacache.units import MIB
@@ -249,16 +249,6 @@ class HierarchyResult:
         }
 
 
-def _backward(policy: TokenPolicy, blocks: StepBlocks) -> float:
-    """A policy's pass over the future (MIN), as `replay` runs it; returns its seconds."""
-    t0 = time.perf_counter()
-    if policy.needs_backward_pass:
-        for block in blocks.reversed():
-            policy.prepare_block(block)
-    policy.prepare()
-    return time.perf_counter() - t0
-
-
 def simulate_hierarchy(
     trace: Trace, cfg: HierarchyConfig, progress: Callable[[int], None] | None = None
 ) -> HierarchyResult:
@@ -280,7 +270,7 @@ def simulate_hierarchy(
         llc_part = parse_partition(cfg.llc_partition, g.layers, cfg.llc_config().tokens(g))
         llc = llc_cls(blocks, llc_part, g)
         llc_counters = Counters.zeros(g.layers)
-    engine = _backward(buf, blocks) + (0.0 if llc is None else _backward(llc, blocks))
+    engine = prepare_pass(buf, blocks) + (0.0 if llc is None else prepare_pass(llc, blocks))
     per_step = np.zeros(trace.steps, np.int64)
     served = 0
     for block in blocks:

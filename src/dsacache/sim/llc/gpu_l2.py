@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dsacache.errors import DsacacheError
+from dsacache.errors import DsacacheError, lookup
 from dsacache.hardware import GpuSpec, gpu
 from dsacache.sim.llc import gpu_l2_kernels as gk
 from dsacache.sim.llc.l2_measured import bandwidth_equivalent_hit_rate, measured_sweep
@@ -168,11 +168,7 @@ def sharp_knee_example() -> SweepSetup:
 
 def gpu_l2_preset(name: str) -> GpuL2Preset:
     """The preset called `name` (case-insensitive)."""
-    try:
-        return GPU_L2_PRESETS[name.lower()]
-    except (KeyError, AttributeError):
-        known = ", ".join(GPU_L2_PRESETS)
-        raise DsacacheError(f"unknown hardware {name!r} (known: {known})") from None
+    return lookup(GPU_L2_PRESETS, name, "hardware")
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 
 from dsacache.errors import DsacacheError, lookup
 from dsacache.hardware import GPUS, SET_ASIDE_FRACTION, GpuSpec
-from dsacache.units import LINE_BYTES, MIB, SECTOR_BYTES, SECTORS_PER_LINE
+from dsacache.units import LINE_BYTES, MIB, SECTOR_BYTES
 
 __all__ = [
     "LINE_BYTES",
     "MIB",
     "PRESETS",
-    "SECTORS_PER_LINE",
     "SECTOR_BYTES",
     "SET_ASIDE_FRACTION",
     "CacheShape",

@@ -250,10 +250,8 @@ class Belady(DrivenPolicy):
     kernel = min_replay
 
     def build_state(self) -> None:
-        alloc = np.minimum(self.capacity, self.region_units)
-        self.heap_off = np.zeros(self.n_regions, np.int64)
-        self.heap_off[1:] = np.cumsum(alloc)[:-1]
-        self.heap = np.zeros(2 * max(int(alloc.sum()), 1), np.int64)
+        self.heap_off = self.slot_off
+        self.heap = np.zeros(2 * max(int(self.region_slots.sum()), 1), np.int64)
         self.pos_of = np.full(max(self.blocks.keys.size, 1), -1, np.int64)
         self._next: dict[int, np.ndarray] = {}  # block start -> next-use positions
         self._nxt: np.ndarray | None = None  # per key, during the backward pass

@@ -48,8 +48,10 @@ Options a policy sets on its Hooks (all compile-time: an unused one costs nothin
   untouched.
 
 Row rules: with protect_row the driver marks every unit of the row's selection first
-(`mark[x] = row.now`), and a policy's victim choice skips marked units (row.protect says so: a
-compile-time constant, one kernel with and one without, so the rule costs the default nothing);
+(`mark[x] = row.now`; only for hooks with marks=True, the policies whose victim choice reads the
+marks: the others keep the row's units out of the victims their own way), and a policy's victim
+choice skips marked units (row.protect says so: a compile-time constant, one kernel with and one
+without, so the rule costs the default nothing);
 with whole_hits a region that holds all its keys answers every access as a hit without calling
 the policy; no_bypass is the policy's to honour in admit. Cold misses: when
 Counters.cold_misses is set, the driver counts the misses of keys no access touched before (one
@@ -98,6 +100,7 @@ class Hooks(NamedTuple):
     prefetch: Callable | None = None  # (st, block, near, t, layer, r, after) -> int32 row
     reads_row: bool = False  # begin_row reads the selection: range-check it first
     variant: int = 0  # handed to begin_row as row.variant: one set of hooks, several kernels
+    marks: bool = False  # the victim choice reads mark[]: only then does protect_row mark rows
 
 
 class Row(NamedTuple):
@@ -156,7 +159,7 @@ def no_row(st: Any, row: Row, sel: np.ndarray, g: Any, u: int) -> None:
 # by a pickle of the closure's cells, which differs in every process, so a closure would never
 # be loaded from the cache.)
 begin_row = find = hit = admit = end_row = span = prefetch = prefetch_row = None
-same_update = token_major = reads_row = spans = prefetches = protect_row = False
+same_update = token_major = reads_row = spans = prefetches = protect_row = mark_row = False
 variant = 0
 
 _KERNELS: dict[str, Hooks] = {}
@@ -234,7 +237,7 @@ def _replay_block(
                                 cm += first_touch(seen, base + tok * stride)
                     continue
                 now = (step * nl + layer) * nr + r
-                if protect_row:  # mark the row's units
+                if mark_row:  # mark the row's units (for a policy that reads the marks)
                     for s in range(k):
                         tok = sel[s]
                         if tok >= 0:
@@ -367,7 +370,7 @@ def make_replay(name: str, hooks: Hooks, cache: bool = True) -> Replay:
     for protect in (False, True):
         scope = dict(globals(), **hooks._asdict())
         scope.update(spans=hooks.span is not None, prefetches=hooks.prefetch is not None)
-        scope.update(protect_row=protect)
+        scope.update(protect_row=protect, mark_row=protect and hooks.marks)
         scope["prefetch_row"] = njit(inline="always")(
             types.FunctionType(_prefetch_row.__code__, scope, f"prefetch_{name}")
         )
@@ -411,10 +414,15 @@ class DrivenPolicy(TokenPolicy):
         self.capacity = np.ascontiguousarray(self.unit_capacity(tokens), np.int64)
         self.region_units = region_sums(self.region_of, self.pair_units(), self.n_regions)
         self.used = np.zeros(self.n_regions, np.int64)
+        # slots a region can fill, and where each region's slots start in a flat slot array
+        self.region_slots = np.minimum(self.capacity, self.region_units)
+        self.slot_off = np.zeros(self.n_regions, np.int64)
+        self.slot_off[1:] = np.cumsum(self.region_slots)[:-1]
         whole = (self.capacity >= self.region_units) & bool(rules.whole_hits)
         if rules.protect_row:
             self._check_row_fits()
-        self.mark = np.full(self.n_units() if rules.protect_row else 1, -1, np.int64)
+        marks = rules.protect_row and type(self).kernel.hooks.marks
+        self.mark = np.full(self.n_units() if marks else 1, -1, np.int64)
         self.seen: np.ndarray | None = None  # a bit per key, once cold misses are asked for
         self.space = Space(
             keys.key_offset,
@@ -502,13 +510,8 @@ class DrivenPolicy(TokenPolicy):
         warm_up(cls)
 
 
-def replay(
-    policy: TokenPolicy,
-    blocks: StepBlocks,
-    counters: Counters,
-    progress: Callable[[int], None] | None = None,
-) -> float:
-    """Run `policy` over `blocks` (its backward pass first, when it needs one); return the
+def prepare_pass(policy: TokenPolicy, blocks: StepBlocks) -> float:
+    """The policy's pass over the future (MIN's backward pass), then prepare(); returns the
     engine seconds: the policy's calls only, never the reading of a block."""
     engine = 0.0
     if policy.needs_backward_pass:
@@ -518,7 +521,18 @@ def replay(
             engine += time.perf_counter() - t0
     t0 = time.perf_counter()
     policy.prepare()
-    engine += time.perf_counter() - t0
+    return engine + time.perf_counter() - t0
+
+
+def replay(
+    policy: TokenPolicy,
+    blocks: StepBlocks,
+    counters: Counters,
+    progress: Callable[[int], None] | None = None,
+) -> float:
+    """Run `policy` over `blocks` (its backward pass first, when it needs one); return the
+    engine seconds: the policy's calls only, never the reading of a block."""
+    engine = prepare_pass(policy, blocks)
     for block in blocks:
         t0 = time.perf_counter()
         policy.run_block(block, counters)

@@ -103,7 +103,7 @@ def list_admit(st: ListState, x: int, g: tuple, i: int, s: int, u: int, full: bo
     return (head, first, nxt, now, protect, keyed), True
 
 
-LIST_HOOKS = Hooks(list_begin, list_find, list_hit, list_admit, no_row)
+LIST_HOOKS = Hooks(list_begin, list_find, list_hit, list_admit, no_row, marks=True)
 list_replay = make_replay("token_list", LIST_HOOKS)
 
 
@@ -122,10 +122,8 @@ class ListPolicy(DrivenPolicy):
     def build_state(self) -> None:
         self.keyed = type(self).kernel.hooks.variant == KEYED
         n, regions = self.n_units(), self.n_regions
-        alloc = np.minimum(self.capacity, self.region_units)
-        self.off = np.zeros(regions, np.int64)
-        self.off[1:] = np.cumsum(alloc)[:-1]
-        nodes = n if self.keyed else int(alloc.sum())
+        self.off = self.slot_off
+        nodes = n if self.keyed else int(self.region_slots.sum())
         small = max(n, nodes + regions) < 2**31 and not self.wide
         dtype = np.int32 if small else np.int64
         self.slot_of = np.full(1 if self.keyed else max(n, 1), -1, dtype)
