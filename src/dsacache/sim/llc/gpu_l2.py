@@ -272,8 +272,7 @@ def sweep(
         else:
             warm = warm_sweeps * run + slots
             stop = warm + measure
-            # the last counted blocks run beside a full complement of others (and their delays)
-            n_blocks = stop + slots + -(-stream.spread // iters)
+            n_blocks = gk.drained(stop, slots, stream.spread, iters)
             counts = gk.replay_window(cache, stream, n_blocks, warm, stop, np.zeros(0, np.int8))
         total = int(counts[gk.K_ACCESSES])
         hits.append(int(counts[gk.K_NEAR] + counts[gk.K_FAR]) / total)

@@ -101,6 +101,13 @@ class SteadyRule(NamedTuple):
 
 
 @njit(cache=True, inline="always")
+def drained(stop: int, slots: int, spread: int, iters: int) -> int:
+    """Blocks to dispatch so the last counted ones (before `stop`) run beside a full complement
+    of others and their delays: the window replay's and the steady rule's one tail."""
+    return stop + slots + -(-spread // iters)
+
+
+@njit(cache=True, inline="always")
 def mix64(x: int) -> int:
     """splitmix64's finaliser: a well-mixed 64-bit hash of x (uint64 arithmetic)."""
     z = np.uint64(x) + np.uint64(0x9E3779B97F4A7C15)
@@ -321,8 +328,7 @@ def _replay(
                     decided = True
                     warm = hi  # no block from here on has started
                     stop = warm + rule.measure
-                    # the last counted blocks run beside a full complement of others
-                    n_blocks = stop + slots + -(-st.spread // iters)
+                    n_blocks = drained(stop, slots, st.spread, iters)
                     counts[K_WARM_PASSES] = n
         while hi < n_blocks:  # dispatch every block that starts by this tick
             k = hi if hi < slots else np.argmin(free)
