@@ -335,8 +335,9 @@ def _mru_admit(st, x, g, i, s, u, full):
     return g, True
 
 
-mru_replay = make_replay("test_mru", Hooks(_mru_begin, _mru_find, _mru_hit, _mru_admit, no_row),
-                         cache=False)  # fmt: skip
+# its victim choice reads the driver's marks: marks=True
+mru_replay = make_replay("test_mru", Hooks(_mru_begin, _mru_find, _mru_hit, _mru_admit, no_row,
+                                           marks=True), cache=False)  # fmt: skip
 
 
 class MRU(DrivenPolicy):
